@@ -1,0 +1,141 @@
+/*
+ * config: the libconfig file (DESIGN.md "Configuration") turned into plain
+ * structs. Only config.c includes <libconfig.h>; everything else sees the
+ * structs below, which own all of their strings.
+ */
+#ifndef SMTP_TLS_PROXY_CONFIG_H
+#define SMTP_TLS_PROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+enum config_log_level { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
+enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+enum config_tls_mode { CONFIG_TLS_STARTTLS, CONFIG_TLS_IMPLICIT };
+enum config_client_info {
+    CONFIG_CLIENT_INFO_NONE,
+    CONFIG_CLIENT_INFO_XCLIENT,
+    CONFIG_CLIENT_INFO_PROXY_V1,
+    CONFIG_CLIENT_INFO_PROXY_V2,
+};
+/* What the proxy does with a bare CR or LF inside message content. */
+enum config_bare_newline {
+    CONFIG_BARE_NEWLINE_NORMALIZE, /* rewrite to CRLF, keeping the strict message end */
+    CONFIG_BARE_NEWLINE_REJECT,    /* 521 5.5.2 and close, as Postfix's "reject" */
+};
+enum config_policy {
+    CONFIG_POLICY_NONE,
+    CONFIG_POLICY_OPPORTUNISTIC,
+    CONFIG_POLICY_REQUIRED,
+    CONFIG_POLICY_VERIFY,
+};
+
+/* A resolved numeric socket address, e.g. from "0.0.0.0:25" or "[::1]:25".
+ * host holds the text as written (without brackets) for logs and SNI. */
+struct config_addr {
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    char host[256];
+    unsigned short port;
+};
+
+struct config_tls {
+    char **certificates;  /* PEM chain files, ncertificates of them (may be 0) */
+    size_t ncertificates;
+    char **keys;          /* one key file per certificate, same order */
+    size_t nkeys;
+    int min_version;      /* 12 or 13 */
+    char *ciphers;        /* TLS 1.2 cipher list, BoringSSL syntax */
+    char *ca_file;
+};
+
+struct config_timeouts {
+    unsigned connect;     /* seconds */
+    unsigned handshake;
+    unsigned idle;
+};
+
+struct config_inbound {
+    char *name;
+    struct config_addr listen;
+    struct config_addr backend;
+    enum config_tls_mode tls_mode;
+    bool require_tls;
+    bool proxy_protocol;
+    enum config_client_info backend_client_info;
+    enum config_bare_newline bare_newline;
+    unsigned max_connections;
+    struct config_timeouts timeouts;
+    struct config_tls tls; /* global block merged with the listener's overrides */
+    int line;              /* where it was defined, for messages */
+};
+
+struct config_policy_rule {
+    char *match;           /* as written */
+    bool is_net;           /* address/CIDR rather than host name */
+    struct sockaddr_storage net;
+    unsigned prefix;       /* CIDR length; 32/128 for a single address */
+    enum config_policy policy;
+};
+
+struct config_outbound {
+    char *name;
+    struct config_addr listen;
+    bool original_dst;            /* destination = "original" */
+    struct config_addr destination; /* when !original_dst */
+    enum config_policy policy;
+    struct config_policy_rule *policies;
+    size_t npolicies;
+    unsigned max_connections;
+    struct config_timeouts timeouts;
+    struct config_tls tls;
+    int line;
+};
+
+struct config {
+    char *file;                   /* path it was read from, or "(built-in)" */
+    unsigned workers;             /* 0 = one per CPU */
+    enum config_log_level log_level;
+    enum config_log_format log_format;
+    bool metrics_enabled;
+    struct config_addr metrics_listen;
+    unsigned shutdown_timeout;
+    struct config_tls tls;        /* global defaults */
+    struct config_inbound *inbound;
+    size_t ninbound;
+    struct config_outbound *outbound;
+    size_t noutbound;
+};
+
+/*
+ * Loads and validates FILE. On success returns a new config (free with
+ * config_free) and 0. On failure returns NULL-config and a negative value, and
+ * writes one "FILE:LINE: message" line per problem to err (a caller-owned
+ * buffer of errlen bytes, always NUL-terminated; lines separated by '\n').
+ * Checks the files named (certificates, keys, ca_file) exist and are readable,
+ * but does not parse them: tls.c does.
+ */
+int config_load(const char *file, struct config **out, char *err, size_t errlen);
+
+/* Same as config_load, from a string; name is used in messages as FILE. */
+int config_load_string(const char *text, const char *name, struct config **out,
+                       char *err, size_t errlen);
+
+/* The built-in default: inbound "default" 127.0.0.1:2525 -> 127.0.0.1:25,
+ * STARTTLS, no certificate files (the caller makes a self-signed one). */
+struct config *config_default(void);
+
+/* Accepts NULL and half-built configs. */
+void config_free(struct config *c);
+
+/* Policy that applies to a destination: the most specific rule of o->policies
+ * matching host (exact, or ".example.com" suffix: longer wins) or the address
+ * (longest prefix wins); address rules beat name rules only when longer...
+ * see config.c. Falls back to o->policy. host or addr may be NULL. */
+enum config_policy config_policy_for(const struct config_outbound *o, const char *host,
+                                     const struct sockaddr *addr);
+
+const char *config_policy_str(enum config_policy p);
+
+#endif

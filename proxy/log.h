@@ -1,0 +1,40 @@
+/*
+ * log: one line per event on stderr, text or JSON (DESIGN.md "Log and
+ * metrics"). Messages are "key=value" pairs separated by single spaces; a
+ * value containing spaces or quotes is written key="..." with \" and \\
+ * escapes (log_quote helps). In JSON mode the same pairs become one object:
+ * {"ts":"...","level":"info","session":"3f2a",...}. Thread-safe: each line is
+ * written with a single write(2).
+ */
+#ifndef SMTP_TLS_PROXY_LOG_H
+#define SMTP_TLS_PROXY_LOG_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#include "config.h"
+
+void log_init(enum config_log_level level, enum config_log_format format);
+void log_set_level(enum config_log_level level);
+int log_enabled(enum config_log_level level);
+
+void log_msg(enum config_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void log_vmsg(enum config_log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+#define log_error(...) log_msg(CONFIG_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(CONFIG_LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(CONFIG_LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                  \
+    do {                                                \
+        if (log_enabled(CONFIG_LOG_DEBUG))              \
+            log_msg(CONFIG_LOG_DEBUG, __VA_ARGS__);     \
+    } while (0)
+
+/* Writes s into out (size outlen, NUL-terminated) as a log value: unchanged
+ * if it has no space, quote, backslash or control character, else quoted and
+ * escaped (control characters as \xNN). Returns out. */
+const char *log_quote(const char *s, char *out, size_t outlen);
+
+#endif
