@@ -1,0 +1,4 @@
+#ifndef SMTP_TLS_PROXY_VERSION_H
+#define SMTP_TLS_PROXY_VERSION_H
+#define SMTP_TLS_PROXY_VERSION "0.1.0"
+#endif
