@@ -31,8 +31,11 @@ enum config_policy {
     CONFIG_POLICY_VERIFY,
 };
 
-/* A resolved numeric socket address, e.g. from "0.0.0.0:25" or "[::1]:25".
- * host holds the text as written (without brackets) for logs and SNI. */
+/* A socket address from "0.0.0.0:25", "[::1]:25" or "localhost:25" (always
+ * 127.0.0.1), filled in numerically. host holds the text as written (without
+ * brackets) for logs and SNI. Only an outbound fixed destination may name a
+ * host ("mx.example.net:25"): then sa is zeroed and salen is 0, and the
+ * runtime resolves host. */
 struct config_addr {
     struct sockaddr_storage sa;
     socklen_t salen;
@@ -110,15 +113,22 @@ struct config {
 
 /*
  * Loads and validates FILE. On success returns a new config (free with
- * config_free) and 0. On failure returns NULL-config and a negative value, and
- * writes one "FILE:LINE: message" line per problem to err (a caller-owned
- * buffer of errlen bytes, always NUL-terminated; lines separated by '\n').
- * Checks the files named (certificates, keys, ca_file) exist and are readable,
- * but does not parse them: tls.c does.
+ * config_free) and 0. On failure sets *out to NULL and returns a negative
+ * value (-EINVAL for a bad config, -errno when FILE cannot be opened,
+ * -ENOMEM), and writes one "FILE:LINE: message" line per problem, in file
+ * order, to err (a caller-owned buffer of errlen bytes, always NUL-terminated
+ * when errlen > 0; lines separated by '\n', no trailing newline). The one
+ * message without a line is "FILE: cannot read: <strerror>".
+ * Relative paths in the file (certificates, keys, ca_file, @include) are
+ * resolved against FILE's directory and stored absolute. Certificates and
+ * keys must be readable, and ca_file too when an outbound listener can use
+ * policy "verify"; none is parsed here: tls.c does that.
  */
 int config_load(const char *file, struct config **out, char *err, size_t errlen);
 
-/* Same as config_load, from a string; name is used in messages as FILE. */
+/* Same as config_load, from a string; name is used in messages as FILE, and
+ * its directory (the working directory if it has none) resolves relative
+ * paths. */
 int config_load_string(const char *text, const char *name, struct config **out,
                        char *err, size_t errlen);
 
@@ -129,10 +139,13 @@ struct config *config_default(void);
 /* Accepts NULL and half-built configs. */
 void config_free(struct config *c);
 
-/* Policy that applies to a destination: the most specific rule of o->policies
- * matching host (exact, or ".example.com" suffix: longer wins) or the address
- * (longest prefix wins); address rules beat name rules only when longer...
- * see config.c. Falls back to o->policy. host or addr may be NULL. */
+/* Policy that applies to a destination: the most specific rule of o->policies.
+ * Precedence: a rule naming host exactly, then the address rule with the
+ * longest prefix matching addr, then the longest ".suffix" rule matching host
+ * (names below the domain only), then o->policy. Names compare
+ * case-insensitively without a trailing dot; IPv4-mapped IPv6 addresses match
+ * IPv4 rules. host or addr may be NULL; a host that is an IP literal is
+ * matched as an address when addr is NULL. Reasons in config.c. */
 enum config_policy config_policy_for(const struct config_outbound *o, const char *host,
                                      const struct sockaddr *addr);
 

@@ -279,6 +279,15 @@ void conn_start_tls(struct conn *c, struct tls *t)
     c->tls_ready = false;
 }
 
+void conn_handshake(struct conn *c)
+{
+    if (c->tls != NULL && !c->tls_ready && !c->closing) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        pump_tls(c);
+    }
+}
+
 void conn_tls_shutdown(struct conn *c)
 {
     if (c->tls != NULL && c->tls_ready && !c->eof) {

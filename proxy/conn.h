@@ -93,6 +93,10 @@ void conn_discard_input(struct conn *c);
 /* Puts TLS under the leg. The engine is owned by the conn from then on. */
 void conn_start_tls(struct conn *c, struct tls *t);
 
+/* Drives the handshake now (a TLS client speaks first), then as data
+ * arrives. */
+void conn_handshake(struct conn *c);
+
 /* Queues close_notify if TLS is up. */
 void conn_tls_shutdown(struct conn *c);
 

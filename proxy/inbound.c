@@ -16,6 +16,7 @@ static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
 static const char R_EHLO_AFTER_TLS[] = "503 5.5.1 Send EHLO again after STARTTLS\r\n";
 static const char R_IN_TXN[] = "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n";
 static const char R_NEED_TLS[] = "530 5.7.0 Must issue a STARTTLS command first\r\n";
+static const char R_NO_STARTTLS[] = "502 5.5.1 STARTTLS not offered\r\n";
 static const char R_RESERVED[] = "550 5.7.0 Command reserved for the proxy\r\n";
 static const char R_NOT_IMPL[] = "502 5.5.1 Command not implemented\r\n";
 static const char R_TOO_LONG[] = "500 5.5.2 Line too long\r\n";
@@ -144,6 +145,19 @@ void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct
     fifo_push(e, PEND_GREETING, NULL);
 }
 
+void inbound_init_relay(struct inbound *e, const struct inbound_cfg *cfg,
+                        const struct inbound_io *io, bool server_tls, unsigned caps)
+{
+    memset(e, 0, sizeof(*e));
+    e->cfg = *cfg;
+    e->cfg.relay_only = true;
+    e->io = *io;
+    e->state = INBOUND_COMMAND;
+    e->tls_active = server_tls;
+    e->ehlo_sent = true;
+    e->caps = caps;
+}
+
 /* Transaction verbs that must wait for the client's EHLO after STARTTLS, or
  * for STARTTLS itself under require_tls. */
 static const char *mail_gate(const struct inbound *e)
@@ -198,7 +212,9 @@ static void command(struct inbound *e, const uint8_t *line, size_t len)
         forward(e, line, len, verb == SMTP_VERB_EHLO ? PEND_EHLO : PEND_HELO);
         return;
     case SMTP_VERB_STARTTLS:
-        if (has_args)
+        if (e->cfg.relay_only)
+            reply_local(e, R_NO_STARTTLS);
+        else if (has_args)
             reply_local(e, R_STARTTLS_ARGS);
         else if (e->tls_active)
             reply_local(e, R_TLS_ACTIVE);
@@ -387,10 +403,10 @@ static void reply_ehlo(struct inbound *e, const uint8_t *r, size_t len)
     size_t outlen;
     unsigned flags = 0;
 
-    if (!e->tls_active)
-        flags |= SMTP_EHLO_ADD_STARTTLS;
-    else
+    if (e->tls_active)
         flags |= SMTP_EHLO_TLS_ACTIVE;
+    else if (!e->cfg.relay_only)
+        flags |= SMTP_EHLO_ADD_STARTTLS;
     int caps = smtp_ehlo_rewrite(r, len, flags, out, sizeof(out), &outlen);
     if (caps < 0) {
         close_with(e, R_PROTOCOL, "protocol_error");

@@ -23,6 +23,8 @@ struct inbound_cfg {
     bool implicit_tls;        /* the client leg is TLS from the first byte */
     bool require_tls;         /* no mail transaction before STARTTLS */
     bool reject_bare_newline; /* bare CR/LF in content: 521 and close */
+    bool relay_only;          /* outbound relay phase: the client leg never
+                                 gets TLS, STARTTLS is not offered (502) */
 };
 
 /* Where the engine's output goes; the callbacks must not call back into
@@ -102,6 +104,12 @@ struct inbound {
 /* Sets up e for a new session; the backend's greeting is the first reply
  * awaited. cfg and io are copied. */
 void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct inbound_io *io);
+
+/* For the outbound engine: greeting and EHLO are done; relay from here.
+ * server_tls says whether the server leg is encrypted (AUTH is relayed
+ * only then); caps are the SMTP_CAP_* the server's EHLO reply offered. */
+void inbound_init_relay(struct inbound *e, const struct inbound_cfg *cfg,
+                        const struct inbound_io *io, bool server_tls, unsigned caps);
 
 /* Bytes from the client (plaintext, after TLS if any). Returns how many
  * were consumed; the session keeps the rest and offers them again, with

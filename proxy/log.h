@@ -17,6 +17,9 @@
 void log_init(enum config_log_level level, enum config_log_format format);
 void log_set_level(enum config_log_level level);
 int log_enabled(enum config_log_level level);
+/* Where lines go: stderr (2) unless changed, e.g. by tests capturing the
+ * output. The caller keeps owning fd. */
+void log_set_fd(int fd);
 
 void log_msg(enum config_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

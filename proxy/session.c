@@ -19,11 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "conn.h"
 #include "inbound.h"
+#include "outbound.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -53,11 +56,22 @@ struct session {
     struct worker *w;
     struct listener_shared *shared;
     struct runtime *rt;
-    const struct config_inbound *cfg; /* inside rt */
+    const struct config_inbound *cfg; /* inside rt; NULL for outbound */
+    const struct config_outbound *ocfg; /* inside rt; NULL for inbound */
+    const struct config_timeouts *timeouts;
     struct tls_ctx *tls_ctx;          /* inside rt */
     struct conn client, server;
     uv_timer_t timer;
-    struct inbound engine;
+    struct inbound engine;            /* inbound sessions */
+    struct outbound out;              /* outbound sessions */
+    bool outbound;
+    struct sockaddr_storage dest;     /* outbound: where to dial */
+    uv_getaddrinfo_t resolver;
+    bool resolving;
+    bool reconnecting;
+    enum config_policy policy;
+    const char *verified;             /* "yes", "no" or why not */
+    char dest_host[256];
     struct session *prev, *next;
     enum session_phase phase;
     unsigned handles;                 /* open libuv handles */
@@ -75,17 +89,29 @@ struct session {
     const char *tls_version;          /* static strings from BoringSSL */
     const char *tls_cipher;
     char sni[128];
+    char tls_error[256];              /* outbound: why the handshake failed */
 };
 
 static atomic_uint_fast32_t session_counter;
 static uint32_t session_salt;
 
 static const char R_BACKEND_DOWN[] = "421 4.4.1 Backend not available, try again later\r\n";
+static const char R_DEST_DOWN[] = "421 4.4.1 Destination not reachable, try again later\r\n";
+static const char R_NO_DEST[] =
+    "421 4.3.0 No original destination: connection was not redirected to the proxy\r\n";
 static const char R_BACKEND_TIMEOUT[] = "421 4.4.2 Backend timeout, closing connection\r\n";
 static const char R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 static const char R_SHUTDOWN[] = "421 4.3.2 Service shutting down, closing connection\r\n";
 static const char R_TOO_MANY[] = "421 4.3.2 Too many connections, try again later\r\n";
 static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
+
+/* Linux netfilter: the address a REDIRECTed connection was headed for. */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
 
 static void set_phase(struct session *s, enum session_phase p)
 {
@@ -97,6 +123,80 @@ static void set_phase(struct session *s, enum session_phase p)
 static void arm(struct session *s, uint64_t ms);
 static void session_close(struct session *s, const char *reason);
 static void run_actions(struct session *s);
+static void dial(struct session *s);
+
+/* ---- the engine of either direction, behind one face ---- */
+
+enum {
+    ACT_START_TLS_CLIENT = 1u << 0,
+    ACT_START_TLS_SERVER = 1u << 1,
+    ACT_RECONNECT = 1u << 2,
+    ACT_CLOSE = 1u << 3,
+};
+
+static size_t eng_client(struct session *s, const uint8_t *p, size_t n)
+{
+    return s->outbound ? outbound_client(&s->out, p, n) : inbound_client(&s->engine, p, n);
+}
+
+static size_t eng_server(struct session *s, const uint8_t *p, size_t n)
+{
+    return s->outbound ? outbound_server(&s->out, p, n) : inbound_server(&s->engine, p, n);
+}
+
+static void eng_server_eof(struct session *s)
+{
+    if (s->outbound)
+        outbound_server_eof(&s->out);
+    else
+        inbound_server_eof(&s->engine);
+}
+
+static void eng_abort(struct session *s, const char *reply, const char *reason)
+{
+    if (s->outbound)
+        outbound_abort(&s->out, reply, reason);
+    else
+        inbound_abort(&s->engine, reply, reason);
+}
+
+static bool eng_awaiting_server(const struct session *s)
+{
+    return s->outbound ? outbound_awaiting_server(&s->out)
+                       : inbound_awaiting_server(&s->engine);
+}
+
+static uint64_t eng_progress(const struct session *s)
+{
+    return s->outbound ? outbound_progress(&s->out) : s->engine.progress;
+}
+
+static const char *eng_reason(const struct session *s)
+{
+    return s->outbound ? s->out.reason : s->engine.reason;
+}
+
+static unsigned eng_take_actions(struct session *s)
+{
+    unsigned a = 0;
+
+    if (s->outbound) {
+        unsigned o = outbound_take_actions(&s->out);
+        if (o & OUTBOUND_ACT_START_TLS)
+            a |= ACT_START_TLS_SERVER;
+        if (o & OUTBOUND_ACT_RECONNECT)
+            a |= ACT_RECONNECT;
+        if (o & OUTBOUND_ACT_CLOSE)
+            a |= ACT_CLOSE;
+    } else {
+        unsigned i = inbound_take_actions(&s->engine);
+        if (i & INBOUND_ACT_START_TLS)
+            a |= ACT_START_TLS_CLIENT;
+        if (i & INBOUND_ACT_CLOSE)
+            a |= ACT_CLOSE;
+    }
+    return a;
+}
 
 /* ---- engine output ---- */
 
@@ -116,21 +216,42 @@ static void emit_server(void *arg, const uint8_t *p, size_t n)
 
 static void log_end(struct session *s)
 {
-    char sni[300];
+    char sni[300], note[300];
+    uint64_t ms = uv_now(&s->w->loop) - s->start_ms;
 
-    log_quote(s->sni[0] ? s->sni : "-", sni, sizeof(sni));
-    log_info("session=%s listener=%s dir=in client=%s backend=%s tls=%s cipher=%s sni=%s "
-             "bytes_in=%" PRIu64 " bytes_out=%" PRIu64 " ms=%" PRIu64 " end=%s",
+    if (!s->outbound) {
+        log_quote(s->sni[0] ? s->sni : "-", sni, sizeof(sni));
+        log_info("session=%s listener=%s dir=in client=%s backend=%s tls=%s cipher=%s sni=%s "
+                 "bytes_in=%" PRIu64 " bytes_out=%" PRIu64 " ms=%" PRIu64 " end=%s",
+                 s->id, s->shared->name, s->client_addr, s->backend_addr,
+                 s->tls_version ? s->tls_version : "none", s->tls_cipher ? s->tls_cipher : "-",
+                 sni, s->client.bytes_read, s->client.bytes_written, ms,
+                 s->reason ? s->reason : "unknown");
+        return;
+    }
+    /* RFC 7435 §3: plaintext, encrypted-unverified and verified are told
+     * apart; the line never claims more than was achieved. */
+    const char *security = s->tls_version == NULL        ? "plaintext"
+                           : strcmp(s->verified, "yes") == 0 ? "tls-verified"
+                                                         : "tls-unverified";
+    char verified[300];
+    log_quote(s->tls_version ? s->verified : "-", verified, sizeof(verified));
+    log_quote(s->out.tls_note ? s->out.tls_note : "-", note, sizeof(note));
+    log_info("session=%s listener=%s dir=out client=%s destination=%s policy=%s security=%s "
+             "tls=%s cipher=%s verified=%s tls_note=%s bytes_in=%" PRIu64 " bytes_out=%" PRIu64
+             " ms=%" PRIu64 " end=%s",
              s->id, s->shared->name, s->client_addr, s->backend_addr,
-             s->tls_version ? s->tls_version : "none", s->tls_cipher ? s->tls_cipher : "-", sni,
-             s->client.bytes_read, s->client.bytes_written,
-             uv_now(&s->w->loop) - s->start_ms, s->reason ? s->reason : "unknown");
+             config_policy_str(s->policy), security, s->tls_version ? s->tls_version : "none",
+             s->tls_cipher ? s->tls_cipher : "-", verified, note, s->client.bytes_read,
+             s->client.bytes_written, ms, s->reason ? s->reason : "unknown");
 }
 
 static void free_session(struct session *s)
 {
     log_end(s);
     metrics_bytes(s->shared->metrics, s->client.bytes_read, s->client.bytes_written);
+    if (s->reason != NULL && strcmp(s->reason, "policy_refusal") == 0)
+        metrics_policy_refusal(s->shared->metrics, config_policy_str(s->policy));
     if (s->counted) {
         atomic_fetch_sub(&s->shared->active, 1);
         metrics_connection_close(s->shared->metrics);
@@ -180,6 +301,8 @@ static void session_close(struct session *s, const char *reason)
     if (s->reason == NULL)
         s->reason = reason;
     set_phase(s, PHASE_CLOSING);
+    if (s->resolving)
+        uv_cancel((uv_req_t *)&s->resolver);
     conn_pause(&s->client);
     conn_pause(&s->server);
     conn_close(&s->server);
@@ -206,26 +329,31 @@ static void on_timer(uv_timer_t *t)
         return;
     case PHASE_HANDSHAKE_IMPLICIT:
     case PHASE_HANDSHAKE:
-        /* Nothing can be said in plaintext in the middle of a handshake. */
         log_warn("session=%s listener=%s event=tls_failed reason=\"handshake timeout\" "
-                 "client=%s",
-                 s->id, s->shared->name, s->client_addr);
+                 "peer=%s",
+                 s->id, s->shared->name, s->outbound ? s->backend_addr : s->client_addr);
         metrics_tls_failure(s->shared->metrics, "handshake timeout");
+        if (s->outbound) {
+            /* The client leg is plaintext: policy decides what it hears. */
+            outbound_tls_failed(&s->out, "handshake timeout");
+            break;
+        }
+        /* Nothing can be said in plaintext in the middle of a handshake. */
         session_close(s, "tls_timeout");
         return;
     case PHASE_CONNECTING:
-        log_warn("session=%s listener=%s event=backend_timeout backend=%s action=\"%s\"",
-                 s->id, s->shared->name, s->backend_addr, s->action);
-        inbound_abort(&s->engine, R_BACKEND_DOWN, "backend_unreachable");
+        log_warn("session=%s listener=%s event=connect_timeout peer=%s action=\"%s\"", s->id,
+                 s->shared->name, s->backend_addr, s->action);
+        eng_abort(s, s->outbound ? R_DEST_DOWN : R_BACKEND_DOWN, "backend_unreachable");
         break;
     case PHASE_RUNNING:
-        if (inbound_awaiting_server(&s->engine)) {
-            log_warn("session=%s listener=%s event=backend_timeout backend=%s "
-                     "action=\"waiting for a backend reply\"",
+        if (eng_awaiting_server(s)) {
+            log_warn("session=%s listener=%s event=server_timeout peer=%s "
+                     "action=\"waiting for a reply\"",
                      s->id, s->shared->name, s->backend_addr);
-            inbound_abort(&s->engine, R_BACKEND_TIMEOUT, "backend_timeout");
+            eng_abort(s, R_BACKEND_TIMEOUT, "backend_timeout");
         } else {
-            inbound_abort(&s->engine, R_IDLE, "timeout");
+            eng_abort(s, R_IDLE, "timeout");
         }
         break;
     }
@@ -239,39 +367,43 @@ static void arm(struct session *s, uint64_t ms)
 
 static void arm_idle(struct session *s)
 {
-    s->progress = s->engine.progress;
-    arm(s, (uint64_t)s->cfg->timeouts.idle * 1000);
-}
-
-/* ---- the backend leg ---- */
-
-static void dial_backend(struct session *s)
-{
-    s->server_dialled = true;
-    s->action = "connecting to the backend";
-    set_phase(s, PHASE_CONNECTING);
-    arm(s, (uint64_t)s->cfg->timeouts.connect * 1000);
-    int rc = conn_connect(&s->server, (const struct sockaddr *)&s->cfg->backend.sa);
-    if (rc != 0) {
-        log_warn("session=%s listener=%s event=backend_unreachable backend=%s error=\"%s\"",
-                 s->id, s->shared->name, s->backend_addr, uv_strerror(rc));
-        inbound_abort(&s->engine, R_BACKEND_DOWN, "backend_unreachable");
-        run_actions(s);
-    }
+    s->progress = eng_progress(s);
+    arm(s, (uint64_t)s->timeouts->idle * 1000);
 }
 
 /* ---- running the engine ---- */
 
 static void kick_client(struct session *s)
 {
-    if (!s->closing && !s->client_paused && s->phase != PHASE_HANDSHAKE &&
-        s->phase != PHASE_HANDSHAKE_IMPLICIT)
+    if (!s->closing && !s->client_paused && s->phase != PHASE_HANDSHAKE_IMPLICIT &&
+        !(s->phase == PHASE_HANDSHAKE && !s->outbound))
         conn_resume(&s->client);
+}
+
+static void start_tls_server_leg(struct session *s)
+{
+    bool verify = s->policy == CONFIG_POLICY_VERIFY;
+    /* SNI carries a name, never an address (RFC 6066 §3). */
+    const char *sni = s->dest_host[0] && !strchr(s->dest_host, ':') &&
+                              strspn(s->dest_host, "0123456789.") != strlen(s->dest_host)
+                          ? s->dest_host
+                          : NULL;
+    struct tls *t = tls_new_client(s->tls_ctx, sni, verify, s->dest_host);
+    if (t == NULL) {
+        eng_abort(s, R_INTERNAL, "internal_error");
+        return;
+    }
+    conn_discard_input(&s->server);
+    conn_start_tls(&s->server, t);
+    s->action = "TLS handshake with the destination";
+    set_phase(s, PHASE_HANDSHAKE);
+    arm(s, (uint64_t)s->timeouts->handshake * 1000);
+    conn_handshake(&s->server);
 }
 
 static void run_actions(struct session *s)
 {
-    unsigned acts = inbound_take_actions(&s->engine);
+    unsigned acts = eng_take_actions(s);
 
     if (s->closing)
         return;
@@ -281,14 +413,13 @@ static void run_actions(struct session *s)
     conn_flush(&s->client);
     if (s->closing)
         return;
-    if (acts & INBOUND_ACT_CLOSE) {
-        session_close(s, s->engine.reason);
+    if (acts & ACT_CLOSE) {
+        session_close(s, eng_reason(s));
         return;
     }
-    if (acts & INBOUND_ACT_START_TLS) {
+    if (acts & ACT_START_TLS_CLIENT) {
         struct tls *t = tls_new_server(s->tls_ctx);
         if (t == NULL) {
-            inbound_abort(&s->engine, R_INTERNAL, "internal_error");
             session_close(s, "internal_error");
             return;
         }
@@ -297,7 +428,26 @@ static void run_actions(struct session *s)
         conn_start_tls(&s->client, t);
         s->action = "TLS handshake with the client";
         set_phase(s, PHASE_HANDSHAKE);
-        arm(s, (uint64_t)s->cfg->timeouts.handshake * 1000);
+        arm(s, (uint64_t)s->timeouts->handshake * 1000);
+        return;
+    }
+    if (acts & ACT_START_TLS_SERVER) {
+        start_tls_server_leg(s);
+        if (!s->closing)
+            run_actions(s);
+        return;
+    }
+    if (acts & ACT_RECONNECT) {
+        /* Opportunistic fallback: a fresh plaintext connection. The new
+         * leg is set up once the old handle has closed. */
+        log_info("session=%s listener=%s event=tls_fallback destination=%s reason=\"%s\"",
+                 s->id, s->shared->name, s->backend_addr,
+                 s->out.tls_note ? s->out.tls_note : "-");
+        s->reconnecting = true;
+        s->tls_version = NULL;
+        s->tls_cipher = NULL;
+        s->action = "reconnecting to the destination in plaintext";
+        conn_close(&s->server);
         return;
     }
     /* Backpressure: a leg whose peer is not draining stops the other. */
@@ -309,7 +459,7 @@ static void run_actions(struct session *s)
         s->server_paused = true;
         conn_pause(&s->server);
     }
-    if (s->phase == PHASE_RUNNING && s->engine.progress != s->progress)
+    if (s->phase == PHASE_RUNNING && eng_progress(s) != s->progress)
         arm_idle(s);
 }
 
@@ -321,10 +471,10 @@ static size_t on_data(struct conn *c, const uint8_t *p, size_t n)
     if (s->closing)
         return n;
     if (c == &s->client) {
-        used = inbound_client(&s->engine, p, n);
+        used = eng_client(s, p, n);
         run_actions(s);
     } else {
-        used = inbound_server(&s->engine, p, n);
+        used = eng_server(s, p, n);
         run_actions(s);
         /* A reply may have released bytes the client sent ahead. */
         if (!s->closing && buf_len(&s->client.in) > 0)
@@ -345,10 +495,12 @@ static void on_eof(struct conn *c, int err)
         session_close(s, err == UV_EOF ? "client_closed" : "client_error");
         return;
     }
+    if (s->reconnecting)
+        return;
     if (err != UV_EOF)
-        log_warn("session=%s listener=%s event=backend_error backend=%s error=\"%s\"", s->id,
+        log_warn("session=%s listener=%s event=server_error peer=%s error=\"%s\"", s->id,
                  s->shared->name, s->backend_addr, uv_strerror(err));
-    inbound_server_eof(&s->engine);
+    eng_server_eof(s);
     run_actions(s);
 }
 
@@ -359,13 +511,17 @@ static void on_connect(struct conn *c, int status)
     if (s->closing)
         return;
     if (status != 0) {
-        log_warn("session=%s listener=%s event=backend_unreachable backend=%s error=\"%s\"",
-                 s->id, s->shared->name, s->backend_addr, uv_strerror(status));
-        inbound_abort(&s->engine, R_BACKEND_DOWN, "backend_unreachable");
+        log_warn("session=%s listener=%s event=connect_failed peer=%s error=\"%s\"", s->id,
+                 s->shared->name, s->backend_addr, uv_strerror(status));
+        eng_abort(s, s->outbound ? R_DEST_DOWN : R_BACKEND_DOWN, "backend_unreachable");
         run_actions(s);
         return;
     }
-    s->action = "waiting for the backend's greeting";
+    if (s->outbound && s->reconnecting) {
+        s->reconnecting = false;
+        outbound_reconnected(&s->out);
+    }
+    s->action = "waiting for the server's greeting";
     set_phase(s, PHASE_RUNNING);
     arm_idle(s);
     conn_resume(&s->server);
@@ -379,14 +535,25 @@ static void on_tls_ready(struct conn *c)
 
     s->tls_version = tls_version(c->tls);
     s->tls_cipher = tls_cipher(c->tls);
-    const char *sni = tls_sni(c->tls);
-    snprintf(s->sni, sizeof(s->sni), "%s", sni ? sni : "");
     metrics_handshake(s->shared->metrics, s->tls_version, s->tls_cipher);
     log_debug("session=%s event=tls_established version=%s cipher=%s", s->id, s->tls_version,
               s->tls_cipher);
+    if (c == &s->server) {
+        const char *why = NULL;
+        s->verified = tls_verify_result(c->tls, &why) ? "yes" : (why ? why : "no");
+        metrics_starttls(s->shared->metrics, "ok");
+        s->action = "repeating EHLO over TLS";
+        set_phase(s, PHASE_RUNNING);
+        arm_idle(s);
+        outbound_tls_ready(&s->out);
+        run_actions(s);
+        return;
+    }
+    const char *sni = tls_sni(c->tls);
+    snprintf(s->sni, sizeof(s->sni), "%s", sni ? sni : "");
     inbound_tls_ready(&s->engine);
     if (s->phase == PHASE_HANDSHAKE_IMPLICIT) {
-        dial_backend(s);
+        dial(s);
         return;
     }
     metrics_starttls(s->shared->metrics, "ok");
@@ -403,11 +570,25 @@ static void on_tls_error(struct conn *c, const char *why)
     if (s->closing)
         return;
     log_quote(why ? why : "unknown", q, sizeof(q));
-    log_warn("session=%s listener=%s event=tls_failed client=%s reason=%s action=\"%s\"", s->id,
-             s->shared->name, s->client_addr, q, s->action);
+    log_warn("session=%s listener=%s event=tls_failed peer=%s reason=%s action=\"%s\"", s->id,
+             s->shared->name, c == &s->client ? s->client_addr : s->backend_addr, q,
+             s->action);
     metrics_tls_failure(s->shared->metrics, why ? why : "unknown");
     if (s->phase == PHASE_HANDSHAKE)
         metrics_starttls(s->shared->metrics, "failed");
+    if (c == &s->server) {
+        /* The reason is copied: the engine is freed with the leg. */
+        snprintf(s->tls_error, sizeof(s->tls_error), "%s", why ? why : "unknown");
+        s->tls_version = NULL;
+        s->tls_cipher = NULL;
+        outbound_tls_failed(&s->out, s->tls_error);
+        if (!s->closing && !(s->out.actions & OUTBOUND_ACT_RECONNECT)) {
+            /* A refusal: nothing more goes to the destination. */
+            conn_pause(&s->server);
+        }
+        run_actions(s);
+        return;
+    }
     session_close(s, "tls_failed");
 }
 
@@ -429,9 +610,25 @@ static void on_drain(struct conn *c)
     }
 }
 
+static const struct conn_cb session_conn_cb;
+
 static void on_conn_closed(struct conn *c)
 {
-    on_handle_closed(c->owner);
+    struct session *s = c->owner;
+
+    if (c == &s->server && s->reconnecting && !s->closing) {
+        /* The old leg is gone; dial the same destination afresh. */
+        if (conn_init(&s->server, &s->w->loop, &session_conn_cb, s) != 0) {
+            s->reconnecting = false;
+            eng_abort(s, R_DEST_DOWN, "backend_unreachable");
+            on_handle_closed(s);
+            run_actions(s);
+            return;
+        }
+        dial(s);
+        return; /* the handle count is unchanged: one leg out, one in */
+    }
+    on_handle_closed(s);
 }
 
 static const struct conn_cb session_conn_cb = {
@@ -444,18 +641,172 @@ static const struct conn_cb session_conn_cb = {
     .on_close = on_conn_closed,
 };
 
+/* ---- the server leg ---- */
+
+static void dial(struct session *s)
+{
+    const struct sockaddr *sa =
+        s->outbound ? (const struct sockaddr *)&s->dest : (const struct sockaddr *)&s->cfg->backend.sa;
+
+    s->action = s->outbound ? "connecting to the destination" : "connecting to the backend";
+    set_phase(s, PHASE_CONNECTING);
+    arm(s, (uint64_t)s->timeouts->connect * 1000);
+    int rc = conn_connect(&s->server, sa);
+    if (rc != 0) {
+        log_warn("session=%s listener=%s event=connect_failed peer=%s error=\"%s\"", s->id,
+                 s->shared->name, s->backend_addr, uv_strerror(rc));
+        eng_abort(s, s->outbound ? R_DEST_DOWN : R_BACKEND_DOWN, "backend_unreachable");
+        run_actions(s);
+    }
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct session *s = req->data;
+
+    s->resolving = false;
+    if (status == UV_ECANCELED || s->closing) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status != 0 || res == NULL) {
+        log_warn("session=%s listener=%s event=resolve_failed destination=%s error=\"%s\"",
+                 s->id, s->shared->name, s->backend_addr, uv_strerror(status));
+        uv_freeaddrinfo(res);
+        eng_abort(s, R_DEST_DOWN, "backend_unreachable");
+        run_actions(s);
+        return;
+    }
+    memcpy(&s->dest, res->ai_addr, res->ai_addrlen);
+    uv_freeaddrinfo(res);
+    /* Policies may name addresses: decide with both name and address. */
+    s->policy = config_policy_for(s->ocfg, s->dest_host, (const struct sockaddr *)&s->dest);
+    s->out.cfg.policy = (enum outbound_policy)s->policy;
+    dial(s);
+}
+
+/* Where an outbound session goes: the fixed next hop, or the address the
+ * client was heading for before iptables REDIRECTed it to us. */
+static int find_destination(struct session *s)
+{
+    const struct config_outbound *o = s->ocfg;
+
+    if (!o->original_dst) {
+        snprintf(s->dest_host, sizeof(s->dest_host), "%s", o->destination.host);
+        snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", o->destination.host,
+                 o->destination.port);
+        if (o->destination.salen > 0) {
+            memcpy(&s->dest, &o->destination.sa, o->destination.salen);
+            return 0;
+        }
+        char port[8];
+        snprintf(port, sizeof(port), "%u", o->destination.port);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+        s->resolver.data = s;
+        int rc = uv_getaddrinfo(&s->w->loop, &s->resolver, on_resolved, o->destination.host,
+                                port, &hints);
+        if (rc == 0)
+            s->resolving = true;
+        return rc == 0 ? 1 : rc;
+    }
+    uv_os_fd_t fd;
+    struct sockaddr_storage dst, local;
+    socklen_t len = sizeof(dst);
+    int llen = sizeof(local);
+    if (uv_fileno((uv_handle_t *)&s->client.tcp, &fd) != 0 ||
+        uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&local, &llen) != 0)
+        return UV_EINVAL;
+    int rc = local.ss_family == AF_INET6
+                 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst, &len)
+                 : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len);
+    if (rc != 0)
+        return UV_ENOENT;
+    /* Without a REDIRECT the "original" destination is the proxy itself:
+     * dialling it would loop. */
+    if (dst.ss_family == local.ss_family &&
+        ((dst.ss_family == AF_INET &&
+          memcmp(&((struct sockaddr_in *)&dst)->sin_addr, &((struct sockaddr_in *)&local)->sin_addr,
+                 4) == 0 &&
+          ((struct sockaddr_in *)&dst)->sin_port == ((struct sockaddr_in *)&local)->sin_port) ||
+         (dst.ss_family == AF_INET6 &&
+          memcmp(&((struct sockaddr_in6 *)&dst)->sin6_addr,
+                 &((struct sockaddr_in6 *)&local)->sin6_addr, 16) == 0 &&
+          ((struct sockaddr_in6 *)&dst)->sin6_port ==
+              ((struct sockaddr_in6 *)&local)->sin6_port)))
+        return UV_ENOENT;
+    s->dest = dst;
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (dst.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&dst, host, sizeof(host));
+        port = ntohs(((struct sockaddr_in *)&dst)->sin_port);
+        snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", host, port);
+    } else {
+        uv_ip6_name((struct sockaddr_in6 *)&dst, host, sizeof(host));
+        port = ntohs(((struct sockaddr_in6 *)&dst)->sin6_port);
+        snprintf(s->backend_addr, sizeof(s->backend_addr), "[%s]:%u", host, port);
+    }
+    snprintf(s->dest_host, sizeof(s->dest_host), "%s", host);
+    return 0;
+}
+
 /* ---- accept ---- */
 
-static const struct config_inbound *find_inbound(const struct runtime *rt, const char *name,
-                                                 struct tls_ctx **ctx)
+static bool find_listener(struct session *s, const char *name)
 {
+    const struct runtime *rt = s->rt;
+
     for (size_t i = 0; i < rt->cfg->ninbound; i++) {
         if (strcmp(rt->cfg->inbound[i].name, name) == 0) {
-            *ctx = rt->inbound_tls[i];
-            return &rt->cfg->inbound[i];
+            s->cfg = &rt->cfg->inbound[i];
+            s->tls_ctx = rt->inbound_tls[i];
+            s->timeouts = &s->cfg->timeouts;
+            return true;
         }
     }
-    return NULL;
+    for (size_t i = 0; i < rt->cfg->noutbound; i++) {
+        if (strcmp(rt->cfg->outbound[i].name, name) == 0) {
+            s->ocfg = &rt->cfg->outbound[i];
+            s->tls_ctx = rt->outbound_tls[i];
+            s->timeouts = &s->ocfg->timeouts;
+            s->outbound = true;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void start_outbound(struct session *s)
+{
+    struct outbound_cfg ocfg = {
+        .policy = OUTBOUND_OPPORTUNISTIC,
+        .reject_bare_newline = false,
+    };
+    struct inbound_io io = {.arg = s, .to_client = emit_client, .to_server = emit_server};
+
+    s->verified = "no";
+    outbound_init(&s->out, &ocfg, &io);
+    int rc = find_destination(s);
+    if (rc < 0) {
+        log_warn("session=%s listener=%s event=no_destination client=%s error=\"%s\"", s->id,
+                 s->shared->name, s->client_addr,
+                 rc == UV_ENOENT ? "no SO_ORIGINAL_DST (not redirected?)" : uv_strerror(rc));
+        eng_abort(s, rc == UV_ENOENT ? R_NO_DEST : R_DEST_DOWN, "no_destination");
+        run_actions(s);
+        return;
+    }
+    conn_resume(&s->client);
+    if (s->closing)
+        return;
+    if (rc == 1) {
+        s->action = "resolving the destination";
+        set_phase(s, PHASE_CONNECTING);
+        arm(s, (uint64_t)s->timeouts->connect * 1000);
+        return;
+    }
+    s->policy = config_policy_for(s->ocfg, s->dest_host, (const struct sockaddr *)&s->dest);
+    s->out.cfg.policy = (enum outbound_policy)s->policy;
+    dial(s);
 }
 
 void session_accept(struct worker *w, struct listener *l)
@@ -481,7 +832,7 @@ void session_accept(struct worker *w, struct listener *l)
     s->start_ms = uv_now(&w->loop);
     s->action = "accepting";
     s->rt = runtime_acquire();
-    s->cfg = find_inbound(s->rt, l->shared->name, &s->tls_ctx);
+    bool found = find_listener(s, l->shared->name);
 
     /* Link first: from here on the worker can see and shut it down. */
     s->next = w->sessions;
@@ -495,26 +846,29 @@ void session_accept(struct worker *w, struct listener *l)
     s->handles = 1;
     if (conn_init(&s->client, &w->loop, &session_conn_cb, s) == 0)
         s->handles++;
-    if (conn_accept(&s->client, (uv_stream_t *)&l->tcp) != 0 || s->cfg == NULL) {
-        s->reason = s->cfg == NULL ? "listener_removed" : "accept_failed";
+    if (conn_accept(&s->client, (uv_stream_t *)&l->tcp) != 0 || !found) {
+        s->reason = found ? "accept_failed" : "listener_removed";
         s->closing = true;
         close_handles(s);
         return;
     }
     conn_peer_str(&s->client, s->client_addr, sizeof(s->client_addr));
-    snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", s->cfg->backend.host,
-             s->cfg->backend.port);
     metrics_connection_open(s->shared->metrics);
     s->counted = true;
     unsigned active = atomic_fetch_add(&s->shared->active, 1) + 1;
+    bool implicit = !s->outbound && s->cfg->tls_mode == CONFIG_TLS_IMPLICIT;
 
-    struct inbound_cfg ecfg = {
-        .implicit_tls = s->cfg->tls_mode == CONFIG_TLS_IMPLICIT,
-        .require_tls = s->cfg->require_tls,
-        .reject_bare_newline = s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT,
-    };
-    struct inbound_io io = {.arg = s, .to_client = emit_client, .to_server = emit_server};
-    inbound_init(&s->engine, &ecfg, &io);
+    if (!s->outbound) {
+        snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", s->cfg->backend.host,
+                 s->cfg->backend.port);
+        struct inbound_cfg ecfg = {
+            .implicit_tls = implicit,
+            .require_tls = s->cfg->require_tls,
+            .reject_bare_newline = s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT,
+        };
+        struct inbound_io io = {.arg = s, .to_client = emit_client, .to_server = emit_server};
+        inbound_init(&s->engine, &ecfg, &io);
+    }
 
     if (conn_init(&s->server, &w->loop, &session_conn_cb, s) == 0)
         s->handles++;
@@ -523,18 +877,23 @@ void session_accept(struct worker *w, struct listener *l)
         return;
     }
 
-    if (active > s->cfg->max_connections || w->stopping) {
+    unsigned max = s->outbound ? s->ocfg->max_connections : s->cfg->max_connections;
+    if (active > max || w->stopping) {
         log_warn("session=%s listener=%s event=refused reason=%s client=%s", s->id,
                  s->shared->name, w->stopping ? "shutting_down" : "max_connections",
                  s->client_addr);
-        if (!ecfg.implicit_tls)
+        if (!implicit)
             conn_emit(&s->client, (const uint8_t *)R_TOO_MANY, sizeof(R_TOO_MANY) - 1);
         session_close(s, "max_connections");
         return;
     }
     log_debug("session=%s listener=%s event=connect client=%s", s->id, s->shared->name,
               s->client_addr);
-    if (ecfg.implicit_tls) {
+    if (s->outbound) {
+        start_outbound(s);
+        return;
+    }
+    if (implicit) {
         struct tls *t = tls_new_server(s->tls_ctx);
         if (t == NULL) {
             session_close(s, "internal_error");
@@ -543,25 +902,25 @@ void session_accept(struct worker *w, struct listener *l)
         conn_start_tls(&s->client, t);
         s->action = "TLS handshake with the client";
         set_phase(s, PHASE_HANDSHAKE_IMPLICIT);
-        arm(s, (uint64_t)s->cfg->timeouts.handshake * 1000);
+        arm(s, (uint64_t)s->timeouts->handshake * 1000);
         conn_resume(&s->client);
         return;
     }
     s->phase = PHASE_CONNECTING;
     conn_resume(&s->client);
     if (!s->closing)
-        dial_backend(s);
+        dial(s);
 }
 
 void session_shutdown(struct session *s)
 {
     if (s->closing)
         return;
-    if (s->phase == PHASE_HANDSHAKE || s->phase == PHASE_HANDSHAKE_IMPLICIT) {
+    if (!s->outbound && (s->phase == PHASE_HANDSHAKE || s->phase == PHASE_HANDSHAKE_IMPLICIT)) {
         session_close(s, "shutdown");
         return;
     }
-    inbound_abort(&s->engine, R_SHUTDOWN, "shutdown");
+    eng_abort(s, R_SHUTDOWN, "shutdown");
     run_actions(s);
 }
 

@@ -68,7 +68,8 @@ size_t tls_pending_in(const struct tls *t);
 int tls_handshake(struct tls *t);
 
 /* Decrypts into buf (cap bytes): TLS_OK with *n > 0, TLS_AGAIN (n = 0),
- * TLS_CLOSED, or TLS_ERR. */
+ * TLS_CLOSED, or TLS_ERR. Reading can also queue ciphertext (a KeyUpdate
+ * reply, a fatal alert), so drain tls_out() after it as after the handshake. */
 int tls_read(struct tls *t, uint8_t *buf, size_t cap, size_t *n);
 
 /* Encrypts all len bytes into tls_out(). TLS_OK or TLS_ERR. */
@@ -80,18 +81,21 @@ void tls_shutdown(struct tls *t);
 /* Ciphertext waiting to be sent; the caller drains it (buf_consume/buf_move). */
 struct buf *tls_out(struct tls *t);
 
-/* After the handshake: "TLSv1.3", cipher standard name, SNI the client sent
- * (server side; NULL if none). Static or engine-owned strings. */
+/* After the handshake: "TLSv1.3", cipher standard name (NULL before the
+ * handshake), SNI the client sent (server side; NULL if none). Static or
+ * engine-owned strings. */
 const char *tls_version(const struct tls *t);
 const char *tls_cipher(const struct tls *t);
 const char *tls_sni(const struct tls *t);
 
-/* Client side: true if the peer chain verified and matched the name; else
- * *why is a static string ("certificate has expired", "hostname mismatch",
- * "self-signed certificate", ...). */
+/* Client side: true if the peer chain verified and matched the name (*why
+ * is then "ok"); else *why is a static string ("certificate has expired",
+ * "hostname mismatch", "self signed certificate", ...). why may be NULL. */
 bool tls_verify_result(const struct tls *t, const char **why);
 
-/* Why the last TLS_ERR happened: BoringSSL's first error-queue string or a
+/* Why the last TLS_ERR happened: BoringSSL's reason (the first error-queue
+ * entry of its TLS library, e.g. "WRONG_VERSION_NUMBER",
+ * "TLSV1_ALERT_PROTOCOL_VERSION"), "certificate verify failed: <why>", or a
  * static description; valid until the next call on t. */
 const char *tls_error(const struct tls *t);
 

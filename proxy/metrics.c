@@ -1,0 +1,871 @@
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define METRICS_PREFIX "smtp_tls_proxy_"
+
+/*
+ * The label values of starttls, handshakes, failures and refusals come from
+ * code, but some of them (a failure reason, a cipher name) depend on what a
+ * peer did. A cap per family and listener keeps a hostile peer from growing
+ * memory and the exposition without bound: values past the cap are counted
+ * under "other". Values are also cut at METRICS_LABEL_LEN_MAX bytes.
+ */
+#define METRICS_LABEL_VALUES_MAX 64
+#define METRICS_LABEL_LEN_MAX 128
+#define METRICS_OTHER "other"
+
+/* HTTP endpoint limits: a request head larger than this is refused, a
+ * client that has not sent one in time is closed, and no more than this
+ * many clients are served at once (Prometheus needs one). */
+#define HTTP_HEAD_MAX 4096
+#define HTTP_READ_TIMEOUT_MS 3000
+#define HTTP_WRITE_TIMEOUT_MS 10000
+#define HTTP_LINGER_MS 1000
+#define HTTP_CLIENTS_MAX 16
+#define HTTP_BACKLOG 64
+
+/* One labelled counter. labels are owned, immutable once published. */
+struct metrics_series {
+    char *labels[2];
+    atomic_uint_least64_t count;
+};
+
+/*
+ * A counter family of one listener with one or two dynamic labels.
+ * Increments scan series[0..n) without a lock: n is published with a
+ * release store after the new series is complete, so an acquire load of n
+ * makes every series below it safe to read. The mutex only orders writers
+ * that add a series.
+ */
+struct metrics_family {
+    pthread_mutex_t lock;
+    atomic_size_t n;
+    struct metrics_series series[METRICS_LABEL_VALUES_MAX];
+    atomic_uint_least64_t other; /* past the cap, or labelled "other" */
+};
+
+struct metrics_listener {
+    struct metrics_listener *next; /* registry order = exposition order */
+    char *name;
+    char *direction;               /* the listener's: "in" | "out" */
+    atomic_uint_least64_t connections_total;
+    atomic_int_least64_t connections_active;
+    atomic_uint_least64_t bytes_in;  /* from clients */
+    atomic_uint_least64_t bytes_out; /* to clients */
+    struct metrics_family starttls;        /* result */
+    struct metrics_family handshakes;      /* version, cipher */
+    struct metrics_family tls_failures;    /* reason */
+    struct metrics_family policy_refusals; /* policy */
+};
+
+/* Listeners are added at start-up and on SIGHUP and never freed, so the
+ * list is only ever appended to; the lock guards appends and rendering. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct metrics_listener *registry_head;
+static struct metrics_listener **registry_tail = &registry_head;
+static int registry_count;
+
+static void family_init(struct metrics_family *f)
+{
+    pthread_mutex_init(&f->lock, NULL);
+    atomic_init(&f->n, 0);
+    atomic_init(&f->other, 0);
+    for (size_t i = 0; i < METRICS_LABEL_VALUES_MAX; i++)
+        atomic_init(&f->series[i].count, 0);
+}
+
+struct metrics_listener *metrics_listener(const char *name, const char *direction)
+{
+    struct metrics_listener *m;
+
+    pthread_mutex_lock(&registry_lock);
+    for (m = registry_head; m != NULL; m = m->next) {
+        if (strcmp(m->name, name) != 0)
+            continue;
+        if (strcmp(m->direction, direction) == 0)
+            goto out; /* SIGHUP kept this listener: keep its counters */
+        /* Every family but connections_* is keyed by name alone, so two
+         * listeners of one name would yield duplicate series. */
+        log_warn("metrics listener=%s direction=%s also used with direction=%s: "
+                 "its series will be duplicated", name, direction, m->direction);
+    }
+
+    m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        goto fail_alloc;
+    m->name = strdup(name);
+    if (m->name == NULL)
+        goto fail_name;
+    m->direction = strdup(direction);
+    if (m->direction == NULL)
+        goto fail_direction;
+    atomic_init(&m->connections_total, 0);
+    atomic_init(&m->connections_active, 0);
+    atomic_init(&m->bytes_in, 0);
+    atomic_init(&m->bytes_out, 0);
+    family_init(&m->starttls);
+    family_init(&m->handshakes);
+    family_init(&m->tls_failures);
+    family_init(&m->policy_refusals);
+    *registry_tail = m;
+    registry_tail = &m->next;
+    registry_count++;
+out:
+    pthread_mutex_unlock(&registry_lock);
+    return m;
+
+fail_direction:
+    free(m->name);
+fail_name:
+    free(m);
+fail_alloc:
+    pthread_mutex_unlock(&registry_lock);
+    log_error("metrics listener=%s error=\"out of memory\"", name);
+    return NULL;
+}
+
+int metrics_listener_count(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    int n = registry_count;
+    pthread_mutex_unlock(&registry_lock);
+    return n;
+}
+
+void metrics_connection_open(struct metrics_listener *m)
+{
+    if (m == NULL)
+        return;
+    /* Relaxed: each counter is independent and only its sum matters. */
+    atomic_fetch_add_explicit(&m->connections_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->connections_active, 1, memory_order_relaxed);
+}
+
+void metrics_connection_close(struct metrics_listener *m)
+{
+    if (m == NULL)
+        return;
+    atomic_fetch_sub_explicit(&m->connections_active, 1, memory_order_relaxed);
+}
+
+void metrics_bytes(struct metrics_listener *m, uint64_t in, uint64_t out)
+{
+    if (m == NULL)
+        return;
+    if (in > 0)
+        atomic_fetch_add_explicit(&m->bytes_in, in, memory_order_relaxed);
+    if (out > 0)
+        atomic_fetch_add_explicit(&m->bytes_out, out, memory_order_relaxed);
+}
+
+/* Stored values are cut at METRICS_LABEL_LEN_MAX, so a value matches when
+ * it agrees with the stored one up to that length. */
+static bool label_eq(const char *stored, const char *v)
+{
+    return strncmp(stored, v, METRICS_LABEL_LEN_MAX) == 0;
+}
+
+static bool series_match(const struct metrics_series *s, int nlabels, const char *a,
+                         const char *b)
+{
+    return label_eq(s->labels[0], a) && (nlabels < 2 || label_eq(s->labels[1], b));
+}
+
+static void family_inc(struct metrics_family *f, int nlabels, const char *a, const char *b)
+{
+    a = a != NULL ? a : "unknown";
+    b = b != NULL ? b : "unknown";
+
+    /* A real value spelled "other" would collide with the overflow series. */
+    if (label_eq(METRICS_OTHER, a) && (nlabels < 2 || label_eq(METRICS_OTHER, b))) {
+        atomic_fetch_add_explicit(&f->other, 1, memory_order_relaxed);
+        return;
+    }
+
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        if (series_match(&f->series[i], nlabels, a, b)) {
+            atomic_fetch_add_explicit(&f->series[i].count, 1, memory_order_relaxed);
+            return;
+        }
+    }
+
+    pthread_mutex_lock(&f->lock);
+    /* Another thread may have added this value between the scan and the
+     * lock; only lock holders change n, so a relaxed load is current. */
+    size_t m = atomic_load_explicit(&f->n, memory_order_relaxed);
+    for (size_t i = n; i < m; i++) {
+        if (series_match(&f->series[i], nlabels, a, b)) {
+            atomic_fetch_add_explicit(&f->series[i].count, 1, memory_order_relaxed);
+            goto out;
+        }
+    }
+    if (m < METRICS_LABEL_VALUES_MAX) {
+        struct metrics_series *s = &f->series[m];
+        s->labels[0] = strndup(a, METRICS_LABEL_LEN_MAX);
+        s->labels[1] = nlabels > 1 ? strndup(b, METRICS_LABEL_LEN_MAX) : NULL;
+        if (s->labels[0] != NULL && (nlabels < 2 || s->labels[1] != NULL)) {
+            atomic_store_explicit(&s->count, 1, memory_order_relaxed);
+            atomic_store_explicit(&f->n, m + 1, memory_order_release);
+            goto out;
+        }
+        free(s->labels[0]);
+        free(s->labels[1]);
+        s->labels[0] = s->labels[1] = NULL;
+    }
+    atomic_fetch_add_explicit(&f->other, 1, memory_order_relaxed);
+out:
+    pthread_mutex_unlock(&f->lock);
+}
+
+void metrics_starttls(struct metrics_listener *m, const char *result)
+{
+    if (m != NULL)
+        family_inc(&m->starttls, 1, result, NULL);
+}
+
+void metrics_handshake(struct metrics_listener *m, const char *version, const char *cipher)
+{
+    if (m != NULL)
+        family_inc(&m->handshakes, 2, version, cipher);
+}
+
+void metrics_tls_failure(struct metrics_listener *m, const char *reason)
+{
+    if (m != NULL)
+        family_inc(&m->tls_failures, 1, reason, NULL);
+}
+
+void metrics_policy_refusal(struct metrics_listener *m, const char *policy)
+{
+    if (m != NULL)
+        family_inc(&m->policy_refusals, 1, policy, NULL);
+}
+
+/* --- exposition ------------------------------------------------------- */
+
+/* A growing text buffer; after an allocation failure every append is a
+ * no-op and the render returns NULL. */
+struct text {
+    char *p;
+    size_t len;
+    size_t cap;
+    bool failed;
+};
+
+static bool text_reserve(struct text *t, size_t n)
+{
+    if (t->failed)
+        return false;
+    if (t->cap - t->len > n)
+        return true;
+    size_t cap = t->cap ? t->cap : 4096;
+    while (cap - t->len <= n)
+        cap *= 2;
+    char *p = realloc(t->p, cap);
+    if (p == NULL) {
+        t->failed = true;
+        return false;
+    }
+    t->p = p;
+    t->cap = cap;
+    return true;
+}
+
+static void text_put(struct text *t, const char *s, size_t n)
+{
+    if (!text_reserve(t, n))
+        return;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+}
+
+static void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_printf(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    char small[256];
+
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        t->failed = true;
+        return;
+    }
+    if ((size_t)n < sizeof(small)) {
+        text_put(t, small, (size_t)n);
+        return;
+    }
+    if (!text_reserve(t, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+/* Length of the well-formed UTF-8 character at s (n bytes left), 0 if
+ * there is none there (RFC 3629 §4: no overlongs, surrogates, > U+10FFFF). */
+static size_t utf8_char_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = c == 0xe0 ? 0xa0 : lo;
+        hi = c == 0xed ? 0x9f : hi;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = c == 0xf0 ? 0x90 : lo;
+        hi = c == 0xf4 ? 0x8f : hi;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/*
+ * A label value in the text format 0.0.4: backslash, double quote and line
+ * feed escaped as \\ \" \n. The format requires UTF-8, so a byte that is
+ * not part of valid UTF-8 (a cut value, a peer's junk) becomes U+FFFD.
+ */
+static void put_label_value(struct text *t, const char *v)
+{
+    const unsigned char *u = (const unsigned char *)v;
+    size_t n = strlen(v);
+
+    text_put(t, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        size_t k;
+        if (u[i] == '\\') {
+            text_put(t, "\\\\", 2);
+            i++;
+        } else if (u[i] == '"') {
+            text_put(t, "\\\"", 2);
+            i++;
+        } else if (u[i] == '\n') {
+            text_put(t, "\\n", 2);
+            i++;
+        } else if ((k = utf8_char_len(u + i, n - i)) == 0) {
+            text_put(t, "\xef\xbf\xbd", 3);
+            i++;
+        } else {
+            text_put(t, v + i, k);
+            i += k;
+        }
+    }
+    text_put(t, "\"", 1);
+}
+
+static void put_header(struct text *t, const char *name, const char *type, const char *help)
+{
+    text_printf(t, "# HELP " METRICS_PREFIX "%s %s\n# TYPE " METRICS_PREFIX "%s %s\n", name, help,
+                name, type);
+}
+
+/* name{listener="...",<label>="..."} */
+static void put_sample_start(struct text *t, const char *name, const struct metrics_listener *m)
+{
+    text_printf(t, METRICS_PREFIX "%s{listener=", name);
+    put_label_value(t, m->name);
+}
+
+static void put_family(struct text *t, const char *name, const char *label0,
+                       const char *label1, const struct metrics_family *f,
+                       const struct metrics_listener *m)
+{
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+
+    for (size_t i = 0; i < n; i++) {
+        const struct metrics_series *s = &f->series[i];
+        put_sample_start(t, name, m);
+        text_printf(t, ",%s=", label0);
+        put_label_value(t, s->labels[0]);
+        if (label1 != NULL) {
+            text_printf(t, ",%s=", label1);
+            put_label_value(t, s->labels[1]);
+        }
+        text_printf(t, "} %" PRIu64 "\n",
+                    (uint64_t)atomic_load_explicit(&s->count, memory_order_relaxed));
+    }
+    uint64_t other = atomic_load_explicit(&f->other, memory_order_relaxed);
+    if (other > 0) {
+        put_sample_start(t, name, m);
+        text_printf(t, ",%s=\"" METRICS_OTHER "\"", label0);
+        if (label1 != NULL)
+            text_printf(t, ",%s=\"" METRICS_OTHER "\"", label1);
+        text_printf(t, "} %" PRIu64 "\n", other);
+    }
+}
+
+char *metrics_render(size_t *len)
+{
+    struct text t = {0};
+    const struct metrics_listener *m;
+
+    pthread_mutex_lock(&registry_lock);
+
+    put_header(&t, "connections_total", "counter",
+               "Client connections accepted. direction is the listener's: "
+               "in = inbound listener (internet to legacy backend), "
+               "out = outbound listener (legacy MTA to the internet).");
+    for (m = registry_head; m != NULL; m = m->next) {
+        put_sample_start(&t, "connections_total", m);
+        text_put(&t, ",direction=", 11);
+        put_label_value(&t, m->direction);
+        text_printf(&t, "} %" PRIu64 "\n",
+                    (uint64_t)atomic_load_explicit(&m->connections_total, memory_order_relaxed));
+    }
+
+    put_header(&t, "connections_active", "gauge",
+               "Client connections open now. direction is the listener's, "
+               "as in connections_total.");
+    for (m = registry_head; m != NULL; m = m->next) {
+        put_sample_start(&t, "connections_active", m);
+        text_put(&t, ",direction=", 11);
+        put_label_value(&t, m->direction);
+        text_printf(&t, "} %" PRId64 "\n",
+                    (int64_t)atomic_load_explicit(&m->connections_active, memory_order_relaxed));
+    }
+
+    put_header(&t, "starttls_total", "counter", "STARTTLS upgrades attempted, by result.");
+    for (m = registry_head; m != NULL; m = m->next)
+        put_family(&t, "starttls_total", "result", NULL, &m->starttls, m);
+
+    put_header(&t, "tls_handshakes_total", "counter",
+               "TLS handshakes completed, by protocol version and cipher.");
+    for (m = registry_head; m != NULL; m = m->next)
+        put_family(&t, "tls_handshakes_total", "version", "cipher", &m->handshakes, m);
+
+    put_header(&t, "tls_failures_total", "counter", "TLS handshakes failed, by reason.");
+    for (m = registry_head; m != NULL; m = m->next)
+        put_family(&t, "tls_failures_total", "reason", NULL, &m->tls_failures, m);
+
+    put_header(&t, "policy_refusals_total", "counter",
+               "Outbound messages refused because the TLS policy could not be met, by policy.");
+    for (m = registry_head; m != NULL; m = m->next)
+        put_family(&t, "policy_refusals_total", "policy", NULL, &m->policy_refusals, m);
+
+    put_header(&t, "bytes_total", "counter",
+               "Bytes relayed on the client side of each session. direction is the data's, "
+               "not the listener's: in = received from clients, out = sent to clients.");
+    for (m = registry_head; m != NULL; m = m->next) {
+        put_sample_start(&t, "bytes_total", m);
+        text_printf(&t, ",direction=\"in\"} %" PRIu64 "\n",
+                    (uint64_t)atomic_load_explicit(&m->bytes_in, memory_order_relaxed));
+        put_sample_start(&t, "bytes_total", m);
+        text_printf(&t, ",direction=\"out\"} %" PRIu64 "\n",
+                    (uint64_t)atomic_load_explicit(&m->bytes_out, memory_order_relaxed));
+    }
+
+    pthread_mutex_unlock(&registry_lock);
+
+    if (t.failed) {
+        free(t.p);
+        return NULL;
+    }
+    if (len != NULL)
+        *len = t.len;
+    return t.p;
+}
+
+/* --- HTTP endpoint ---------------------------------------------------- */
+
+/*
+ * One HTTP client: read one request head, write one response, close.
+ * Both handles are closed together and the memory is freed when the last
+ * close callback has run.
+ */
+struct metrics_client {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t write_req;
+    uv_shutdown_t shutdown_req;
+    struct metrics_client *prev;
+    struct metrics_client *next;
+    int open_handles;
+    bool responded; /* from then on input is read and dropped */
+    bool closing;
+    char *body;     /* owned response body, or NULL */
+    char head[HTTP_HEAD_MAX];
+    size_t len;
+    char response_head[256];
+};
+
+/* State of the endpoint; touched only on the loop's thread. */
+static uv_tcp_t *server;
+static struct metrics_client *clients;
+static size_t nclients;
+static atomic_int server_port = -1;
+
+static void on_server_close(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_client_close(uv_handle_t *h)
+{
+    struct metrics_client *c = h->data;
+
+    if (--c->open_handles > 0)
+        return;
+    free(c->body);
+    free(c);
+}
+
+static void client_close(struct metrics_client *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        clients = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    nclients--;
+    uv_close((uv_handle_t *)&c->timer, on_client_close);
+    uv_close((uv_handle_t *)&c->tcp, on_client_close);
+}
+
+static void on_timeout(uv_timer_t *timer)
+{
+    client_close(timer->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct metrics_client *c = req->data;
+
+    /* After our FIN the client closes its side; its EOF ends the
+     * connection in on_read, the linger timer otherwise. */
+    if (status < 0)
+        client_close(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct metrics_client *c = req->data;
+
+    if (status < 0 || c->closing) {
+        client_close(c);
+        return;
+    }
+    /*
+     * Closing right away would reset the connection if the client sent
+     * anything we have not read (a body, a pipelined request), and a reset
+     * may destroy the response before the client reads it. So half-close,
+     * keep reading and dropping, and close on the client's EOF.
+     */
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        client_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timeout, HTTP_LINGER_MS, 0);
+}
+
+/* Queues the response and stops treating input as a request. body is
+ * either static (owned == false) or the client's to free. */
+static void respond(struct metrics_client *c, int status, const char *reason,
+                    const char *content_type, const char *extra_headers, char *body,
+                    size_t bodylen, bool owned, bool head_only)
+{
+    uv_buf_t bufs[2];
+    unsigned nbufs = 1;
+
+    c->responded = true;
+    if (owned)
+        c->body = body;
+    int n = snprintf(c->response_head, sizeof(c->response_head),
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "%s"
+                     "Connection: close\r\n"
+                     "\r\n",
+                     status, reason, content_type, bodylen, extra_headers);
+    if (n < 0 || (size_t)n >= sizeof(c->response_head)) {
+        client_close(c); /* cannot happen with the fixed texts below */
+        return;
+    }
+    bufs[0] = uv_buf_init(c->response_head, (unsigned)n);
+    if (!head_only && bodylen > 0)
+        bufs[nbufs++] = uv_buf_init(body, (unsigned)bodylen);
+
+    c->write_req.data = c;
+    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) < 0) {
+        client_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timeout, HTTP_WRITE_TIMEOUT_MS, 0);
+}
+
+static void respond_text(struct metrics_client *c, int status, const char *reason,
+                         const char *extra_headers, const char *body, bool head_only)
+{
+    respond(c, status, reason, "text/plain; charset=utf-8", extra_headers, (char *)body,
+            strlen(body), false, head_only);
+}
+
+static bool span_eq(const char *p, size_t n, const char *s)
+{
+    return strlen(s) == n && memcmp(p, s, n) == 0;
+}
+
+/*
+ * The request line (RFC 9112 §3): method SP target SP HTTP-version. Only
+ * the line matters; header fields are read (to keep the connection clean)
+ * and ignored. An unknown path is 404 whatever the method, a known one
+ * with a method other than GET or HEAD is 405.
+ */
+static void handle_request(struct metrics_client *c)
+{
+    const char *line = c->head;
+    const char *eol = memchr(line, '\n', c->len);
+    size_t linelen = (size_t)(eol - line);
+
+    if (linelen > 0 && line[linelen - 1] == '\r')
+        linelen--;
+    const char *sp1 = memchr(line, ' ', linelen);
+    const char *sp2 = sp1 != NULL ? memchr(sp1 + 1, ' ', linelen - (size_t)(sp1 + 1 - line)) : NULL;
+    if (sp1 == NULL || sp2 == NULL || sp1 == line || sp2 == sp1 + 1) {
+        respond_text(c, 400, "Bad Request", "", "bad request\n", false);
+        return;
+    }
+    const char *method = line;
+    size_t methodlen = (size_t)(sp1 - line);
+    const char *target = sp1 + 1;
+    size_t targetlen = (size_t)(sp2 - target);
+    const char *version = sp2 + 1;
+    size_t versionlen = linelen - (size_t)(version - line);
+    if (versionlen != 8 || memcmp(version, "HTTP/1.", 7) != 0 || version[7] < '0' ||
+        version[7] > '9') {
+        respond_text(c, 400, "Bad Request", "", "bad request\n", false);
+        return;
+    }
+
+    const char *query = memchr(target, '?', targetlen);
+    size_t pathlen = query != NULL ? (size_t)(query - target) : targetlen;
+    bool is_metrics = span_eq(target, pathlen, "/metrics");
+    bool is_health = span_eq(target, pathlen, "/healthz");
+    bool head_only = span_eq(method, methodlen, "HEAD");
+    bool get = span_eq(method, methodlen, "GET");
+
+    if (!is_metrics && !is_health) {
+        respond_text(c, 404, "Not Found", "", "not found\n", head_only);
+        return;
+    }
+    if (!get && !head_only) {
+        respond_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
+                     "method not allowed\n", false);
+        return;
+    }
+    if (is_health) {
+        respond_text(c, 200, "OK", "", "ok\n", head_only);
+        return;
+    }
+
+    size_t len;
+    char *body = metrics_render(&len);
+    if (body == NULL) {
+        respond_text(c, 500, "Internal Server Error", "", "out of memory\n", head_only);
+        return;
+    }
+    respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", "", body, len, true,
+            head_only);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct metrics_client *c = h->data;
+
+    /* Once answered, the head buffer is free to take the dropped input. */
+    if (c->responded)
+        *buf = uv_buf_init(c->head, sizeof(c->head));
+    else
+        *buf = uv_buf_init(c->head + c->len, (unsigned)(sizeof(c->head) - c->len));
+}
+
+/* Whether head[0..len) holds a complete request head: an empty line,
+ * CRLF or (leniently) a bare LF. */
+static bool head_complete(const struct metrics_client *c)
+{
+    for (size_t i = 0; i + 1 < c->len; i++) {
+        if (c->head[i] != '\n')
+            continue;
+        if (c->head[i + 1] == '\n')
+            return true;
+        if (c->head[i + 1] == '\r' && i + 2 < c->len && c->head[i + 2] == '\n')
+            return true;
+    }
+    return false;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct metrics_client *c = stream->data;
+
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        /* EOF or error: nothing more to answer, or the answer is out. */
+        client_close(c);
+        return;
+    }
+    if (c->responded)
+        return;
+    c->len += (size_t)nread;
+    if (head_complete(c)) {
+        handle_request(c);
+    } else if (c->len == sizeof(c->head)) {
+        respond_text(c, 431, "Request Header Fields Too Large", "", "request too large\n",
+                     false);
+    }
+}
+
+static void on_connection(uv_stream_t *srv, int status)
+{
+    struct metrics_client *c;
+    int err;
+
+    if (status < 0) {
+        log_warn("metrics accept error=\"%s\"", uv_strerror(status));
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        /* Without a handle the connection cannot even be refused; it stays
+         * queued and libuv retries on the next connection. */
+        log_error("metrics accept error=\"out of memory\"");
+        return;
+    }
+    err = uv_tcp_init(srv->loop, &c->tcp);
+    if (err < 0) {
+        free(c);
+        log_error("metrics accept error=\"%s\"", uv_strerror(err));
+        return;
+    }
+    uv_timer_init(srv->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
+    c->next = clients;
+    if (clients != NULL)
+        clients->prev = c;
+    clients = c;
+    nclients++;
+
+    err = uv_accept(srv, (uv_stream_t *)&c->tcp);
+    if (err < 0) {
+        log_warn("metrics accept error=\"%s\"", uv_strerror(err));
+        goto err;
+    }
+    if (nclients > HTTP_CLIENTS_MAX) {
+        /* Shed load rather than queue: a scraper retries. */
+        log_warn("metrics error=\"too many clients\" limit=%d", HTTP_CLIENTS_MAX);
+        goto err;
+    }
+    err = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (err < 0)
+        goto err;
+    uv_timer_start(&c->timer, on_timeout, HTTP_READ_TIMEOUT_MS, 0);
+    return;
+
+err:
+    client_close(c);
+}
+
+static void format_addr(const struct config_addr *addr, int port, char *out, size_t outlen)
+{
+    bool v6 = strchr(addr->host, ':') != NULL;
+    snprintf(out, outlen, "%s%s%s:%d", v6 ? "[" : "", addr->host, v6 ? "]" : "", port);
+}
+
+int metrics_serve(uv_loop_t *loop, const struct config_addr *addr)
+{
+    struct sockaddr_storage bound;
+    int boundlen = sizeof(bound);
+    char where[300];
+    uv_tcp_t *tcp;
+    int err;
+
+    if (server != NULL)
+        return UV_EALREADY;
+    tcp = malloc(sizeof(*tcp));
+    if (tcp == NULL)
+        return UV_ENOMEM;
+    err = uv_tcp_init(loop, tcp);
+    if (err < 0) {
+        free(tcp); /* never initialised: no close callback to wait for */
+        goto fail_init;
+    }
+    err = uv_tcp_bind(tcp, (const struct sockaddr *)&addr->sa, 0);
+    if (err < 0)
+        goto fail_listen;
+    /* libuv may report a bind error only here, e.g. EADDRINUSE. */
+    err = uv_listen((uv_stream_t *)tcp, HTTP_BACKLOG, on_connection);
+    if (err < 0)
+        goto fail_listen;
+    err = uv_tcp_getsockname(tcp, (struct sockaddr *)&bound, &boundlen);
+    if (err < 0)
+        goto fail_listen;
+
+    int port = ntohs(bound.ss_family == AF_INET6
+                         ? ((const struct sockaddr_in6 *)&bound)->sin6_port
+                         : ((const struct sockaddr_in *)&bound)->sin_port);
+    server = tcp;
+    atomic_store(&server_port, port);
+    format_addr(addr, port, where, sizeof(where));
+    log_info("metrics listen=%s", where);
+    return 0;
+
+fail_listen:
+    uv_close((uv_handle_t *)tcp, on_server_close);
+fail_init:
+    format_addr(addr, addr->port, where, sizeof(where));
+    log_error("metrics listen=%s error=\"%s\"", where, uv_strerror(err));
+    return err;
+}
+
+int metrics_port(void)
+{
+    int port = atomic_load(&server_port);
+    return port >= 0 ? port : UV_ENOTCONN;
+}
+
+void metrics_stop(void)
+{
+    if (server == NULL)
+        return;
+    uv_close((uv_handle_t *)server, on_server_close);
+    server = NULL;
+    atomic_store(&server_port, -1);
+    while (clients != NULL)
+        client_close(clients);
+}
