@@ -27,6 +27,7 @@ static const char R_BARE_NL_DATA[] =
     "521 5.5.2 Message contains bare CR or LF, refused (SMTP smuggling protection)\r\n";
 static const char R_PROTOCOL[] = "421 4.5.0 Backend protocol error, closing connection\r\n";
 static const char R_LOST[] = "421 4.4.2 Backend connection lost\r\n";
+static const char R_XCLIENT[] = "421 4.3.0 Backend refused XCLIENT, closing connection\r\n";
 
 static const char *const state_names[] = {
     [INBOUND_COMMAND] = "COMMAND",     [INBOUND_HOLD] = "HOLD",
@@ -139,7 +140,10 @@ void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct
     memset(e, 0, sizeof(*e));
     e->cfg = *cfg;
     e->io = *io;
-    e->state = INBOUND_COMMAND;
+    /* RFC 5321 §3.1: the client waits for the greeting. Whatever it sends
+     * ahead is held, so nothing reaches the backend before the greeting
+     * (and XCLIENT, when configured) is through. */
+    e->state = INBOUND_HOLD;
     e->tls_active = cfg->implicit_tls;
     /* The backend speaks first: its greeting is the first reply owed. */
     fifo_push(e, PEND_GREETING, NULL);
@@ -155,6 +159,7 @@ void inbound_init_relay(struct inbound *e, const struct inbound_cfg *cfg,
     e->state = INBOUND_COMMAND;
     e->tls_active = server_tls;
     e->ehlo_sent = true;
+    e->greeted = true;
     e->caps = caps;
 }
 
@@ -491,6 +496,37 @@ static void reply(struct inbound *e, const uint8_t *r, size_t len, int code)
         close_with(e, NULL, "quit");
         return;
     case PEND_GREETING:
+        if (code == 220 && e->cfg.xclient != NULL) {
+            /* Postfix XCLIENT: tell the backend who the client really is;
+             * its answer is a new greeting, which the client gets. */
+            static const char ehlo[] = "EHLO ";
+            to_server(e, ehlo, sizeof(ehlo) - 1);
+            to_server(e, e->cfg.helo_name, strlen(e->cfg.helo_name));
+            to_server(e, "\r\n", 2);
+            to_server(e, e->cfg.xclient, strlen(e->cfg.xclient));
+            fifo_push(e, PEND_XEHLO, NULL);
+            fifo_push(e, PEND_XCLIENT, NULL);
+            return;
+        }
+        to_client(e, r, len);
+        e->greeted = true;
+        enter_state(e, INBOUND_COMMAND);
+        break;
+    case PEND_XEHLO:
+        if (!ok) {
+            close_with(e, R_XCLIENT, "xclient_refused");
+            return;
+        }
+        break;
+    case PEND_XCLIENT:
+        if (code != 220) {
+            close_with(e, R_XCLIENT, "xclient_refused");
+            return;
+        }
+        to_client(e, r, len);
+        e->greeted = true;
+        enter_state(e, INBOUND_COMMAND);
+        break;
     case PEND_RCPT:
     case PEND_BDAT:
     case PEND_OTHER:
@@ -544,7 +580,8 @@ void inbound_tls_ready(struct inbound *e)
     e->ehlo_sent = false;
     e->in_txn = false;
     e->caps = 0;
-    enter_state(e, INBOUND_COMMAND);
+    /* Implicit TLS completes before the backend has greeted. */
+    enter_state(e, e->greeted ? INBOUND_COMMAND : INBOUND_HOLD);
 }
 
 void inbound_abort(struct inbound *e, const char *reply_text, const char *reason)

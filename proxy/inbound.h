@@ -25,6 +25,12 @@ struct inbound_cfg {
     bool reject_bare_newline; /* bare CR/LF in content: 521 and close */
     bool relay_only;          /* outbound relay phase: the client leg never
                                  gets TLS, STARTTLS is not offered (502) */
+    /* backend_client_info = "xclient": after the backend's 220 the engine
+     * sends "EHLO <helo_name>" and this line (CRLF included; both borrowed,
+     * they must outlive the engine), and the XCLIENT 220 becomes the
+     * client's greeting. NULL: off. */
+    const char *xclient;
+    const char *helo_name;
 };
 
 /* Where the engine's output goes; the callbacks must not call back into
@@ -71,6 +77,8 @@ enum inbound_pending {
     PEND_AUTH,
     PEND_QUIT,
     PEND_OTHER,
+    PEND_XEHLO,    /* the proxy's own EHLO before XCLIENT */
+    PEND_XCLIENT,  /* XCLIENT: its 220 is the client's greeting */
     PEND_LOCAL,    /* a reply of the proxy's own, text in the entry */
     PEND_STARTTLS, /* the proxy's 220 */
 };
@@ -85,6 +93,7 @@ struct inbound {
     struct inbound_io io;
     enum inbound_state state;
     bool tls_active;
+    bool greeted;       /* the backend's greeting has reached the client */
     bool ehlo_sent;     /* EHLO/HELO sent in this TLS phase */
     bool need_ehlo;     /* after STARTTLS, until the client greets again */
     bool in_txn;        /* a MAIL was sent and not yet ended */

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -27,6 +28,7 @@
 #include "conn.h"
 #include "inbound.h"
 #include "outbound.h"
+#include "proxyproto.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -34,6 +36,7 @@
 #include "worker.h"
 
 enum session_phase {
+    PHASE_PREFACE,            /* reading a load balancer's PROXY header */
     PHASE_HANDSHAKE_IMPLICIT, /* implicit TLS before the backend is dialled */
     PHASE_CONNECTING,         /* dialling the backend */
     PHASE_RUNNING,
@@ -42,6 +45,7 @@ enum session_phase {
 };
 
 static const char *const phase_names[] = {
+    [PHASE_PREFACE] = "PREFACE",
     [PHASE_HANDSHAKE_IMPLICIT] = "HANDSHAKE_IMPLICIT",
     [PHASE_CONNECTING] = "CONNECTING",
     [PHASE_RUNNING] = "RUNNING",
@@ -90,7 +94,38 @@ struct session {
     const char *tls_cipher;
     char sni[128];
     char tls_error[256];              /* outbound: why the handshake failed */
+    bool pp_wait;                     /* a PROXY header is still expected */
+    struct sockaddr_storage peer;     /* the client, as the PROXY header says */
+    struct sockaddr_storage local;    /* where it connected to */
+    char xclient[200];                /* the XCLIENT line for the backend */
 };
+
+static char helo_name[256];
+static uv_once_t helo_once = UV_ONCE_INIT;
+
+static void init_helo_name(void)
+{
+    if (gethostname(helo_name, sizeof(helo_name) - 1) != 0 || helo_name[0] == '\0')
+        snprintf(helo_name, sizeof(helo_name), "smtp-tls-proxy");
+}
+
+/* "ip:port" ("[v6]:port") of an address. */
+static void addr_str(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        uv_ip4_name(a, host, sizeof(host));
+        snprintf(out, outlen, "%s:%u", host, ntohs(a->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        uv_ip6_name(a, host, sizeof(host));
+        snprintf(out, outlen, "[%s]:%u", host, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, outlen, "unknown");
+    }
+}
 
 static atomic_uint_fast32_t session_counter;
 static uint32_t session_salt;
@@ -327,6 +362,11 @@ static void on_timer(uv_timer_t *t)
     case PHASE_CLOSING:
         close_handles(s);
         return;
+    case PHASE_PREFACE:
+        log_warn("session=%s listener=%s event=proxy_header_timeout client=%s", s->id,
+                 s->shared->name, s->client_addr);
+        session_close(s, "proxy_header_timeout");
+        return;
     case PHASE_HANDSHAKE_IMPLICIT:
     case PHASE_HANDSHAKE:
         log_warn("session=%s listener=%s event=tls_failed reason=\"handshake timeout\" "
@@ -376,6 +416,7 @@ static void arm_idle(struct session *s)
 static void kick_client(struct session *s)
 {
     if (!s->closing && !s->client_paused && s->phase != PHASE_HANDSHAKE_IMPLICIT &&
+        s->phase != PHASE_PREFACE &&
         !(s->phase == PHASE_HANDSHAKE && !s->outbound))
         conn_resume(&s->client);
 }
@@ -463,6 +504,41 @@ static void run_actions(struct session *s)
         arm_idle(s);
 }
 
+static void start_implicit_tls(struct session *s, const uint8_t *early, size_t n);
+
+/*
+ * The PROXY header a load balancer sends first (proxy_protocol = true):
+ * from it come the client's real address for logs, XCLIENT and a PROXY
+ * header towards the backend. Anything else first is refused.
+ */
+static size_t read_preface(struct session *s, const uint8_t *p, size_t n)
+{
+    struct sockaddr_storage src, dst;
+    size_t used = 0;
+    int rc = proxyproto_parse(p, n, &used, &src, &dst);
+
+    if (rc == PROXYPROTO_AGAIN && n < PROXYPROTO_MAX)
+        return 0;
+    if (rc != PROXYPROTO_OK) {
+        log_warn("session=%s listener=%s event=proxy_header_invalid client=%s", s->id,
+                 s->shared->name, s->client_addr);
+        session_close(s, "proxy_header_invalid");
+        return n;
+    }
+    s->pp_wait = false;
+    if (src.ss_family != AF_UNSPEC) {
+        s->peer = src;
+        s->local = dst;
+        addr_str(&s->peer, s->client_addr, sizeof(s->client_addr));
+    }
+    if (s->cfg->tls_mode == CONFIG_TLS_IMPLICIT) {
+        start_implicit_tls(s, p + used, n - used);
+        return n;
+    }
+    dial(s);
+    return used;
+}
+
 static size_t on_data(struct conn *c, const uint8_t *p, size_t n)
 {
     struct session *s = c->owner;
@@ -470,6 +546,8 @@ static size_t on_data(struct conn *c, const uint8_t *p, size_t n)
 
     if (s->closing)
         return n;
+    if (c == &s->client && s->pp_wait)
+        return read_preface(s, p, n);
     if (c == &s->client) {
         used = eng_client(s, p, n);
         run_actions(s);
@@ -648,6 +726,39 @@ static void dial(struct session *s)
     const struct sockaddr *sa =
         s->outbound ? (const struct sockaddr *)&s->dest : (const struct sockaddr *)&s->cfg->backend.sa;
 
+    if (!s->outbound && !s->reconnecting) {
+        uint8_t hdr[128];
+        size_t hlen = 0;
+        char host[INET6_ADDRSTRLEN] = "";
+        switch (s->cfg->backend_client_info) {
+        case CONFIG_CLIENT_INFO_PROXY_V1:
+            hlen = proxyproto_v1((char *)hdr, sizeof(hdr), (struct sockaddr *)&s->peer,
+                                 (struct sockaddr *)&s->local);
+            break;
+        case CONFIG_CLIENT_INFO_PROXY_V2:
+            hlen = proxyproto_v2(hdr, sizeof(hdr), (struct sockaddr *)&s->peer,
+                                 (struct sockaddr *)&s->local);
+            break;
+        case CONFIG_CLIENT_INFO_XCLIENT:
+            /* Postfix's XCLIENT; IPv6 addresses carry the "IPV6:" tag. */
+            if (s->peer.ss_family == AF_INET6) {
+                uv_ip6_name((struct sockaddr_in6 *)&s->peer, host, sizeof(host));
+                snprintf(s->xclient, sizeof(s->xclient),
+                         "XCLIENT ADDR=IPV6:%s PORT=%u NAME=[UNAVAILABLE]\r\n", host,
+                         ntohs(((struct sockaddr_in6 *)&s->peer)->sin6_port));
+            } else {
+                uv_ip4_name((struct sockaddr_in *)&s->peer, host, sizeof(host));
+                snprintf(s->xclient, sizeof(s->xclient),
+                         "XCLIENT ADDR=%s PORT=%u NAME=[UNAVAILABLE]\r\n", host,
+                         ntohs(((struct sockaddr_in *)&s->peer)->sin_port));
+            }
+            break;
+        case CONFIG_CLIENT_INFO_NONE:
+            break;
+        }
+        if (hlen > 0)
+            conn_emit(&s->server, hdr, hlen);
+    }
     s->action = s->outbound ? "connecting to the destination" : "connecting to the backend";
     set_phase(s, PHASE_CONNECTING);
     arm(s, (uint64_t)s->timeouts->connect * 1000);
@@ -852,7 +963,11 @@ void session_accept(struct worker *w, struct listener *l)
         close_handles(s);
         return;
     }
-    conn_peer_str(&s->client, s->client_addr, sizeof(s->client_addr));
+    int alen = sizeof(s->peer);
+    uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&s->peer, &alen);
+    alen = sizeof(s->local);
+    uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&s->local, &alen);
+    addr_str(&s->peer, s->client_addr, sizeof(s->client_addr));
     metrics_connection_open(s->shared->metrics);
     s->counted = true;
     unsigned active = atomic_fetch_add(&s->shared->active, 1) + 1;
@@ -866,6 +981,11 @@ void session_accept(struct worker *w, struct listener *l)
             .require_tls = s->cfg->require_tls,
             .reject_bare_newline = s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT,
         };
+        if (s->cfg->backend_client_info == CONFIG_CLIENT_INFO_XCLIENT) {
+            uv_once(&helo_once, init_helo_name);
+            ecfg.xclient = s->xclient; /* filled in when dialling */
+            ecfg.helo_name = helo_name;
+        }
         struct inbound_io io = {.arg = s, .to_client = emit_client, .to_server = emit_server};
         inbound_init(&s->engine, &ecfg, &io);
     }
@@ -893,23 +1013,43 @@ void session_accept(struct worker *w, struct listener *l)
         start_outbound(s);
         return;
     }
-    if (implicit) {
-        struct tls *t = tls_new_server(s->tls_ctx);
-        if (t == NULL) {
-            session_close(s, "internal_error");
-            return;
-        }
-        conn_start_tls(&s->client, t);
-        s->action = "TLS handshake with the client";
-        set_phase(s, PHASE_HANDSHAKE_IMPLICIT);
+    if (s->cfg->proxy_protocol) {
+        s->pp_wait = true;
+        s->action = "reading the PROXY header";
+        set_phase(s, PHASE_PREFACE);
         arm(s, (uint64_t)s->timeouts->handshake * 1000);
         conn_resume(&s->client);
+        return;
+    }
+    if (implicit) {
+        start_implicit_tls(s, NULL, 0);
         return;
     }
     s->phase = PHASE_CONNECTING;
     conn_resume(&s->client);
     if (!s->closing)
         dial(s);
+}
+
+/* Implicit TLS: the handshake comes first, the backend is dialled after.
+ * early holds bytes that followed a PROXY header. */
+static void start_implicit_tls(struct session *s, const uint8_t *early, size_t n)
+{
+    struct tls *t = tls_new_server(s->tls_ctx);
+
+    if (t == NULL || (n > 0 && tls_feed(t, early, n) != 0)) {
+        tls_free(t);
+        session_close(s, "internal_error");
+        return;
+    }
+    conn_start_tls(&s->client, t);
+    s->action = "TLS handshake with the client";
+    set_phase(s, PHASE_HANDSHAKE_IMPLICIT);
+    arm(s, (uint64_t)s->timeouts->handshake * 1000);
+    if (n > 0)
+        conn_handshake(&s->client);
+    else
+        conn_resume(&s->client);
 }
 
 void session_shutdown(struct session *s)
