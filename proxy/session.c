@@ -66,8 +66,10 @@ struct session {
     struct tls_ctx *tls_ctx;          /* inside rt */
     struct conn client, server;
     uv_timer_t timer;
-    struct inbound engine;            /* inbound sessions */
-    struct outbound out;              /* outbound sessions */
+    union {
+        struct inbound engine;        /* inbound sessions */
+        struct outbound out;          /* outbound sessions */
+    };
     bool outbound;
     struct sockaddr_storage dest;     /* outbound: where to dial */
     uv_getaddrinfo_t resolver;
