@@ -212,15 +212,24 @@ static const char *keypath(char *buf, size_t len, const char *prefix, const char
     return buf;
 }
 
-/* A user's string made safe to quote in a message: at most 80 bytes, control
- * characters replaced, so a stray binary value cannot garble a terminal. */
+/* A user's string made safe to quote in a message: control characters
+ * replaced, so a stray binary value cannot garble a terminal, and cut to fit
+ * buf by dropping the middle, so a long path still ends in its file name. */
 static const char *shown(const char *s, char *buf, size_t len)
 {
-    size_t i;
+    size_t n = strlen(s), o = 0;
 
-    for (i = 0; s[i] && i + 1 < len && i < 80; i++)
-        buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-    buf[i] = '\0';
+    for (size_t i = 0; i < n && o + 1 < len; i++) {
+        if (n >= len && o == len / 3) {
+            /* Skip to where the tail that still fits begins. */
+            size_t tail = len - 1 - o - 3;
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            i = n - tail;
+        }
+        buf[o++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    }
+    buf[o] = '\0';
     return buf;
 }
 
@@ -640,7 +649,7 @@ static int check_readable(const char *path)
 static void fail_unreadable(struct loader *ld, const config_setting_t *s, const char *kp,
                             const char *written, const char *resolved, int rc, const char *extra)
 {
-    char q[96];
+    char q[1024];
     bool relative = strcmp(written, resolved) != 0;
 
     fail(ld, s, "%s: cannot read \"%s\": %s%s%s%s%s", kp, shown(written, q, sizeof q),

@@ -152,6 +152,8 @@ static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r
 
 static void set_phase(struct session *s, enum session_phase p)
 {
+    if (s->phase == p)
+        return;
     log_debug("session=%s event=phase from=%s to=%s", s->id, phase_names[s->phase],
               phase_names[p]);
     s->phase = p;
@@ -572,7 +574,8 @@ static void on_eof(struct conn *c, int err)
     if (c == &s->client) {
         if (err != UV_EOF)
             log_debug("session=%s event=client_error error=\"%s\"", s->id, uv_strerror(err));
-        session_close(s, err == UV_EOF ? "client_closed" : "client_error");
+        /* A reset is a close too: the client is gone either way. */
+        session_close(s, "client_closed");
         return;
     }
     if (s->reconnecting)
