@@ -16,6 +16,8 @@ uint8_t *buf_reserve(struct buf *b, size_t n)
         if (b->cap - b->len >= n)
             return b->data + b->len;
     }
+    if (n > SIZE_MAX - b->len)
+        return NULL;
     size_t want = b->len + n;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < want) {

@@ -21,6 +21,7 @@ static const char R_RESERVED[] = "550 5.7.0 Command reserved for the proxy\r\n";
 static const char R_NOT_IMPL[] = "502 5.5.1 Command not implemented\r\n";
 static const char R_TOO_LONG[] = "500 5.5.2 Line too long\r\n";
 static const char R_BARE_NL[] = "500 5.5.2 Bare CR or LF in command not allowed\r\n";
+static const char R_SYNTAX[] = "500 5.5.2 Syntax error in command\r\n";
 static const char R_BDAT_SYNTAX[] = "501 5.5.4 Syntax: BDAT size [LAST]\r\n";
 static const char R_BDAT_NO_CHUNKING[] = "503 5.5.1 BDAT without CHUNKING\r\n";
 static const char R_BARE_NL_DATA[] =
@@ -249,6 +250,9 @@ static void command(struct inbound *e, const uint8_t *line, size_t len)
     case SMTP_VERB_XCLIENT:
     case SMTP_VERB_XFORWARD:
         reply_local(e, R_RESERVED);
+        return;
+    case SMTP_VERB_INVALID:
+        reply_local(e, R_SYNTAX);
         return;
     case SMTP_VERB_TURN:
     case SMTP_VERB_ATRN:

@@ -76,9 +76,15 @@ enum smtp_verb smtp_verb(const uint8_t *line, size_t len, size_t *argoff)
 {
     size_t n = 0;
 
-    while (n < len && line[n] != ' ' && line[n] != '\r' && line[n] != '\n')
+    while (n < len && line[n] != ' ' && line[n] != '\t' && line[n] != '\v' &&
+           line[n] != '\f' && line[n] != '\r' && line[n] != '\n' && line[n] != '\0')
         n++;
     *argoff = n < len && line[n] == ' ' ? n + 1 : n;
+    /* RFC 5321 §4.1.1: verb, then SP, then arguments. Anything else (which
+     * a server such as Postfix may tokenise as another verb) is refused. */
+    if (n == 0 || (n < len && line[n] != ' ' && line[n] != '\r') ||
+        memchr(line, '\0', len) != NULL)
+        return SMTP_VERB_INVALID;
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
         if (word_is(line, n, verbs[i].name))
             return verbs[i].verb;
@@ -238,6 +244,7 @@ int smtp_ehlo_rewrite(const uint8_t *reply, size_t len, unsigned flags, uint8_t 
     size_t start[SMTP_REPLY_LINES_MAX + 1], tlen[SMTP_REPLY_LINES_MAX + 1];
     size_t nkept = 0, off = 0;
     unsigned caps = 0;
+    int last = SMTP_AGAIN;
     bool first = true;
     struct smtp_reply r = {0};
     static const uint8_t starttls[] = "STARTTLS";
@@ -266,10 +273,11 @@ int smtp_ehlo_rewrite(const uint8_t *reply, size_t len, unsigned flags, uint8_t 
             }
         }
         off += n;
+        last = rc;
         if (rc == SMTP_OK)
             break;
     }
-    if (off != len || r.code / 100 != 2)
+    if (off != len || last != SMTP_OK || r.code / 100 != 2)
         return -1;
 
     size_t o = 0;

@@ -38,8 +38,8 @@ enum smtp_status {
  * and fewer than max bytes; SMTP_ERR_TOO_LONG when max bytes hold no line
  * end; SMTP_ERR_BARE_NL when the line holds a CR not followed by LF or ends
  * in a LF without CR (*linelen then covers the offending line through its
- * LF, or through the bare CR when no LF is in sight, so the caller can skip
- * it).
+ * LF, so the caller can skip it whole; a bare CR with no LF in sight yet
+ * gives SMTP_AGAIN, since the line is refused whole once its end arrives).
  */
 int smtp_line(const uint8_t *data, size_t len, size_t max, size_t *linelen);
 
@@ -69,10 +69,14 @@ enum smtp_verb {
     SMTP_VERB_TURN,   /* TURN/ATRN reverse the roles: never relayed */
     SMTP_VERB_ATRN,
     SMTP_VERB_BURL,
+    SMTP_VERB_INVALID, /* leading white space, NUL, or a verb not ended by SP */
 };
 
 /* The verb of a command line (CRLF included or not), case-insensitive, and
- * where its arguments start (*argoff: past the verb and one space, or len). */
+ * where its arguments start (*argoff: past the verb and one space, or len).
+ * A line that other servers could split differently — leading white space,
+ * a NUL, a verb followed by a tab — is SMTP_VERB_INVALID, so a verb the
+ * proxy must intercept can never slip past it disguised. */
 enum smtp_verb smtp_verb(const uint8_t *line, size_t len, size_t *argoff);
 const char *smtp_verb_str(enum smtp_verb v);
 
