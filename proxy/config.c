@@ -208,7 +208,9 @@ static char *xstrdup(struct loader *ld, const char *s)
  * alone. */
 static const char *keypath(char *buf, size_t len, const char *prefix, const char *key)
 {
-    snprintf(buf, len, "%s%s%s", prefix, *prefix ? "." : "", key);
+    /* Key paths are short; a cut one still names the place well enough. */
+    if (snprintf(buf, len, "%s%s%s", prefix, *prefix ? "." : "", key) >= (int)len)
+        buf[len - 1] = '\0';
     return buf;
 }
 
@@ -1223,7 +1225,8 @@ static void load_policies(struct loader *ld, const config_setting_t *g, const ch
         int v;
 
         memset(&r, 0, sizeof r);
-        snprintf(rp, sizeof rp, "%s.policies[%zu]", prefix, i);
+        if (snprintf(rp, sizeof rp, "%s.policies[%zu]", prefix, i) >= (int)sizeof rp)
+            rp[sizeof rp - 1] = '\0';
         if (!config_setting_is_group(e)) {
             fail(ld, e, "%s: expected a group { match = ...; policy = ...; }", rp);
             continue;

@@ -13,6 +13,8 @@ static const char R_TLS_FAILED[] =
     "421 4.7.5 TLS required by policy, but STARTTLS with the destination failed\r\n";
 static const char R_CERT[] =
     "421 4.7.5 TLS required by policy, but the destination's certificate did not verify\r\n";
+static const char R_GREETING[] =
+    "421 4.7.5 TLS required by policy, but the destination refused the session\r\n";
 static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
 static const char R_NOOP[] = "250 2.0.0 OK\r\n";
 static const char R_BYE[] = "221 2.0.0 Bye\r\n";
@@ -29,7 +31,8 @@ static const char *const state_names[] = {
     [OUTBOUND_STARTTLS] = "STARTTLS",       [OUTBOUND_HANDSHAKE] = "HANDSHAKE",
     [OUTBOUND_EHLO_TLS] = "EHLO_TLS",       [OUTBOUND_RECONNECT] = "RECONNECT",
     [OUTBOUND_RE_GREETING] = "RE_GREETING", [OUTBOUND_RE_EHLO] = "RE_EHLO",
-    [OUTBOUND_RELAY] = "RELAY",             [OUTBOUND_CLOSED] = "CLOSED",
+    [OUTBOUND_RELAY] = "RELAY",             [OUTBOUND_REFUSED] = "REFUSED",
+    [OUTBOUND_CLOSED] = "CLOSED",
 };
 
 const char *outbound_state_str(enum outbound_state s)
@@ -79,7 +82,8 @@ void outbound_init(struct outbound *o, const struct outbound_cfg *cfg,
 static void send_ehlo(struct outbound *o, const char *verb)
 {
     char line[300];
-    int n = snprintf(line, sizeof(line), "%s %s\r\n", verb, o->domain);
+    int n = snprintf(line, sizeof(line), "%s%s%s\r\n", verb, o->domain[0] ? " " : "",
+                     o->domain);
     to_server(o, line, (size_t)n);
 }
 
@@ -149,10 +153,18 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
     switch (o->state) {
     case OUTBOUND_GREETING:
         to_client(o, r, len);
-        if (code == 220)
+        if (code == 220) {
             enter_state(o, OUTBOUND_CLIENT_EHLO);
-        else
+        } else if (code == 421) {
+            close_with(o, NULL, "destination_closed");
+        } else if (strict) {
+            /* Relaying would send the mail in plaintext: anyone able to
+             * rewrite the greeting could downgrade the policy. */
+            o->tls_note = "destination refused the session";
+            enter_state(o, OUTBOUND_REFUSED);
+        } else {
             start_relay(o); /* a refusing server: let the client hear it out */
+        }
         return;
     case OUTBOUND_EHLO:
         if (!ok) {
@@ -244,6 +256,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
     case OUTBOUND_CLIENT_EHLO:
     case OUTBOUND_HANDSHAKE:
     case OUTBOUND_RECONNECT:
+    case OUTBOUND_REFUSED:
         /* Nothing was asked: a reply now answers no command. */
         close_with(o, R_PROTOCOL, "protocol_error");
         return;
@@ -348,6 +361,15 @@ size_t outbound_client(struct outbound *o, const uint8_t *p, size_t n)
             off += k;
             break;
         }
+        case OUTBOUND_REFUSED: {
+            size_t k, arg;
+            int rc = smtp_line(p + off, n - off, SMTP_CMD_LINE_MAX, &k);
+            if (rc == SMTP_AGAIN)
+                return off;
+            bool quit = rc == SMTP_OK && smtp_verb(p + off, k, &arg) == SMTP_VERB_QUIT;
+            close_with(o, quit ? R_BYE : R_GREETING, quit ? "quit" : "policy_refusal");
+            return n;
+        }
         case OUTBOUND_CLOSED:
             return n;
         default:
@@ -391,7 +413,8 @@ void outbound_tls_ready(struct outbound *o)
 
 void outbound_tls_failed(struct outbound *o, const char *why)
 {
-    if (o->state == OUTBOUND_HANDSHAKE || o->state == OUTBOUND_EHLO_TLS)
+    if (o->state == OUTBOUND_STARTTLS || o->state == OUTBOUND_HANDSHAKE ||
+        o->state == OUTBOUND_EHLO_TLS)
         tls_failed(o, why);
     else
         close_with(o, R_LOST, "tls_failed");
@@ -414,6 +437,7 @@ bool outbound_awaiting_server(const struct outbound *o)
     case OUTBOUND_RELAY:
         return inbound_awaiting_server(&o->relay);
     case OUTBOUND_CLIENT_EHLO:
+    case OUTBOUND_REFUSED:
     case OUTBOUND_CLOSED:
         return false;
     default:

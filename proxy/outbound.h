@@ -52,6 +52,7 @@ enum outbound_state {
     OUTBOUND_RE_GREETING, /* its greeting (not shown to the client) */
     OUTBOUND_RE_EHLO,     /* its EHLO reply */
     OUTBOUND_RELAY,       /* negotiation over: the relay engine runs */
+    OUTBOUND_REFUSED,     /* policy forbids going on: the next command is refused */
     OUTBOUND_CLOSED,
 };
 
@@ -97,7 +98,8 @@ void outbound_server_eof(struct outbound *o);
 /* The server leg's TLS handshake completed (and, under VERIFY, the
  * certificate was accepted). */
 void outbound_tls_ready(struct outbound *o);
-/* It failed; why is a static or session-lived string for the log. */
+/* It failed, or the STARTTLS reply never came; why is a static or
+ * session-lived string for the log. */
 void outbound_tls_failed(struct outbound *o, const char *why);
 /* After OUTBOUND_ACT_RECONNECT: the new plaintext connection is up. */
 void outbound_reconnected(struct outbound *o);

@@ -137,6 +137,7 @@ static const char R_DEST_DOWN[] = "421 4.4.1 Destination not reachable, try agai
 static const char R_NO_DEST[] =
     "421 4.3.0 No original destination: connection was not redirected to the proxy\r\n";
 static const char R_BACKEND_TIMEOUT[] = "421 4.4.2 Backend timeout, closing connection\r\n";
+static const char R_DEST_TIMEOUT[] = "421 4.4.2 Destination timeout, closing connection\r\n";
 static const char R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 static const char R_SHUTDOWN[] = "421 4.3.2 Service shutting down, closing connection\r\n";
 static const char R_TOO_MANY[] = "421 4.3.2 Too many connections, try again later\r\n";
@@ -391,11 +392,16 @@ static void on_timer(uv_timer_t *t)
         eng_abort(s, s->outbound ? R_DEST_DOWN : R_BACKEND_DOWN, "backend_unreachable");
         break;
     case PHASE_RUNNING:
+        if (s->outbound && s->out.state == OUTBOUND_STARTTLS) {
+            /* No answer to STARTTLS is a failed STARTTLS: policy decides. */
+            outbound_tls_failed(&s->out, "no reply to STARTTLS");
+            break;
+        }
         if (eng_awaiting_server(s)) {
             log_warn("session=%s listener=%s event=server_timeout peer=%s "
                      "action=\"waiting for a reply\"",
                      s->id, s->shared->name, s->backend_addr);
-            eng_abort(s, R_BACKEND_TIMEOUT, "backend_timeout");
+            eng_abort(s, s->outbound ? R_DEST_TIMEOUT : R_BACKEND_TIMEOUT, "backend_timeout");
         } else {
             eng_abort(s, R_IDLE, "timeout");
         }
@@ -901,6 +907,8 @@ static void start_outbound(struct session *s)
     struct inbound_io io = {.arg = s, .to_client = emit_client, .to_server = emit_server};
 
     s->verified = "no";
+    s->policy = s->ocfg->policy; /* until the destination is known */
+    snprintf(s->backend_addr, sizeof(s->backend_addr), "-");
     outbound_init(&s->out, &ocfg, &io);
     int rc = find_destination(s);
     if (rc < 0) {

@@ -961,6 +961,17 @@ int tls_handshake(struct tls *t)
     if (rc == 1) {
         free(t->verify_name); /* needed by on_verify only */
         t->verify_name = NULL;
+        if (SSL_is_server(t->ssl) && SSL_version(t->ssl) >= TLS1_3_VERSION) {
+            /* BoringSSL keeps a TLS 1.3 server's NewSessionTickets until the
+             * first write. Sent now, they go out with the handshake's last
+             * ACK instead of leaving a client's next command waiting on a
+             * delayed ACK (40 ms with Nagle on). A zero-length write
+             * carries no application data. */
+            ERR_clear_error();
+            if (SSL_write(t->ssl, "", 0) < 0 &&
+                SSL_get_error(t->ssl, -1) != SSL_ERROR_WANT_WRITE)
+                ERR_clear_error();
+        }
         return TLS_OK;
     }
     return fail(t, rc, true);
