@@ -4,7 +4,7 @@
 set -eu
 pkgs="bazel-bootstrap bazel-rules-java gcc clang libc6-dev python3 openssl
 libuv1-dev android-libboringssl-dev libconfig-dev libcmocka-dev
-swaks postfix iproute2 iptables procps"
+swaks libnet-ssleay-perl libio-socket-inet6-perl postfix iproute2 iptables procps ca-certificates"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
