@@ -6,7 +6,6 @@
 
 #include <string.h>
 
-#include <arpa/inet.h>
 
 /* One read slab and one plaintext slab per event-loop thread: a read is
  * processed to completion before the next one, so they are never shared. */
@@ -315,25 +314,4 @@ void conn_close(struct conn *c)
         return;
     c->closing = true;
     uv_close((uv_handle_t *)&c->tcp, on_close);
-}
-
-void conn_peer_str(const struct conn *c, char *out, size_t outlen)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-            uv_ip4_name(a, host, sizeof(host));
-            port = ntohs(a->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-            uv_ip6_name(a, host, sizeof(host));
-            port = ntohs(a->sin6_port);
-        }
-    }
-    snprintf(out, outlen, "%s:%u", host, port);
 }

@@ -103,7 +103,4 @@ void conn_tls_shutdown(struct conn *c);
 /* Closes the handle (idempotent); on_close follows. */
 void conn_close(struct conn *c);
 
-/* "ip:port" of the peer or of the local end into out. */
-void conn_peer_str(const struct conn *c, char *out, size_t outlen);
-
 #endif

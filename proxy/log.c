@@ -141,7 +141,7 @@ static void put_timestamp(struct line *l)
  * available), or 0 if the bytes there are not one: overlong forms,
  * surrogates and code points above U+10FFFF are rejected too (RFC 3629 §4).
  */
-static size_t utf8_char_len(const unsigned char *s, size_t n)
+size_t log_utf8_char_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;
@@ -197,7 +197,7 @@ static void put_json_chars(struct line *l, const char *s, size_t n)
             put(l, esc, 6);
             i++;
         } else {
-            size_t k = utf8_char_len(u + i, n - i);
+            size_t k = log_utf8_char_len(u + i, n - i);
             if (k == 0) {
                 put(l, "\\ufffd", 6);
                 i++;

@@ -40,4 +40,9 @@ void log_vmsg(enum config_log_level level, const char *fmt, va_list ap)
  * escaped (control characters as \xNN). Returns out. */
 const char *log_quote(const char *s, char *out, size_t outlen);
 
+/* Length of the well-formed UTF-8 character at s (at most n bytes
+ * available), or 0 if the bytes there are not one (RFC 3629 §4: no overlong
+ * forms, surrogates or code points above U+10FFFF). Shared with metrics. */
+size_t log_utf8_char_len(const unsigned char *s, size_t n);
+
 #endif

@@ -318,36 +318,6 @@ static void text_printf(struct text *t, const char *fmt, ...)
     t->len += (size_t)n;
 }
 
-/* Length of the well-formed UTF-8 character at s (n bytes left), 0 if
- * there is none there (RFC 3629 §4: no overlongs, surrogates, > U+10FFFF). */
-static size_t utf8_char_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        lo = c == 0xe0 ? 0xa0 : lo;
-        hi = c == 0xed ? 0x9f : hi;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        lo = c == 0xf0 ? 0x90 : lo;
-        hi = c == 0xf4 ? 0x8f : hi;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
 /*
  * A label value in the text format 0.0.4: backslash, double quote and line
  * feed escaped as \\ \" \n. The format requires UTF-8, so a byte that is
@@ -370,7 +340,7 @@ static void put_label_value(struct text *t, const char *v)
         } else if (u[i] == '\n') {
             text_put(t, "\\n", 2);
             i++;
-        } else if ((k = utf8_char_len(u + i, n - i)) == 0) {
+        } else if ((k = log_utf8_char_len(u + i, n - i)) == 0) {
             text_put(t, "\xef\xbf\xbd", 3);
             i++;
         } else {

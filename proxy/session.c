@@ -845,30 +845,14 @@ static int find_destination(struct session *s)
         return UV_ENOENT;
     /* Without a REDIRECT the "original" destination is the proxy itself:
      * dialling it would loop. */
-    if (dst.ss_family == local.ss_family &&
-        ((dst.ss_family == AF_INET &&
-          memcmp(&((struct sockaddr_in *)&dst)->sin_addr, &((struct sockaddr_in *)&local)->sin_addr,
-                 4) == 0 &&
-          ((struct sockaddr_in *)&dst)->sin_port == ((struct sockaddr_in *)&local)->sin_port) ||
-         (dst.ss_family == AF_INET6 &&
-          memcmp(&((struct sockaddr_in6 *)&dst)->sin6_addr,
-                 &((struct sockaddr_in6 *)&local)->sin6_addr, 16) == 0 &&
-          ((struct sockaddr_in6 *)&dst)->sin6_port ==
-              ((struct sockaddr_in6 *)&local)->sin6_port)))
+    char here[80], there[80];
+    addr_str(&local, here, sizeof(here));
+    addr_str(&dst, there, sizeof(there));
+    if (strcmp(here, there) == 0)
         return UV_ENOENT;
     s->dest = dst;
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (dst.ss_family == AF_INET) {
-        uv_ip4_name((struct sockaddr_in *)&dst, host, sizeof(host));
-        port = ntohs(((struct sockaddr_in *)&dst)->sin_port);
-        snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", host, port);
-    } else {
-        uv_ip6_name((struct sockaddr_in6 *)&dst, host, sizeof(host));
-        port = ntohs(((struct sockaddr_in6 *)&dst)->sin6_port);
-        snprintf(s->backend_addr, sizeof(s->backend_addr), "[%s]:%u", host, port);
-    }
-    snprintf(s->dest_host, sizeof(s->dest_host), "%s", host);
+    snprintf(s->backend_addr, sizeof(s->backend_addr), "%s", there);
+    uv_ip_name((const struct sockaddr *)&dst, s->dest_host, sizeof(s->dest_host));
     return 0;
 }
 
