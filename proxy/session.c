@@ -1,8 +1,9 @@
 /*
  * A session's lifecycle:
  *
- *   accept -> [implicit TLS: HANDSHAKE] -> CONNECTING (backend) -> RUNNING
- *          -> [STARTTLS: HANDSHAKE -> RUNNING] -> CLOSING -> freed
+ *   accept -> [PROXY header: PREFACE] -> [implicit TLS: HANDSHAKE_IMPLICIT]
+ *          -> CONNECTING (backend or destination) -> RUNNING
+ *          -> [STARTTLS, either leg: HANDSHAKE -> RUNNING] -> CLOSING -> freed
  *
  * Everything the dialogue engine emits is queued on the legs and written
  * after the engine returns; its actions (start TLS, close) are run here.
@@ -66,23 +67,30 @@ struct session {
     struct tls_ctx *tls_ctx;          /* inside rt */
     struct conn client, server;
     uv_timer_t timer;
-    union {
-        struct inbound engine;        /* inbound sessions */
-        struct outbound out;          /* outbound sessions */
-    };
     bool outbound;
-    struct sockaddr_storage dest;     /* outbound: where to dial */
-    uv_getaddrinfo_t resolver;
     bool resolving;
     bool reconnecting;
     enum config_policy policy;
     const char *verified;             /* "yes", "no" or why not */
-    char dest_host[256];
+    /* What only one direction needs shares the memory of the other's. */
+    union {
+        struct {                      /* inbound sessions */
+            struct inbound engine;
+            char sni[128];
+            char xclient[200];        /* the XCLIENT line for the backend */
+        };
+        struct {                      /* outbound sessions */
+            struct outbound out;
+            struct sockaddr_storage dest; /* where to dial */
+            uv_getaddrinfo_t resolver;
+            char dest_host[256];
+            char tls_error[256];      /* why the handshake failed */
+        };
+    };
     struct session *prev, *next;
     enum session_phase phase;
     unsigned handles;                 /* open libuv handles */
     bool counted;                     /* holds a max_connections slot */
-    bool server_dialled;
     bool client_paused, server_paused; /* by backpressure */
     bool closing;
     const char *reason;
@@ -94,12 +102,9 @@ struct session {
     char backend_addr[300];
     const char *tls_version;          /* static strings from BoringSSL */
     const char *tls_cipher;
-    char sni[128];
-    char tls_error[256];              /* outbound: why the handshake failed */
     bool pp_wait;                     /* a PROXY header is still expected */
     struct sockaddr_storage peer;     /* the client, as the PROXY header says */
     struct sockaddr_storage local;    /* where it connected to */
-    char xclient[200];                /* the XCLIENT line for the backend */
 };
 
 static char helo_name[256];
@@ -131,6 +136,17 @@ static void addr_str(const struct sockaddr_storage *ss, char *out, size_t outlen
 
 static atomic_uint_fast32_t session_counter;
 static uint32_t session_salt;
+static uv_once_t salt_once = UV_ONCE_INIT;
+
+/* Session ids are a counter scrambled by a per-process salt: unique within
+ * a run, and not guessable across runs. */
+static void init_salt(void)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (uint32_t)uv_hrtime();
+    session_salt = r | 1;
+}
 
 static const char R_BACKEND_DOWN[] = "421 4.4.1 Backend not available, try again later\r\n";
 static const char R_DEST_DOWN[] = "421 4.4.1 Destination not reachable, try again later\r\n";
@@ -927,12 +943,7 @@ void session_accept(struct worker *w, struct listener *l)
         log_error("listener=%s event=accept_failed error=\"out of memory\"", l->shared->name);
         return;
     }
-    if (session_salt == 0) {
-        uint32_t r = 0;
-        if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-            r = (uint32_t)uv_hrtime();
-        session_salt = r | 1;
-    }
+    uv_once(&salt_once, init_salt);
     uint32_t n = (uint32_t)atomic_fetch_add(&session_counter, 1);
     snprintf(s->id, sizeof(s->id), "%08" PRIx32, (n * 2654435761u) ^ session_salt);
     s->w = w;
