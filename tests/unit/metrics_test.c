@@ -95,8 +95,8 @@ static void test_render_lines(void **state)
         "smtp_tls_proxy_starttls_total{listener=\"mx\",result=\"ok\"} 2\n",
         "smtp_tls_proxy_starttls_total{listener=\"mx\",result=\"failed\"} 1\n",
         "# TYPE smtp_tls_proxy_tls_handshakes_total counter\n",
-        "smtp_tls_proxy_tls_handshakes_total{listener=\"mx\",version=\"TLSv1.3\","
-        "cipher=\"TLS_AES_128_GCM_SHA256\"} 1\n",
+        ("smtp_tls_proxy_tls_handshakes_total{listener=\"mx\",version=\"TLSv1.3\","
+         "cipher=\"TLS_AES_128_GCM_SHA256\"} 1\n"),
         "# TYPE smtp_tls_proxy_tls_failures_total counter\n",
         "smtp_tls_proxy_tls_failures_total{listener=\"mx\",reason=\"no_shared_cipher\"} 1\n",
         "# TYPE smtp_tls_proxy_policy_refusals_total counter\n",
