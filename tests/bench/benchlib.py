@@ -252,26 +252,50 @@ def _cfg(v, ind=0):
 
 class Proxy:
     """The daemon: one inbound STARTTLS listener on 127.0.0.1 in front of
-    backend_port, log_level "warn", stderr to a file."""
+    backend_port, log_level "warn", stderr to a file.
+
+    outbound = policy ("none", "opportunistic", "required", "verify") makes
+    it one outbound listener instead, with the fixed destination
+    127.0.0.1:backend_port: plaintext from the client, STARTTLS to the
+    destination as the policy says. It presents no client certificate (cert
+    and key are unused); ca_file, if given, is its tls.ca_file, else the
+    daemon's default CA bundle is (loaded at start even without "verify")."""
 
     def __init__(self, binary, work, backend_port, cert, key, workers=1, max_sessions=1000,
-                 idle_timeout=600, log_level="warn", prefix=()):
+                 idle_timeout=600, log_level="warn", prefix=(), outbound=None, ca_file=None,
+                 metrics=False):
         self.port = free_port()
         self.config = {
             "workers": workers,
             "log_level": log_level,
             "shutdown_timeout": 2,
-            "tls": {"certificate": cert, "key": key},
-            "inbound": [{
+        }
+        # The counters are kept either way; metrics only adds the HTTP listener.
+        self.metrics_port = free_port() if metrics else None
+        if metrics:
+            self.config["metrics_listen"] = "%s:%d" % (HOST, self.metrics_port)
+        if outbound is None:
+            self.config["tls"] = {"certificate": cert, "key": key}
+            self.config["inbound"] = [{
                 "name": "bench",
                 "listen": "%s:%d" % (HOST, self.port),
                 "backend": "%s:%d" % (HOST, backend_port),
                 "tls_mode": "starttls",
                 "max_connections": max(10000, 2 * max_sessions),
                 "timeouts": {"connect": 10, "handshake": 30, "idle": idle_timeout},
-            }],
-        }
-        tag = "w%d.%d" % (workers, self.port)
+            }]
+        else:
+            if ca_file is not None:
+                self.config["tls"] = {"ca_file": ca_file}
+            self.config["outbound"] = [{
+                "name": "bench-out",
+                "listen": "%s:%d" % (HOST, self.port),
+                "destination": "%s:%d" % (HOST, backend_port),
+                "policy": outbound,
+                "max_connections": max(10000, 2 * max_sessions),
+                "timeouts": {"connect": 10, "handshake": 30, "idle": idle_timeout},
+            }]
+        tag = "%sw%d.%d" % ("out." if outbound is not None else "", workers, self.port)
         self.config_path = os.path.join(work, "proxy.%s.conf" % tag)
         self.log_path = os.path.join(work, "proxy.%s.stderr" % tag)
         with open(self.config_path, "w") as f:
@@ -299,6 +323,27 @@ class Proxy:
 
     def cpu(self):
         return proc_cpu_seconds(self.pid)
+
+    def metrics(self, timeout=10.0):
+        """The /metrics samples (needs metrics=True): {'name{labels}': value},
+        names without the smtp_tls_proxy_ prefix."""
+        with socket.create_connection((HOST, self.metrics_port), timeout=timeout) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n" % HOST.encode())
+            data = b""
+            while len(data) < 4 << 20:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.decode("utf-8", "replace").partition("\r\n\r\n")
+        if not head.startswith("HTTP/1.") or head.split()[1] != "200":
+            raise BenchError("GET /metrics: %r" % head[:200])
+        out = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k.replace("smtp_tls_proxy_", "", 1)] = float(v)
+        return out
 
     def cpu_split(self):
         return proc_cpu_split(self.pid)
