@@ -58,7 +58,16 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
                      cfg->inbound[i].name);
     }
     for (size_t i = 0; i < cfg->noutbound; i++) {
-        rt->outbound_tls[i] = tls_ctx_client_new(&cfg->outbound[i].tls, err, errlen);
+        /* The CA bundle matters only where some policy verifies; elsewhere
+         * a machine without one (a slim container) must still start. */
+        const struct config_outbound *o = &cfg->outbound[i];
+        struct config_tls tcfg = o->tls;
+        bool verifies = o->policy == CONFIG_POLICY_VERIFY;
+        for (size_t j = 0; j < o->npolicies; j++)
+            verifies = verifies || o->policies[j].policy == CONFIG_POLICY_VERIFY;
+        if (!verifies)
+            tcfg.ca_file = NULL;
+        rt->outbound_tls[i] = tls_ctx_client_new(&tcfg, err, errlen);
         if (rt->outbound_tls[i] == NULL)
             goto err;
     }
