@@ -58,16 +58,24 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
                      cfg->inbound[i].name);
     }
     for (size_t i = 0; i < cfg->noutbound; i++) {
-        /* The CA bundle matters only where some policy verifies; elsewhere
-         * a machine without one (a slim container) must still start. */
+        /* The CA bundle is required only where some policy verifies;
+         * elsewhere it only lets the log say whether a certificate would
+         * have verified, and a machine without one (a slim container) must
+         * still start. */
         const struct config_outbound *o = &cfg->outbound[i];
         struct config_tls tcfg = o->tls;
         bool verifies = o->policy == CONFIG_POLICY_VERIFY;
         for (size_t j = 0; j < o->npolicies; j++)
             verifies = verifies || o->policies[j].policy == CONFIG_POLICY_VERIFY;
-        if (!verifies)
-            tcfg.ca_file = NULL;
         rt->outbound_tls[i] = tls_ctx_client_new(&tcfg, err, errlen);
+        if (rt->outbound_tls[i] == NULL && !verifies && tcfg.ca_file != NULL) {
+            char q[600];
+            log_warn("listener=%s event=ca_file_unusable error=%s msg=\"certificates "
+                     "will be logged as unverified\"",
+                     o->name, log_quote(err, q, sizeof(q)));
+            tcfg.ca_file = NULL;
+            rt->outbound_tls[i] = tls_ctx_client_new(&tcfg, err, errlen);
+        }
         if (rt->outbound_tls[i] == NULL)
             goto err;
     }
