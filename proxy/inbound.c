@@ -19,8 +19,6 @@ static const char R_NEED_TLS[] = "530 5.7.0 Must issue a STARTTLS command first\
 static const char R_NO_STARTTLS[] = "502 5.5.1 STARTTLS not offered\r\n";
 static const char R_RESERVED[] = "550 5.7.0 Command reserved for the proxy\r\n";
 static const char R_NOT_IMPL[] = "502 5.5.1 Command not implemented\r\n";
-static const char R_TOO_LONG[] = "500 5.5.2 Line too long\r\n";
-static const char R_BARE_NL[] = "500 5.5.2 Bare CR or LF in command not allowed\r\n";
 static const char R_SYNTAX[] = "500 5.5.2 Syntax error in command\r\n";
 static const char R_BDAT_SYNTAX[] = "501 5.5.4 Syntax: BDAT size [LAST]\r\n";
 static const char R_BDAT_NO_CHUNKING[] = "503 5.5.1 BDAT without CHUNKING\r\n";
@@ -379,7 +377,7 @@ size_t inbound_client(struct inbound *e, const uint8_t *p, size_t n)
                     forward(e, (const uint8_t *)"*\r\n", 3, PEND_AUTH);
                     enter_state(e, INBOUND_HOLD);
                 } else {
-                    reply_local(e, rc == SMTP_ERR_TOO_LONG ? R_TOO_LONG : R_BARE_NL);
+                    reply_local(e, rc == SMTP_ERR_TOO_LONG ? SMTP_R_TOO_LONG : SMTP_R_BARE_NL);
                 }
                 if (rc == SMTP_ERR_TOO_LONG) {
                     /* Skip the rest of the line once the hold, if any,

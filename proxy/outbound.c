@@ -18,8 +18,6 @@ static const char R_GREETING[] =
 static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
 static const char R_NOOP[] = "250 2.0.0 OK\r\n";
 static const char R_BYE[] = "221 2.0.0 Bye\r\n";
-static const char R_TOO_LONG[] = "500 5.5.2 Line too long\r\n";
-static const char R_BARE_NL[] = "500 5.5.2 Bare CR or LF in command not allowed\r\n";
 static const char R_LOST[] = "421 4.4.2 Destination connection lost\r\n";
 static const char R_PROTOCOL[] = "421 4.5.0 Destination protocol error, closing connection\r\n";
 static const char R_FALLBACK_FAILED[] =
@@ -146,8 +144,6 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
 {
     bool ok = code / 100 == 2;
     bool strict = o->cfg.policy == OUTBOUND_REQUIRED || o->cfg.policy == OUTBOUND_VERIFY;
-    uint8_t scratch[SMTP_REPLY_MAX + 64];
-    size_t scratchlen;
 
     o->progress++;
     switch (o->state) {
@@ -181,7 +177,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
             }
             return;
         }
-        int caps = smtp_ehlo_rewrite(r, len, 0, scratch, sizeof(scratch), &scratchlen);
+        int caps = smtp_ehlo_rewrite(r, len, 0, NULL, 0, NULL);
         if (caps < 0) {
             close_with(o, R_PROTOCOL, "protocol_error");
             return;
@@ -308,11 +304,11 @@ static size_t client_first(struct outbound *o, const uint8_t *p, size_t n)
     if (rc == SMTP_ERR_TOO_LONG) {
         /* Nothing is pending yet, so the reply can go out at once; the
          * tail of the line is then read as garbage and refused too. */
-        to_client(o, R_TOO_LONG, sizeof(R_TOO_LONG) - 1);
+        to_client(o, SMTP_R_TOO_LONG, strlen(SMTP_R_TOO_LONG));
         return n;
     }
     if (rc == SMTP_ERR_BARE_NL) {
-        to_client(o, R_BARE_NL, sizeof(R_BARE_NL) - 1);
+        to_client(o, SMTP_R_BARE_NL, strlen(SMTP_R_BARE_NL));
         return k;
     }
     o->progress++;

@@ -6,6 +6,9 @@
 
 #include <string.h>
 
+const char SMTP_R_TOO_LONG[] = "500 5.5.2 Line too long\r\n";
+const char SMTP_R_BARE_NL[] = "500 5.5.2 Bare CR or LF in command not allowed\r\n";
+
 int smtp_line(const uint8_t *data, size_t len, size_t max, size_t *linelen)
 {
     size_t lim = len < max ? len : max;
@@ -280,6 +283,8 @@ int smtp_ehlo_rewrite(const uint8_t *reply, size_t len, unsigned flags, uint8_t 
     if (off != len || last != SMTP_OK || r.code / 100 != 2)
         return -1;
 
+    if (out == NULL)
+        return (int)caps; /* only the capabilities were wanted */
     size_t o = 0;
     size_t total = nkept + ((flags & SMTP_EHLO_ADD_STARTTLS) ? 1 : 0);
     size_t line = 0;

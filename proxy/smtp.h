@@ -43,6 +43,10 @@ enum smtp_status {
  */
 int smtp_line(const uint8_t *data, size_t len, size_t max, size_t *linelen);
 
+/* The replies to a command line refused by smtp_line (RFC 3463 codes). */
+extern const char SMTP_R_TOO_LONG[];
+extern const char SMTP_R_BARE_NL[];
+
 /* Skips to the end of an overlong line: SMTP_OK with *skipped covering the
  * LF, or SMTP_AGAIN with *skipped = len. */
 int smtp_skip_line(const uint8_t *data, size_t len, size_t *skipped);
@@ -131,7 +135,8 @@ enum smtp_ehlo_flags {
  * and XFORWARD, and every keyword outside the allowlist, whose framing the
  * proxy would not track); STARTTLS is inserted when asked; continuation
  * marks are recomputed so exactly the last line has "250 ". Output goes to
- * out (outcap >= len + 16 always suffices). Returns the SMTP_CAP_* bits the
+ * out (outcap >= len + 16 always suffices; out NULL: only parse and return
+ * the capabilities). Returns the SMTP_CAP_* bits the
  * ORIGINAL reply advertised (keywords match case-insensitively as whole
  * words) or -1 when the reply does not parse.
  */
