@@ -164,12 +164,21 @@ int main(int argc, char **argv)
     unsigned nworkers = cfg->workers ? cfg->workers : uv_available_parallelism();
     runtime_install(rt);
 
+    /* Signals are caught before any socket listens: a SIGTERM sent as soon
+     * as the port answers must mean a clean stop, not the default death. */
+    uv_loop_t *loop = uv_default_loop();
+    uv_signal_init(loop, &sig_hup);
+    uv_signal_start(&sig_hup, on_hup, SIGHUP);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_start(&sig_term, on_term, SIGTERM);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_start(&sig_int, on_term, SIGINT);
+
     char msg[512];
     if (workers_start(nworkers, msg, sizeof(msg)) != 0) {
         log_error("event=start_failed error=\"%s\"", msg);
         return EXIT_RUNTIME;
     }
-    uv_loop_t *loop = uv_default_loop();
     rt = runtime_acquire();
     if (rt->cfg->metrics_enabled) {
         int rc = metrics_serve(loop, &rt->cfg->metrics_listen);
@@ -192,13 +201,6 @@ int main(int argc, char **argv)
                  rt->cfg->outbound[i].listen.host, rt->cfg->outbound[i].listen.port);
     runtime_unref(rt);
     log_info("event=started version=%s workers=%u", SMTP_TLS_PROXY_VERSION, nworkers);
-
-    uv_signal_init(loop, &sig_hup);
-    uv_signal_start(&sig_hup, on_hup, SIGHUP);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_start(&sig_term, on_term, SIGTERM);
-    uv_signal_init(loop, &sig_int);
-    uv_signal_start(&sig_int, on_term, SIGINT);
 
     uv_run(loop, UV_RUN_DEFAULT);
 
