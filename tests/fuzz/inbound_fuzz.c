@@ -35,7 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/inbound.h"
+#include "proxy/core/inbound.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/smtp.h"
+#include "proxy/core/smtp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

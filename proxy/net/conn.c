@@ -1,0 +1,317 @@
+/*
+ * One TCP leg; see conn.h. libuv handle memory lives inside struct conn and
+ * is released only after on_close, which is when the owner may free it.
+ */
+#include "proxy/net/conn.h"
+
+#include <string.h>
+
+
+/* One read slab and one plaintext slab per event-loop thread: a read is
+ * processed to completion before the next one, so they are never shared. */
+static _Thread_local uint8_t read_slab[CONN_SLAB];
+static _Thread_local uint8_t plain_slab[CONN_SLAB];
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)h;
+    (void)hint;
+    b->base = (char *)read_slab;
+    b->len = sizeof(read_slab);
+}
+
+static bool input_full(const struct conn *c)
+{
+    return buf_len(&c->in) >= CONN_IN_CAP;
+}
+
+/* Offers plaintext to the owner; keeps what it leaves. */
+static void deliver(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (buf_len(&c->in) > 0) {
+        if (buf_append(&c->in, p, n) != 0) {
+            c->cb->on_eof(c, UV_ENOMEM);
+            return;
+        }
+        size_t used = c->cb->on_data(c, buf_head(&c->in), buf_len(&c->in));
+        if (!c->closing)
+            buf_consume(&c->in, used);
+    } else {
+        size_t used = c->cb->on_data(c, p, n);
+        if (!c->closing && used < n && buf_append(&c->in, p + used, n - used) != 0)
+            c->cb->on_eof(c, UV_ENOMEM);
+    }
+    if (!c->closing && input_full(c) && c->reading) {
+        /* The owner cannot take more now (e.g. bytes behind DATA while its
+         * reply is awaited): stop reading; conn_resume() restarts. */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/* Runs the handshake and decrypts whatever TLS can give now. */
+static void pump_tls(struct conn *c)
+{
+    if (!c->tls_ready) {
+        int rc = tls_handshake(c->tls);
+        conn_flush(c);
+        if (rc == TLS_AGAIN || c->closing)
+            return;
+        if (rc != TLS_OK) {
+            c->cb->on_tls_error(c, tls_error(c->tls));
+            return;
+        }
+        c->tls_ready = true;
+        c->cb->on_tls_ready(c);
+        if (c->closing)
+            return;
+        conn_flush(c);
+    }
+    while (!c->closing && !input_full(c) && c->reading) {
+        size_t n = 0;
+        int rc = tls_read(c->tls, plain_slab, sizeof(plain_slab), &n);
+        if (rc == TLS_OK && n > 0) {
+            deliver(c, plain_slab, n);
+            continue;
+        }
+        if (rc == TLS_AGAIN || rc == TLS_OK)
+            break;
+        if (rc == TLS_CLOSED) {
+            c->eof = true;
+            c->cb->on_eof(c, UV_EOF);
+        } else {
+            c->cb->on_tls_error(c, tls_error(c->tls));
+        }
+        return;
+    }
+    if (!c->closing)
+        conn_flush(c); /* TLS may owe the peer something (tickets, alerts) */
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+
+    if (c->closing)
+        return;
+    if (nread < 0) {
+        c->eof = true;
+        uv_read_stop(s);
+        c->cb->on_eof(c, (int)nread);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->bytes_read += (uint64_t)nread;
+    if (c->tls != NULL) {
+        if (tls_feed(c->tls, (const uint8_t *)b->base, (size_t)nread) != 0) {
+            c->cb->on_eof(c, UV_ENOMEM);
+            return;
+        }
+        pump_tls(c);
+    } else {
+        deliver(c, (const uint8_t *)b->base, (size_t)nread);
+    }
+}
+
+int conn_init(struct conn *c, uv_loop_t *loop, const struct conn_cb *cb, void *owner)
+{
+    memset(c, 0, sizeof(*c));
+    c->cb = cb;
+    c->owner = owner;
+    int rc = uv_tcp_init(loop, &c->tcp);
+    if (rc != 0)
+        return rc;
+    c->tcp.data = c;
+    c->open = true;
+    return 0;
+}
+
+int conn_accept(struct conn *c, uv_stream_t *server)
+{
+    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc == 0) {
+        c->connected = true;
+        uv_tcp_nodelay(&c->tcp, 1);
+    }
+    return rc;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    if (c->closing)
+        return;
+    if (status == 0) {
+        c->connected = true;
+        uv_tcp_nodelay(&c->tcp, 1);
+    }
+    c->cb->on_connect(c, status);
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *sa)
+{
+    c->creq.data = c;
+    return uv_tcp_connect(&c->creq, &c->tcp, sa, on_connect);
+}
+
+void conn_resume(struct conn *c)
+{
+    if (c->closing || !c->connected)
+        return;
+    c->reading = true;
+    if (buf_len(&c->in) > 0) {
+        size_t used = c->cb->on_data(c, buf_head(&c->in), buf_len(&c->in));
+        if (c->closing)
+            return;
+        buf_consume(&c->in, used);
+    }
+    if (c->tls != NULL && c->tls_ready)
+        pump_tls(c);
+    if (!c->closing && !c->eof && c->reading && !input_full(c))
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+void conn_pause(struct conn *c)
+{
+    if (c->reading && !c->closing)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+}
+
+void conn_emit(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (!c->open)
+        return;
+    if (buf_append(&c->out, p, n) != 0)
+        c->cb->on_eof(c, UV_ENOMEM);
+}
+
+size_t conn_backlog(const struct conn *c)
+{
+    size_t n = buf_len(&c->out) + buf_len(&c->inflight);
+    if (c->tls != NULL)
+        n += buf_len(tls_out(c->tls));
+    return n;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    c->writing = false;
+    c->bytes_written += buf_len(&c->inflight);
+    buf_free(&c->inflight);
+    if (status != 0) {
+        if (!c->eof) {
+            c->eof = true;
+            c->cb->on_eof(c, status);
+        }
+        return;
+    }
+    if (uv_is_closing((uv_handle_t *)&c->tcp))
+        return;
+    conn_flush(c);
+    if (conn_backlog(c) < CONN_LOW_WATER)
+        c->cb->on_drain(c);
+}
+
+int conn_flush(struct conn *c)
+{
+    if (!c->connected || c->writing || !c->open || uv_is_closing((uv_handle_t *)&c->tcp))
+        return 0;
+    struct buf *src = &c->out;
+    if (c->tls != NULL) {
+        if (c->tls_ready && buf_len(&c->out) > 0) {
+            /* One TLS write per flush: records are filled up to 16 KiB
+             * rather than one per emitted line. */
+            if (tls_write(c->tls, buf_head(&c->out), buf_len(&c->out)) != TLS_OK) {
+                c->cb->on_tls_error(c, tls_error(c->tls));
+                return UV_EPROTO;
+            }
+            buf_free(&c->out);
+        }
+        src = tls_out(c->tls);
+    }
+    if (buf_len(src) == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init((char *)buf_head(src), (unsigned)buf_len(src));
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        if (!c->eof) {
+            c->eof = true;
+            c->cb->on_eof(c, n);
+        }
+        return n;
+    }
+    if (n > 0) {
+        c->bytes_written += (uint64_t)n;
+        buf_consume(src, (size_t)n);
+    }
+    if (buf_len(src) == 0)
+        return 0;
+    /* The kernel took part of it: the rest must stay put until write_cb. */
+    buf_move(&c->inflight, src);
+    b = uv_buf_init((char *)buf_head(&c->inflight), (unsigned)buf_len(&c->inflight));
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc != 0) {
+        buf_free(&c->inflight);
+        if (!c->eof) {
+            c->eof = true;
+            c->cb->on_eof(c, rc);
+        }
+        return rc;
+    }
+    c->writing = true;
+    return 0;
+}
+
+void conn_discard_input(struct conn *c)
+{
+    buf_free(&c->in);
+}
+
+void conn_start_tls(struct conn *c, struct tls *t)
+{
+    c->tls = t;
+    c->tls_ready = false;
+}
+
+void conn_handshake(struct conn *c)
+{
+    if (c->tls != NULL && !c->tls_ready && !c->closing) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        pump_tls(c);
+    }
+}
+
+void conn_tls_shutdown(struct conn *c)
+{
+    if (c->tls != NULL && c->tls_ready && !c->eof) {
+        tls_shutdown(c->tls);
+        conn_flush(c);
+    }
+}
+
+static void on_close(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+
+    buf_free(&c->in);
+    buf_free(&c->out);
+    buf_free(&c->inflight);
+    tls_free(c->tls);
+    c->tls = NULL;
+    c->open = false;
+    c->cb->on_close(c);
+}
+
+void conn_close(struct conn *c)
+{
+    if (!c->open || c->closing)
+        return;
+    c->closing = true;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}

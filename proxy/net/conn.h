@@ -1,0 +1,106 @@
+/*
+ * conn: one TCP leg of a session. A libuv TCP handle, an optional TLS
+ * engine, and the buffers between them:
+ *   in   plaintext the owner has not consumed yet (a partial line, or bytes
+ *        held while a reply is awaited) — capped: when full, reading stops;
+ *   out  plaintext emitted for the peer, encrypted (if TLS) and written at
+ *        the next conn_flush();
+ *   inflight  bytes of the one uv_write in progress.
+ * Reads land in a per-thread slab (no allocation per read) and are handed to
+ * the owner in place; only what the owner leaves behind is copied into `in`.
+ * Writes try uv_try_write first; only the remainder is kept for uv_write.
+ * All buffers are empty, hence unallocated, on an idle connection.
+ */
+#ifndef SMTP_TLS_PROXY_CONN_H
+#define SMTP_TLS_PROXY_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "proxy/core/buf.h"
+#include "proxy/tls/tls.h"
+
+/* When the bytes queued towards a peer pass CONN_HIGH_WATER the source leg
+ * stops reading; it resumes once they fall under CONN_LOW_WATER. */
+#define CONN_HIGH_WATER (256 * 1024)
+#define CONN_LOW_WATER (64 * 1024)
+/* Unconsumed input kept at most (a command line is far shorter; this is
+ * what a client may pipeline behind a DATA while its reply is awaited). */
+#define CONN_IN_CAP (64 * 1024)
+#define CONN_SLAB (64 * 1024)
+
+struct conn;
+
+/* What a leg tells its owner. None of these may free the conn; closing is
+ * asynchronous (on_close). */
+struct conn_cb {
+    /* Plaintext arrived; returns how much was consumed. */
+    size_t (*on_data)(struct conn *c, const uint8_t *p, size_t n);
+    /* The peer closed (UV_EOF) or the socket failed (other libuv code). */
+    void (*on_eof)(struct conn *c, int err);
+    void (*on_connect)(struct conn *c, int status);
+    void (*on_tls_ready)(struct conn *c);
+    void (*on_tls_error)(struct conn *c, const char *why);
+    /* Everything queued was written, or the backlog fell under the low
+     * water mark. */
+    void (*on_drain)(struct conn *c);
+    void (*on_close)(struct conn *c);
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_write_t wreq;
+    uv_connect_t creq;
+    const struct conn_cb *cb;
+    void *owner;
+    struct tls *tls;
+    struct buf in, out, inflight;
+    uint64_t bytes_read, bytes_written; /* on the wire */
+    bool open;        /* handle initialised, not yet closed */
+    bool connected;
+    bool reading;     /* wants to read */
+    bool writing;     /* a uv_write is in flight */
+    bool tls_ready;
+    bool eof;
+    bool closing;
+};
+
+/* Initialises the handle on loop; 0 or a libuv code. */
+int conn_init(struct conn *c, uv_loop_t *loop, const struct conn_cb *cb, void *owner);
+/* Accepts a pending connection from server into c (already initialised). */
+int conn_accept(struct conn *c, uv_stream_t *server);
+int conn_connect(struct conn *c, const struct sockaddr *sa);
+
+/* Start or stop delivering input. conn_resume also re-offers the input
+ * left in `in` and decrypts what TLS still holds. */
+void conn_resume(struct conn *c);
+void conn_pause(struct conn *c);
+
+/* Queues plaintext for the peer (copied). */
+void conn_emit(struct conn *c, const uint8_t *p, size_t n);
+/* Encrypts and writes what is queued. 0 or a negative code (the error has
+ * then been reported through on_eof). */
+int conn_flush(struct conn *c);
+/* Bytes queued towards the peer and not yet accepted by the kernel. */
+size_t conn_backlog(const struct conn *c);
+
+/* Drops unconsumed input (RFC 3207 §4.2 after STARTTLS). */
+void conn_discard_input(struct conn *c);
+
+/* Puts TLS under the leg. The engine is owned by the conn from then on. */
+void conn_start_tls(struct conn *c, struct tls *t);
+
+/* Drives the handshake now (a TLS client speaks first), then as data
+ * arrives. */
+void conn_handshake(struct conn *c);
+
+/* Queues close_notify if TLS is up. */
+void conn_tls_shutdown(struct conn *c);
+
+/* Closes the handle (idempotent); on_close follows. */
+void conn_close(struct conn *c);
+
+#endif

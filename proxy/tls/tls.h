@@ -1,0 +1,116 @@
+/*
+ * tls: BoringSSL over in-memory buffers. Ciphertext goes in with tls_feed()
+ * and comes out of tls_out(); plaintext goes in with tls_write() and comes
+ * out of tls_read(). No sockets, no libuv: conn.c moves the bytes.
+ * Only tls.c includes <openssl/...>.
+ */
+#ifndef SMTP_TLS_PROXY_TLS_H
+#define SMTP_TLS_PROXY_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/core/buf.h"
+
+/* What a context is made from (config fills it in; every string is owned by
+ * whoever owns the struct). */
+struct tls_options {
+    char **certificates;  /* PEM chain files, ncertificates of them (may be 0) */
+    size_t ncertificates;
+    char **keys;          /* one key file per certificate, same order */
+    size_t nkeys;
+    int min_version;      /* 12 or 13 */
+    char *ciphers;        /* TLS 1.2 cipher list, BoringSSL syntax */
+    char *ca_file;
+};
+
+enum tls_status {
+    TLS_OK = 0,      /* done / produced data */
+    TLS_AGAIN = 1,   /* needs more ciphertext (tls_feed) */
+    TLS_CLOSED = 2,  /* peer sent close_notify */
+    TLS_ERR = -1,    /* fatal; tls_error() says why */
+};
+
+/* A shared, reference-counted context (SSL_CTX and its certificates). */
+struct tls_ctx;
+
+/*
+ * Server context from cfg: certificates[i] with keys[i] (several, e.g. RSA and
+ * ECDSA side by side, chosen per handshake by what the client supports). With
+ * no certificates, an in-memory self-signed ECDSA P-256 certificate for
+ * "localhost" is made. TLS 1.2 minimum (1.3 if cfg->min_version == 13), no
+ * renegotiation, no 0-RTT, cfg->ciphers for TLS 1.2 (forward-secret AEAD
+ * default). Returns NULL and writes a message naming the file to err.
+ */
+struct tls_ctx *tls_ctx_server_new(const struct tls_options *cfg, char *err, size_t errlen);
+
+/*
+ * Client context for outbound. verify: load cfg->ca_file and make peer
+ * verification possible (tls_new_client decides per connection).
+ */
+struct tls_ctx *tls_ctx_client_new(const struct tls_options *cfg, char *err, size_t errlen);
+
+void tls_ctx_ref(struct tls_ctx *c);
+void tls_ctx_unref(struct tls_ctx *c); /* accepts NULL */
+
+struct tls;
+
+/* A server engine; holds a reference to ctx. NULL on -ENOMEM. */
+struct tls *tls_new_server(struct tls_ctx *ctx);
+
+/* A client engine sending SNI sni (may be NULL for an IP literal). With
+ * verify, the chain must validate against ca_file and the certificate must
+ * match verify_name (SAN dNSName, or IP address), else the handshake fails
+ * with a reason starting "certificate". Without verify, the result is still
+ * recorded for tls_verify_result(). */
+struct tls *tls_new_client(struct tls_ctx *ctx, const char *sni, bool verify,
+                           const char *verify_name);
+
+void tls_free(struct tls *t); /* accepts NULL */
+
+/* Appends ciphertext from the peer. 0 or -ENOMEM. */
+int tls_feed(struct tls *t, const uint8_t *data, size_t len);
+/* Ciphertext fed but not yet consumed by BoringSSL. */
+size_t tls_pending_in(const struct tls *t);
+
+/* Drives the handshake: TLS_OK when complete, TLS_AGAIN, or TLS_ERR. Output
+ * (ciphertext to send) accumulates in tls_out(). */
+int tls_handshake(struct tls *t);
+
+/* Decrypts into buf (cap bytes): TLS_OK with *n > 0, TLS_AGAIN (n = 0),
+ * TLS_CLOSED, or TLS_ERR. Reading can also queue ciphertext (a KeyUpdate
+ * reply, a fatal alert), so drain tls_out() after it as after the handshake. */
+int tls_read(struct tls *t, uint8_t *buf, size_t cap, size_t *n);
+
+/* Encrypts all len bytes into tls_out(). TLS_OK or TLS_ERR. */
+int tls_write(struct tls *t, const uint8_t *data, size_t len);
+
+/* Queues a close_notify alert into tls_out(). */
+void tls_shutdown(struct tls *t);
+
+/* Ciphertext waiting to be sent; the caller drains it (buf_consume/buf_move). */
+struct buf *tls_out(struct tls *t);
+
+/* After the handshake: "TLSv1.3", cipher standard name (NULL before the
+ * handshake), SNI the client sent (server side; NULL if none). Static or
+ * engine-owned strings. */
+const char *tls_version(const struct tls *t);
+const char *tls_cipher(const struct tls *t);
+const char *tls_sni(const struct tls *t);
+
+/* Client side: true if the peer chain verified and matched the name (*why
+ * is then "ok"); else *why is a static string ("certificate has expired",
+ * "hostname mismatch", "self signed certificate", ...). why may be NULL. */
+bool tls_verify_result(const struct tls *t, const char **why);
+
+/* Why the last TLS_ERR happened: BoringSSL's reason (the first error-queue
+ * entry of its TLS library, e.g. "WRONG_VERSION_NUMBER",
+ * "TLSV1_ALERT_PROTOCOL_VERSION"), "certificate verify failed: <why>", or a
+ * static description; valid until the next call on t. */
+const char *tls_error(const struct tls *t);
+
+/* Library versions for -V. */
+const char *tls_library_version(void);
+
+#endif

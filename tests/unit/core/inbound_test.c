@@ -1,0 +1,1533 @@
+/*
+ * inbound: transcripts of the dialogue engine. A small driver plays the
+ * session: it records what the engine sends to the client and to the
+ * server, collects actions, and offers unconsumed bytes again after every
+ * step, as session.c does.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proxy/core/inbound.h"
+
+/* The proxy's own replies, as the client must see them. */
+#define R_STARTTLS "220 2.0.0 Ready to start TLS\r\n"
+#define R_STARTTLS_ARGS "501 5.5.4 Syntax: STARTTLS takes no arguments\r\n"
+#define R_TLS_ACTIVE "503 5.5.1 TLS already active\r\n"
+#define R_EHLO_FIRST "503 5.5.1 Send EHLO first\r\n"
+#define R_EHLO_AFTER_TLS "503 5.5.1 Send EHLO again after STARTTLS\r\n"
+#define R_IN_TXN "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n"
+#define R_NEED_TLS "530 5.7.0 Must issue a STARTTLS command first\r\n"
+#define R_RESERVED "550 5.7.0 Command reserved for the proxy\r\n"
+#define R_NOT_IMPL "502 5.5.1 Command not implemented\r\n"
+#define R_TOO_LONG "500 5.5.2 Line too long\r\n"
+#define R_BARE_NL "500 5.5.2 Bare CR or LF in command not allowed\r\n"
+#define R_BDAT_SYNTAX "501 5.5.4 Syntax: BDAT size [LAST]\r\n"
+#define R_BDAT_NO_CHUNKING "503 5.5.1 BDAT without CHUNKING\r\n"
+#define R_BARE_NL_DATA                                                                       \
+    "521 5.5.2 Message contains bare CR or LF, refused (SMTP smuggling protection)\r\n"
+#define R_PROTOCOL "421 4.5.0 Backend protocol error, closing connection\r\n"
+#define R_LOST "421 4.4.2 Backend connection lost\r\n"
+
+#define GREETING "220 mx.example ESMTP ready\r\n"
+#define EHLO "EHLO client.example\r\n"
+/* What a legacy backend offers, AUTH included, STARTTLS included (a server
+ * that has it but is behind the proxy anyway). */
+#define EHLO_REPLY                                                                           \
+    "250-mx.example Hello client.example\r\n"                                                \
+    "250-PIPELINING\r\n"                                                                     \
+    "250-SIZE 10240000\r\n"                                                                  \
+    "250-STARTTLS\r\n"                                                                       \
+    "250-AUTH PLAIN LOGIN\r\n"                                                               \
+    "250-XCLIENT NAME ADDR\r\n"                                                              \
+    "250-8BITMIME\r\n"                                                                       \
+    "250 ENHANCEDSTATUSCODES\r\n"
+#define EHLO_REPLY_PLAIN                                                                     \
+    "250-mx.example Hello client.example\r\n"                                                \
+    "250-STARTTLS\r\n"                                                                       \
+    "250-PIPELINING\r\n"                                                                     \
+    "250-SIZE 10240000\r\n"                                                                  \
+    "250-8BITMIME\r\n"                                                                       \
+    "250 ENHANCEDSTATUSCODES\r\n"
+#define EHLO_REPLY_TLS                                                                       \
+    "250-mx.example Hello client.example\r\n"                                                \
+    "250-PIPELINING\r\n"                                                                     \
+    "250-SIZE 10240000\r\n"                                                                  \
+    "250-AUTH PLAIN LOGIN\r\n"                                                               \
+    "250-8BITMIME\r\n"                                                                       \
+    "250 ENHANCEDSTATUSCODES\r\n"
+#define EHLO_REPLY_CHUNKING                                                                  \
+    "250-mx.example\r\n"                                                                     \
+    "250-PIPELINING\r\n"                                                                     \
+    "250-CHUNKING\r\n"                                                                       \
+    "250 8BITMIME\r\n"
+#define EHLO_REPLY_CHUNKING_PLAIN                                                            \
+    "250-mx.example\r\n"                                                                     \
+    "250-STARTTLS\r\n"                                                                       \
+    "250-PIPELINING\r\n"                                                                     \
+    "250-CHUNKING\r\n"                                                                       \
+    "250 8BITMIME\r\n"
+
+/* ---------- the driver ---------- */
+
+#define CAP (1u << 17)
+#define MAX_EVENTS 64
+
+struct event {
+    unsigned action;
+    size_t at_client; /* bytes sent to the client when it was taken */
+    size_t at_server;
+};
+
+struct t {
+    struct inbound e;
+    uint8_t cli[CAP];
+    size_t ncli, rcli; /* recorded, and read so far by expect_cli */
+    uint8_t srv[CAP];
+    size_t nsrv, rsrv;
+    uint8_t cpend[CAP]; /* client bytes the engine has not consumed yet */
+    size_t ncpend;
+    uint8_t spend[CAP];
+    size_t nspend;
+    unsigned actions; /* taken, not yet looked at by the test */
+    struct event ev[MAX_EVENTS];
+    unsigned nev;
+};
+
+static void on_client(void *arg, const uint8_t *p, size_t n)
+{
+    struct t *t = arg;
+
+    assert_true(t->ncli + n <= CAP);
+    memcpy(t->cli + t->ncli, p, n);
+    t->ncli += n;
+}
+
+static void on_server(void *arg, const uint8_t *p, size_t n)
+{
+    struct t *t = arg;
+
+    assert_true(t->nsrv + n <= CAP);
+    memcpy(t->srv + t->nsrv, p, n);
+    t->nsrv += n;
+}
+
+/* Drivers still allocated: a failed assertion leaves the test early, and
+ * the teardown frees what it left behind. */
+static struct t *live[4];
+
+static struct t *alloc_t(void)
+{
+    struct t *t = calloc(1, sizeof(*t));
+
+    assert_non_null(t);
+    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
+        if (live[i] == NULL) {
+            live[i] = t;
+            return t;
+        }
+    }
+    fail_msg("too many live drivers");
+    return NULL;
+}
+
+static void release(struct t *t)
+{
+    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
+        if (live[i] == t)
+            live[i] = NULL;
+    }
+    free(t);
+}
+
+static int teardown(void **state)
+{
+    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
+        free(live[i]);
+        live[i] = NULL;
+    }
+    return 0;
+}
+
+static struct t *start(const struct inbound_cfg *cfg)
+{
+    static const struct inbound_cfg def = {0};
+    struct t *t = alloc_t();
+
+    assert_non_null(t);
+    struct inbound_io io = {.arg = t, .to_client = on_client, .to_server = on_server};
+    inbound_init(&t->e, cfg ? cfg : &def, &io);
+    return t;
+}
+
+static void collect(struct t *t)
+{
+    unsigned a = inbound_take_actions(&t->e);
+
+    if (a == 0)
+        return;
+    t->actions |= a;
+    if (t->nev < MAX_EVENTS)
+        t->ev[t->nev++] = (struct event){a, t->ncli, t->nsrv};
+}
+
+static size_t take(uint8_t *buf, size_t *n, size_t k)
+{
+    assert_true(k <= *n);
+    memmove(buf, buf + k, *n - k);
+    *n -= k;
+    return k;
+}
+
+/* Offers pending bytes to the engine until neither side makes progress. */
+static void pump(struct t *t)
+{
+    for (;;) {
+        size_t k = 0;
+        if (t->ncpend > 0) {
+            k += take(t->cpend, &t->ncpend, inbound_client(&t->e, t->cpend, t->ncpend));
+            collect(t);
+        }
+        if (t->nspend > 0) {
+            k += take(t->spend, &t->nspend, inbound_server(&t->e, t->spend, t->nspend));
+            collect(t);
+        }
+        if (k == 0)
+            return;
+    }
+}
+
+static void client_n(struct t *t, const void *p, size_t n)
+{
+    assert_true(t->ncpend + n <= CAP);
+    memcpy(t->cpend + t->ncpend, p, n);
+    t->ncpend += n;
+    pump(t);
+}
+
+static void server_n(struct t *t, const void *p, size_t n)
+{
+    assert_true(t->nspend + n <= CAP);
+    memcpy(t->spend + t->nspend, p, n);
+    t->nspend += n;
+    pump(t);
+}
+
+static void client(struct t *t, const char *s)
+{
+    client_n(t, s, strlen(s));
+}
+
+static void server(struct t *t, const char *s)
+{
+    server_n(t, s, strlen(s));
+}
+
+static void tls_ready(struct t *t)
+{
+    inbound_tls_ready(&t->e);
+    collect(t);
+    pump(t);
+}
+
+static void server_eof(struct t *t)
+{
+    inbound_server_eof(&t->e);
+    collect(t);
+}
+
+static void expect_new(const uint8_t *buf, size_t n, size_t *r, const char *want,
+                       const char *side)
+{
+    size_t got = n - *r;
+
+    if (got != strlen(want) || memcmp(buf + *r, want, got) != 0)
+        fail_msg("to %s: expected [%s], got [%.*s]", side, want, (int)got,
+                 (const char *)buf + *r);
+    *r = n;
+}
+
+/* What reached the client since the last check. */
+static void expect_cli(struct t *t, const char *want)
+{
+    expect_new(t->cli, t->ncli, &t->rcli, want, "client");
+}
+
+/* What reached the server since the last check. */
+static void expect_srv(struct t *t, const char *want)
+{
+    expect_new(t->srv, t->nsrv, &t->rsrv, want, "server");
+}
+
+static unsigned actions(struct t *t)
+{
+    unsigned a = t->actions;
+
+    t->actions = 0;
+    return a;
+}
+
+static bool contains(const uint8_t *hay, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+
+    for (size_t i = 0; i + k <= n; i++) {
+        if (memcmp(hay + i, needle, k) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void greet(struct t *t)
+{
+    server(t, GREETING);
+    expect_cli(t, GREETING);
+}
+
+/* Greeting and a first EHLO answered by the given backend reply. */
+static void ehlo_with(struct t *t, const char *reply, const char *shown)
+{
+    client(t, EHLO);
+    expect_srv(t, EHLO);
+    expect_cli(t, "");
+    server(t, reply);
+    expect_cli(t, shown);
+}
+
+static struct t *session_after_ehlo(const struct inbound_cfg *cfg)
+{
+    struct t *t = start(cfg);
+
+    greet(t);
+    ehlo_with(t, EHLO_REPLY, EHLO_REPLY_PLAIN);
+    assert_int_equal(actions(t), 0);
+    return t;
+}
+
+/* STARTTLS, the handshake, and a fresh EHLO over TLS. */
+static void upgrade(struct t *t)
+{
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    expect_srv(t, "");
+    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(t->e.state, INBOUND_HANDSHAKE);
+    tls_ready(t);
+    ehlo_with(t, EHLO_REPLY, EHLO_REPLY_TLS);
+}
+
+/* ---------- greeting and EHLO ---------- */
+
+static void test_greeting_passthrough(void **state)
+{
+    struct t *t = start(NULL);
+
+    assert_true(inbound_awaiting_server(&t->e));
+    server(t, "220-mx.example ESMTP\r\n220-");
+    expect_cli(t, "");
+    server(t, "no UCE\r\n220 ready\r\n");
+    expect_cli(t, "220-mx.example ESMTP\r\n220-no UCE\r\n220 ready\r\n");
+    assert_false(inbound_awaiting_server(&t->e));
+    assert_int_equal(actions(t), 0);
+    release(t);
+}
+
+static void test_greeting_refusal_passthrough(void **state)
+{
+    struct t *t = start(NULL);
+
+    server(t, "554 5.3.2 go away\r\n");
+    expect_cli(t, "554 5.3.2 go away\r\n");
+    assert_int_equal(actions(t), 0);
+    release(t);
+}
+
+static void test_ehlo_rewrite(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    ehlo_with(t, EHLO_REPLY, EHLO_REPLY_PLAIN);
+    assert_int_equal(t->e.caps & SMTP_CAP_PIPELINING, SMTP_CAP_PIPELINING);
+    release(t);
+}
+
+static void test_ehlo_single_line_reply(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    ehlo_with(t, "250 mx.example\r\n", "250-mx.example\r\n250 STARTTLS\r\n");
+    release(t);
+}
+
+static void test_ehlo_refused_passthrough(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    ehlo_with(t, "502 5.5.1 EHLO not supported\r\n", "502 5.5.1 EHLO not supported\r\n");
+    client(t, "HELO client.example\r\n");
+    expect_srv(t, "HELO client.example\r\n");
+    server(t, "250 mx.example\r\n");
+    expect_cli(t, "250 mx.example\r\n");
+    release(t);
+}
+
+/* ---------- transactions ---------- */
+
+static void test_pipelined_transaction(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+              "RCPT TO:<c@example.net>\r\nDATA\r\n");
+    expect_srv(t, "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+                  "RCPT TO:<c@example.net>\r\nDATA\r\n");
+    expect_cli(t, "");
+    /* Replies in order, some together, some apart. */
+    server(t, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n");
+    expect_cli(t, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n");
+    server(t, "550 5.1.1 no such user\r\n354 go ahead\r\n");
+    expect_cli(t, "550 5.1.1 no such user\r\n354 go ahead\r\n");
+    assert_int_equal(t->e.state, INBOUND_DATA);
+    client(t, "Subject: hi\r\n\r\nbody\r\n..dots\r\n.\r\n");
+    expect_srv(t, "Subject: hi\r\n\r\nbody\r\n..dots\r\n.\r\n");
+    assert_int_equal(t->e.state, INBOUND_COMMAND);
+    assert_true(inbound_awaiting_server(&t->e));
+    server(t, "250 2.0.0 queued as 1234\r\n");
+    expect_cli(t, "250 2.0.0 queued as 1234\r\n");
+    assert_false(inbound_awaiting_server(&t->e));
+    assert_int_equal(actions(t), 0);
+    release(t);
+}
+
+static void test_data_held_until_354(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    /* A client that does not wait for the 354 (or pipelines it all). */
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    assert_int_equal(t->e.state, INBOUND_HOLD);
+    server(t, "250 ok\r\n");
+    expect_srv(t, "");
+    server(t, "250 ok\r\n");
+    expect_srv(t, "");
+    server(t, "354 go ahead\r\n");
+    expect_srv(t, "Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    expect_cli(t, "250 ok\r\n250 ok\r\n354 go ahead\r\n");
+    server(t, "250 queued\r\n221 bye\r\n");
+    expect_cli(t, "250 queued\r\n221 bye\r\n");
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_string_equal(t->e.reason, "quit");
+    release(t);
+}
+
+static void test_data_refused_then_commands(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nRSET\r\nNOOP\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    server(t, "250 ok\r\n550 no\r\n");
+    expect_srv(t, "");
+    /* After a refusal the held bytes are commands, as any server reads them. */
+    server(t, "554 5.5.1 no valid recipients\r\n");
+    expect_srv(t, "RSET\r\nNOOP\r\n");
+    assert_int_equal(t->e.state, INBOUND_COMMAND);
+    server(t, "250 reset\r\n250 noop\r\n");
+    expect_cli(t, "250 ok\r\n550 no\r\n554 5.5.1 no valid recipients\r\n250 reset\r\n250 noop\r\n");
+    release(t);
+}
+
+static void test_data_bytes_byte_by_byte(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    const char body[] = "a\r\n..b\r\n.\r\nNOOP\r\n";
+
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    server(t, "250 ok\r\n250 ok\r\n354 go\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    for (size_t i = 0; i < sizeof(body) - 1; i++)
+        client_n(t, body + i, 1);
+    expect_srv(t, body);
+    release(t);
+}
+
+static void test_data_bare_lf_normalised(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    server(t, "250 ok\r\n250 ok\r\n354 go\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    /* The classic smuggling attempt: <LF>.<CRLF> is not an end. */
+    client(t, "a\n.\r\nMAIL FROM:<evil>\r\n");
+    expect_srv(t, "a\r\n..\r\nMAIL FROM:<evil>\r\n");
+    assert_int_equal(t->e.state, INBOUND_DATA);
+    assert_int_equal(actions(t), 0);
+    release(t);
+}
+
+static void test_data_bare_lf_rejected(void **state)
+{
+    struct inbound_cfg cfg = {.reject_bare_newline = true};
+    struct t *t = session_after_ehlo(&cfg);
+
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    server(t, "250 ok\r\n250 ok\r\n354 go\r\n");
+    expect_cli(t, "250 ok\r\n250 ok\r\n354 go\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    client(t, "line\r\nsmuggle\n.\r\nMAIL FROM:<evil>\r\n");
+    expect_cli(t, R_BARE_NL_DATA);
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_string_equal(t->e.reason, "bare_newline");
+    assert_int_equal(t->e.state, INBOUND_CLOSED);
+    /* The server never sees an end of data, nor the command behind it. */
+    assert_false(contains(t->srv, t->nsrv, "\r\n.\r\n"));
+    assert_false(contains(t->srv, t->nsrv, "evil"));
+    /* Nothing more is read or said. */
+    client(t, "QUIT\r\n");
+    expect_cli(t, "");
+    release(t);
+}
+
+static void test_local_reply_in_order(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a>\r\nXCLIENT ADDR=192.0.2.1\r\nRCPT TO:<b>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\n");
+    /* The 550 waits for the MAIL reply that precedes it. */
+    expect_cli(t, "");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n" R_RESERVED);
+    server(t, "250 rcpt\r\n");
+    expect_cli(t, "250 rcpt\r\n");
+    release(t);
+}
+
+/* ---------- STARTTLS ---------- */
+
+static void test_starttls(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    upgrade(t);
+    assert_true(t->e.tls_active);
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    release(t);
+}
+
+static void test_starttls_discards_plaintext_behind(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    /* CVE-2011-0411: commands injected behind STARTTLS in the same packet. */
+    client(t, "STARTTLS\r\nMAIL FROM:<evil>\r\nRCPT TO:<evil>\r\n");
+    expect_cli(t, R_STARTTLS);
+    expect_srv(t, "");
+    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(t->ncpend, 0); /* consumed, i.e. dropped */
+    /* And whatever plaintext still arrives before the handshake completes. */
+    client(t, "DATA\r\n");
+    expect_cli(t, "");
+    expect_srv(t, "");
+    tls_ready(t);
+    expect_cli(t, "");
+    expect_srv(t, "");
+    /* Everything learnt before TLS is forgotten: EHLO first. */
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_cli(t, R_EHLO_AFTER_TLS);
+    expect_srv(t, "");
+    client(t, "RCPT TO:<a>\r\nDATA\r\nVRFY x\r\nAUTH PLAIN\r\nBDAT 3\r\nabc");
+    expect_cli(t, R_EHLO_AFTER_TLS R_EHLO_AFTER_TLS R_EHLO_AFTER_TLS R_EHLO_AFTER_TLS
+                      R_EHLO_AFTER_TLS);
+    expect_srv(t, "");
+    ehlo_with(t, EHLO_REPLY, EHLO_REPLY_TLS);
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    assert_false(contains(t->srv, t->nsrv, "evil"));
+    release(t);
+}
+
+static void test_starttls_waits_for_earlier_replies(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    client(t, EHLO "STARTTLS\r\nMAIL FROM:<evil>\r\n");
+    expect_srv(t, EHLO);
+    expect_cli(t, "");
+    assert_int_equal(actions(t), 0);
+    assert_int_equal(t->e.state, INBOUND_STARTTLS);
+    /* Plaintext that arrives while the 220 waits is dropped too. */
+    client(t, "RCPT TO:<evil>\r\n");
+    server(t, EHLO_REPLY);
+    expect_cli(t, EHLO_REPLY_PLAIN R_STARTTLS);
+    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    /* START_TLS was raised only once the 220 had been written. */
+    assert_int_equal(t->ev[t->nev - 1].at_client, t->ncli);
+    expect_srv(t, "");
+    assert_false(inbound_awaiting_server(&t->e));
+    release(t);
+}
+
+static void test_starttls_after_noop(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "NOOP\r\nSTARTTLS\r\n");
+    expect_srv(t, "NOOP\r\n");
+    expect_cli(t, "");
+    assert_int_equal(actions(t), 0);
+    server(t, "250 2.0.0 ok\r\n");
+    expect_cli(t, "250 2.0.0 ok\r\n" R_STARTTLS);
+    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    release(t);
+}
+
+static void test_starttls_with_args(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "STARTTLS now\r\n");
+    expect_cli(t, R_STARTTLS_ARGS);
+    expect_srv(t, "");
+    assert_int_equal(actions(t), 0);
+    /* Still possible properly. */
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    release(t);
+}
+
+static void test_starttls_before_ehlo(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_EHLO_FIRST);
+    expect_srv(t, "");
+    assert_int_equal(actions(t), 0);
+    release(t);
+}
+
+static void test_starttls_in_transaction(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a>\r\n");
+    server(t, "250 ok\r\n");
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, "250 ok\r\n" R_IN_TXN);
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    assert_int_equal(actions(t), 0);
+    /* RSET ends the transaction; then it is allowed. */
+    client(t, "RSET\r\n");
+    server(t, "250 reset\r\n");
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, "250 reset\r\n" R_STARTTLS);
+    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    release(t);
+}
+
+static void test_starttls_after_refused_mail(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a>\r\n");
+    server(t, "550 no\r\n");
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, "550 no\r\n" R_STARTTLS);
+    release(t);
+}
+
+static void test_starttls_inside_tls(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    upgrade(t);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_TLS_ACTIVE);
+    expect_srv(t, "");
+    assert_int_equal(actions(t), 0);
+    release(t);
+}
+
+static void test_starttls_inside_tls_before_ehlo(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "STARTTLS\r\n");
+    tls_ready(t);
+    expect_cli(t, R_STARTTLS);
+    actions(t);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_TLS_ACTIVE);
+    expect_srv(t, "");
+    assert_int_equal(actions(t), 0);
+    release(t);
+}
+
+/* ---------- AUTH, XCLIENT, XFORWARD, TURN ---------- */
+
+static void test_auth_before_tls(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    expect_cli(t, R_NEED_TLS);
+    expect_srv(t, "");
+    client(t, "auth login\r\n");
+    expect_cli(t, R_NEED_TLS);
+    expect_srv(t, "");
+    /* The session goes on. */
+    client(t, "NOOP\r\n");
+    expect_srv(t, "NOOP\r\n");
+    release(t);
+}
+
+static void test_auth_after_tls(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    upgrade(t);
+    client(t, "AUTH LOGIN\r\n");
+    expect_srv(t, "AUTH LOGIN\r\n");
+    assert_int_equal(t->e.state, INBOUND_HOLD);
+    server(t, "334 VXNlcm5hbWU6\r\n");
+    expect_cli(t, "334 VXNlcm5hbWU6\r\n");
+    assert_int_equal(t->e.state, INBOUND_AUTH);
+    /* The continuation line is not a command: "MAIL" here is a user name. */
+    client(t, "MAIL\r\n");
+    expect_srv(t, "MAIL\r\n");
+    expect_cli(t, "");
+    server(t, "334 UGFzc3dvcmQ6\r\n");
+    expect_cli(t, "334 UGFzc3dvcmQ6\r\n");
+    client(t, "c2VjcmV0\r\n");
+    expect_srv(t, "c2VjcmV0\r\n");
+    server(t, "235 2.7.0 Authentication successful\r\n");
+    expect_cli(t, "235 2.7.0 Authentication successful\r\n");
+    assert_int_equal(t->e.state, INBOUND_COMMAND);
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    release(t);
+}
+
+static void test_auth_long_response_line(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    static char line[5002];
+
+    upgrade(t);
+    client(t, "AUTH GSSAPI\r\n");
+    server(t, "334 \r\n");
+    expect_srv(t, "AUTH GSSAPI\r\n");
+    expect_cli(t, "334 \r\n");
+    /* AUTH responses may be far longer than a command line. */
+    memset(line, 'Q', 5000);
+    memcpy(line + 5000, "\r\n", 2);
+    client_n(t, line, sizeof(line));
+    assert_int_equal(t->nsrv - t->rsrv, sizeof(line));
+    t->rsrv = t->nsrv;
+    server(t, "235 ok\r\n");
+    expect_cli(t, "235 ok\r\n");
+    release(t);
+}
+
+static void test_auth_bad_response_cancels(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    upgrade(t);
+    client(t, "AUTH LOGIN\r\n");
+    server(t, "334 VXNlcm5hbWU6\r\n");
+    expect_srv(t, "AUTH LOGIN\r\n");
+    expect_cli(t, "334 VXNlcm5hbWU6\r\n");
+    client(t, "bad\nline\r\n");
+    expect_srv(t, "*\r\n");
+    server(t, "501 5.0.0 cancelled\r\n");
+    expect_cli(t, "501 5.0.0 cancelled\r\n");
+    expect_srv(t, "line\r\n"); /* a command again (unknown, relayed) */
+    release(t);
+}
+
+static void test_xclient_xforward_refused(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "XCLIENT ADDR=192.0.2.1 NAME=trusted.example\r\n");
+    expect_cli(t, R_RESERVED);
+    client(t, "xforward ADDR=192.0.2.1\r\n");
+    expect_cli(t, R_RESERVED);
+    client(t, "TURN\r\n");
+    expect_cli(t, R_NOT_IMPL);
+    client(t, "ATRN example.org\r\n");
+    expect_cli(t, R_NOT_IMPL);
+    expect_srv(t, "");
+    /* Also over TLS. */
+    upgrade(t);
+    client(t, "XCLIENT ADDR=192.0.2.1\r\n");
+    expect_cli(t, R_RESERVED);
+    expect_srv(t, "");
+    release(t);
+}
+
+/*
+ * A verb the proxy must intercept, written so that the proxy does not
+ * recognise it but the backend does: Postfix's smtpd_token.c splits
+ * commands on any white space and skips leading white space. Such a line
+ * must never be relayed (recognise it, or refuse it).
+ */
+static void expect_intercepted(struct t *t, const char *line)
+{
+    size_t before = t->ncli;
+
+    client(t, line);
+    expect_srv(t, "");
+    assert_true(t->ncli > before);
+    assert_int_equal(t->cli[before], '5');
+    t->rcli = t->ncli;
+}
+
+static void test_xclient_tab_not_relayed(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    expect_intercepted(t, "XCLIENT\tADDR=192.0.2.1\r\n");
+    release(t);
+}
+
+static void test_xclient_leading_space_not_relayed(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    expect_intercepted(t, " XCLIENT ADDR=192.0.2.1\r\n");
+    release(t);
+}
+
+static void test_require_tls_mail_tab_not_relayed(void **state)
+{
+    struct inbound_cfg cfg = {.require_tls = true};
+    struct t *t = session_after_ehlo(&cfg);
+
+    expect_intercepted(t, "MAIL\tFROM:<a@example.org>\r\n");
+    release(t);
+}
+
+/* ---------- require_tls ---------- */
+
+static void test_require_tls(void **state)
+{
+    struct inbound_cfg cfg = {.require_tls = true};
+    struct t *t = session_after_ehlo(&cfg);
+
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nmail from:<a>\r\n");
+    expect_cli(t, R_NEED_TLS R_NEED_TLS R_NEED_TLS R_NEED_TLS);
+    expect_srv(t, "");
+    /* BDAT too, and its chunk is dropped. */
+    client(t, "BDAT 13 LAST\r\nRCPT TO:<x>\r\nNOOP\r\n");
+    expect_cli(t, R_NEED_TLS);
+    expect_srv(t, "NOOP\r\n");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n");
+    /* Harmless commands go through. */
+    client(t, "HELP\r\n");
+    expect_srv(t, "HELP\r\n");
+    server(t, "214 help\r\n");
+    expect_cli(t, "214 help\r\n");
+    upgrade(t);
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    release(t);
+}
+
+/* ---------- BDAT ---------- */
+
+static void test_bdat_with_chunking(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING_PLAIN);
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 15\r\nMAIL FROM:<x>\r\nBDAT 3 LAST\r\nend");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 15\r\nMAIL FROM:<x>\r\nBDAT 3 LAST\r\nend");
+    assert_int_equal(t->e.state, INBOUND_COMMAND);
+    server(t, "250 ok\r\n250 ok\r\n250 15 octets\r\n250 queued\r\n");
+    expect_cli(t, "250 ok\r\n250 ok\r\n250 15 octets\r\n250 queued\r\n");
+    /* The transaction is over: STARTTLS is allowed again. */
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    release(t);
+}
+
+static void test_bdat_chunk_split(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING_PLAIN);
+    client(t, "BDAT 10 LAST\r\n0123");
+    expect_srv(t, "BDAT 10 LAST\r\n0123");
+    assert_int_equal(t->e.state, INBOUND_BDAT);
+    client(t, "4567");
+    expect_srv(t, "4567");
+    client(t, "89NOOP\r\n");
+    expect_srv(t, "89NOOP\r\n");
+    server(t, "250 queued\r\n250 ok\r\n");
+    expect_cli(t, "250 queued\r\n250 ok\r\n");
+    release(t);
+}
+
+static void test_bdat_without_chunking(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "BDAT 15 LAST\r\nMAIL FROM:<x>\r\n");
+    expect_cli(t, R_BDAT_NO_CHUNKING);
+    expect_srv(t, "");
+    /* Split chunk, also dropped. */
+    client(t, "BDAT 15\r\nMAIL F");
+    client(t, "ROM:<x>\r\nNOOP\r\n");
+    expect_cli(t, R_BDAT_NO_CHUNKING);
+    expect_srv(t, "NOOP\r\n");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n");
+    assert_false(contains(t->srv, t->nsrv, "MAIL FROM:<x>"));
+    release(t);
+}
+
+static void test_bdat_after_helo(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    /* The EHLO offered CHUNKING, a later HELO takes it back. */
+    ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING_PLAIN);
+    client(t, "HELO c\r\n");
+    server(t, "250 mx\r\n");
+    expect_srv(t, "HELO c\r\n");
+    expect_cli(t, "250 mx\r\n");
+    client(t, "BDAT 4 LAST\r\nQUIT");
+    expect_cli(t, R_BDAT_NO_CHUNKING);
+    expect_srv(t, "");
+    release(t);
+}
+
+static void test_bdat_syntax(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING_PLAIN);
+    client(t, "BDAT\r\nBDAT x\r\nBDAT 99999999999999999999\r\nNOOP\r\n");
+    expect_cli(t, R_BDAT_SYNTAX R_BDAT_SYNTAX R_BDAT_SYNTAX);
+    expect_srv(t, "NOOP\r\n");
+    release(t);
+}
+
+/* ---------- framing errors ---------- */
+
+static void test_overlong_line(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    static char line[3000];
+
+    memset(line, 'A', sizeof(line));
+    memcpy(line, "NOOP ", 5);
+    client_n(t, line, sizeof(line));
+    expect_cli(t, R_TOO_LONG);
+    expect_srv(t, "");
+    assert_true(t->ncpend < SMTP_CMD_LINE_MAX);
+    /* The tail of that line is not a command. */
+    client(t, "RSET\r\nNOOP\r\n");
+    expect_srv(t, "NOOP\r\n");
+    expect_cli(t, "");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n");
+    release(t);
+}
+
+static void test_overlong_line_in_pieces(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    char piece[100];
+
+    memset(piece, 'B', sizeof(piece));
+    for (int i = 0; i < 30; i++)
+        client_n(t, piece, sizeof(piece));
+    client(t, "XX\r\nNOOP\r\n");
+    expect_cli(t, R_TOO_LONG);
+    expect_srv(t, "NOOP\r\n");
+    release(t);
+}
+
+static void test_line_at_limit(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    char line[SMTP_CMD_LINE_MAX + 1];
+
+    /* Exactly at the limit: a command; one more: too long. */
+    memset(line, 'x', sizeof(line));
+    memcpy(line, "RCPT TO:<", 9);
+    memcpy(line + SMTP_CMD_LINE_MAX - 3, ">\r\n", 3);
+    client_n(t, line, SMTP_CMD_LINE_MAX);
+    assert_int_equal(t->nsrv - t->rsrv, SMTP_CMD_LINE_MAX);
+    t->rsrv = t->nsrv;
+    memcpy(line + SMTP_CMD_LINE_MAX - 3, "x>\r\n", 4);
+    client_n(t, line, SMTP_CMD_LINE_MAX + 1);
+    expect_srv(t, "");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n" R_TOO_LONG);
+    release(t);
+}
+
+static void test_overlong_line_while_waiting(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    static char line[2000];
+
+    memset(line, 'C', sizeof(line));
+    client(t, "NOOP\r\n");
+    client_n(t, line, sizeof(line));
+    /* Its 500 waits for the NOOP's reply. */
+    expect_cli(t, "");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n" R_TOO_LONG);
+    client(t, "\r\nRSET\r\n");
+    expect_srv(t, "NOOP\r\nRSET\r\n");
+    release(t);
+}
+
+static void test_bare_lf_in_command(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "NOOP\n");
+    expect_cli(t, R_BARE_NL);
+    expect_srv(t, "");
+    client(t, "MAIL FROM:<a>\nRCPT TO:<b>\r\n");
+    expect_cli(t, R_BARE_NL);
+    expect_srv(t, "RCPT TO:<b>\r\n");
+    release(t);
+}
+
+static void test_bare_cr_in_command(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    /* A server that ends lines at a bare CR would see two commands here;
+     * the proxy refuses the whole line. */
+    client(t, "NOOP\rXCLIENT ADDR=192.0.2.1\r\n");
+    expect_cli(t, R_BARE_NL);
+    expect_srv(t, "");
+    client(t, "NOOP\r");
+    client(t, "\n");
+    expect_srv(t, "NOOP\r\n");
+    release(t);
+}
+
+/* ---------- backend trouble ---------- */
+
+static void test_backend_eof(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a>\r\n");
+    server_eof(t);
+    expect_cli(t, R_LOST);
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_string_equal(t->e.reason, "backend_closed");
+    assert_int_equal(t->e.state, INBOUND_CLOSED);
+    /* Closed is final: no more output whatever arrives. */
+    client(t, "RCPT TO:<b>\r\n");
+    server(t, "250 late\r\n");
+    server_eof(t);
+    inbound_tls_ready(&t->e);
+    expect_cli(t, "");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    release(t);
+}
+
+static void test_backend_eof_before_greeting(void **state)
+{
+    struct t *t = start(NULL);
+
+    server_eof(t);
+    expect_cli(t, R_LOST);
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    release(t);
+}
+
+static void test_unsolicited_reply(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    server(t, "250 surprise\r\n");
+    expect_cli(t, R_PROTOCOL);
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_string_equal(t->e.reason, "protocol_error");
+    release(t);
+}
+
+static void test_extra_reply(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "NOOP\r\n");
+    server(t, "250 ok\r\n250 extra\r\n");
+    expect_cli(t, "250 ok\r\n" R_PROTOCOL);
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    release(t);
+}
+
+static void test_unsolicited_421(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    server(t, "421 4.3.2 shutting down\r\n");
+    expect_cli(t, "421 4.3.2 shutting down\r\n");
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_string_equal(t->e.reason, "backend_closed");
+    release(t);
+}
+
+static void test_421_reply_closes(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\n");
+    server(t, "421 4.7.0 too many errors\r\n");
+    expect_cli(t, "421 4.7.0 too many errors\r\n");
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    release(t);
+}
+
+static void test_malformed_reply(void **state)
+{
+    static const char *const bad[] = {
+        "hello\r\n", "250 ok\n", "250-a\r\n251 b\r\n", "199 x\r\n", "2500 x\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct t *t = start(NULL);
+        server(t, bad[i]);
+        expect_cli(t, R_PROTOCOL);
+        assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+        assert_string_equal(t->e.reason, "protocol_error");
+        release(t);
+    }
+}
+
+static void test_overlong_reply(void **state)
+{
+    struct t *t = start(NULL);
+    static char big[SMTP_REPLY_MAX + 100];
+
+    memset(big, 'x', sizeof(big));
+    memcpy(big, "220 ", 4);
+    server_n(t, big, sizeof(big));
+    expect_cli(t, R_PROTOCOL);
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    release(t);
+}
+
+/* ---------- QUIT, abort ---------- */
+
+static void test_quit(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "QUIT\r\n");
+    expect_srv(t, "QUIT\r\n");
+    assert_int_equal(actions(t), 0);
+    server(t, "221 2.0.0 bye\r\n");
+    expect_cli(t, "221 2.0.0 bye\r\n");
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_string_equal(t->e.reason, "quit");
+    /* The backend closing after its 221 adds nothing. */
+    server_eof(t);
+    expect_cli(t, "");
+    assert_string_equal(t->e.reason, "quit");
+    release(t);
+}
+
+static void test_quit_then_eof_without_reply(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "QUIT\r\n");
+    server_eof(t);
+    /* No 421 after a QUIT: the client is leaving anyway. */
+    expect_cli(t, "");
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    release(t);
+}
+
+static void test_abort(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    static const char timeout[] = "421 4.4.2 Idle timeout\r\n";
+
+    inbound_abort(&t->e, timeout, "idle_timeout");
+    collect(t);
+    expect_cli(t, timeout);
+    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_string_equal(t->e.reason, "idle_timeout");
+    /* Idempotent. */
+    inbound_abort(&t->e, timeout, "other");
+    expect_cli(t, "");
+    release(t);
+}
+
+/* ---------- implicit TLS ---------- */
+
+static void test_implicit_tls(void **state)
+{
+    struct inbound_cfg cfg = {.implicit_tls = true, .require_tls = true};
+    struct t *t = start(&cfg);
+
+    /* The session reports the handshake before dialling the backend. */
+    tls_ready(t);
+    greet(t);
+    ehlo_with(t, EHLO_REPLY, EHLO_REPLY_TLS);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_TLS_ACTIVE);
+    assert_int_equal(actions(t), 0);
+    client(t, "AUTH PLAIN AGEAYg==\r\n");
+    expect_srv(t, "AUTH PLAIN AGEAYg==\r\n");
+    server(t, "235 ok\r\n");
+    expect_cli(t, "235 ok\r\n");
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    release(t);
+}
+
+static void test_implicit_tls_commands_before_ehlo(void **state)
+{
+    struct inbound_cfg cfg = {.implicit_tls = true};
+    struct t *t = start(&cfg);
+
+    tls_ready(t);
+    greet(t);
+    /* No STARTTLS happened, so there is nothing to say EHLO again for. */
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    release(t);
+}
+
+/* ---------- relay mode (the outbound engine's relay phase) ---------- */
+
+#define R_NO_STARTTLS "502 5.5.1 STARTTLS not offered\r\n"
+
+static struct t *start_relay(bool server_tls, unsigned caps)
+{
+    static const struct inbound_cfg cfg = {0};
+    struct t *t = alloc_t();
+    struct inbound_io io = {.arg = t, .to_client = on_client, .to_server = on_server};
+    inbound_init_relay(&t->e, &cfg, &io, server_tls, caps);
+    return t;
+}
+
+static void test_relay_plaintext_server(void **state)
+{
+    struct t *t = start_relay(false, SMTP_CAP_PIPELINING);
+
+    /* Greeting and EHLO are done: nothing is owed, mail flows at once. */
+    assert_false(inbound_awaiting_server(&t->e));
+    client(t, "MAIL FROM:<a>\r\nSTARTTLS\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n" R_NO_STARTTLS);
+    assert_int_equal(actions(t), 0);
+    /* No credentials to a plaintext server. */
+    client(t, "AUTH PLAIN AGEAYg==\r\n");
+    expect_cli(t, R_NEED_TLS);
+    /* The server offered no CHUNKING. */
+    client(t, "BDAT 3 LAST\r\nabc");
+    expect_cli(t, R_BDAT_NO_CHUNKING);
+    expect_srv(t, "");
+    /* A repeated EHLO: the reply loses STARTTLS and AUTH, gains nothing. */
+    client(t, EHLO);
+    expect_srv(t, EHLO);
+    server(t, EHLO_REPLY);
+    expect_cli(t, "250-mx.example Hello client.example\r\n"
+                  "250-PIPELINING\r\n"
+                  "250-SIZE 10240000\r\n"
+                  "250-8BITMIME\r\n"
+                  "250 ENHANCEDSTATUSCODES\r\n");
+    release(t);
+}
+
+static void test_relay_tls_server(void **state)
+{
+    struct t *t = start_relay(true, SMTP_CAP_CHUNKING);
+
+    client(t, "AUTH PLAIN AGEAYg==\r\n");
+    expect_srv(t, "AUTH PLAIN AGEAYg==\r\n");
+    server(t, "235 ok\r\n");
+    expect_cli(t, "235 ok\r\n");
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 3 LAST\r\nabc");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 3 LAST\r\nabc");
+    server(t, "250 ok\r\n250 ok\r\n250 queued\r\n");
+    expect_cli(t, "250 ok\r\n250 ok\r\n250 queued\r\n");
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_NO_STARTTLS);
+    assert_int_equal(actions(t), 0);
+    client(t, EHLO);
+    server(t, EHLO_REPLY);
+    expect_cli(t, EHLO_REPLY_TLS);
+    release(t);
+}
+
+/* ---------- bounds and helpers ---------- */
+
+static void test_pipelining_depth_bound(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+    char many[40 * 6 + 1];
+
+    for (int i = 0; i < 40; i++)
+        memcpy(many + i * 6, "NOOP\r\n", 6);
+    many[240] = '\0';
+    client(t, many);
+    size_t first = (t->nsrv - t->rsrv) / 6;
+    assert_true(first >= 8 && first < INBOUND_FIFO_MAX);
+    assert_true(t->ncpend > 0);
+    /* Replies let the rest through, in order. */
+    for (int i = 0; i < 40; i++)
+        server(t, "250 ok\r\n");
+    assert_int_equal(t->nsrv - t->rsrv, 240);
+    assert_int_equal(t->ncpend, 0);
+    assert_int_equal(t->ncli - t->rcli, 40 * 8);
+    assert_false(inbound_awaiting_server(&t->e));
+    release(t);
+}
+
+static void test_state_names(void **state)
+{
+    assert_string_equal(inbound_state_str(INBOUND_COMMAND), "COMMAND");
+    assert_string_equal(inbound_state_str(INBOUND_HOLD), "HOLD");
+    assert_string_equal(inbound_state_str(INBOUND_SKIP), "SKIP");
+    assert_string_equal(inbound_state_str(INBOUND_DATA), "DATA");
+    assert_string_equal(inbound_state_str(INBOUND_BDAT), "BDAT");
+    assert_string_equal(inbound_state_str(INBOUND_AUTH), "AUTH");
+    assert_string_equal(inbound_state_str(INBOUND_STARTTLS), "STARTTLS");
+    assert_string_equal(inbound_state_str(INBOUND_HANDSHAKE), "HANDSHAKE");
+    assert_string_equal(inbound_state_str(INBOUND_CLOSED), "CLOSED");
+    assert_string_equal(inbound_state_str((enum inbound_state)99), "?");
+}
+
+static void test_awaiting_server(void **state)
+{
+    struct t *t = start(NULL);
+
+    assert_true(inbound_awaiting_server(&t->e));
+    greet(t);
+    assert_false(inbound_awaiting_server(&t->e));
+    client(t, "XCLIENT x\r\n");
+    assert_false(inbound_awaiting_server(&t->e));
+    client(t, EHLO);
+    assert_true(inbound_awaiting_server(&t->e));
+    release(t);
+}
+
+/* ---------- one session, every chunk size ---------- */
+
+enum step_kind { S_CLIENT, S_SERVER, S_TLS_READY, S_EOF };
+
+struct step {
+    enum step_kind kind;
+    const char *bytes;
+};
+
+static char long_line[1600];
+
+static const struct step session_steps[] = {
+    {S_SERVER, GREETING},
+    {S_CLIENT, EHLO},
+    {S_SERVER, EHLO_REPLY_CHUNKING},
+    /* Content sent before the 354, with a bare LF to repair. */
+    {S_CLIENT, "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+               "Subject: hi\r\n\r\nline\n.\r\n..dots\r\n.\r\n"},
+    {S_SERVER, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n"},
+    {S_SERVER, "250 2.0.0 queued as A\r\n"},
+    {S_CLIENT, "RSET\r\nNOOP\r\nXFORWARD NAME=x\r\nNOOP\n"},
+    {S_SERVER, "250 ok\r\n250 ok\r\n"},
+    {S_CLIENT, long_line},
+    {S_CLIENT, "\r\nNOOP\r\n"},
+    {S_SERVER, "250 ok\r\n"},
+    {S_CLIENT, "MAIL FROM:<c>\r\nRCPT TO:<d>\r\nBDAT 10\r\n0123456789BDAT 0 LAST\r\n"},
+    {S_SERVER, "250 ok\r\n250 ok\r\n250 10 octets\r\n250 queued as B\r\n"},
+    {S_CLIENT, "STARTTLS\r\nMAIL FROM:<evil>\r\n"},
+    {S_TLS_READY, NULL},
+    {S_CLIENT, "MAIL FROM:<early>\r\n" EHLO},
+    {S_SERVER, EHLO_REPLY},
+    {S_CLIENT, "AUTH LOGIN\r\n"},
+    {S_SERVER, "334 VXNlcm5hbWU6\r\n"},
+    {S_CLIENT, "dXNlcg==\r\n"},
+    {S_SERVER, "334 UGFzc3dvcmQ6\r\n"},
+    {S_CLIENT, "cGFzcw==\r\n"},
+    {S_SERVER, "235 2.7.0 ok\r\n"},
+    {S_CLIENT, "QUIT\r\n"},
+    {S_SERVER, "221 2.0.0 bye\r\n"},
+    {S_EOF, NULL},
+};
+
+static struct t *play(size_t chunk)
+{
+    struct t *t = start(NULL);
+
+    for (size_t i = 0; i < sizeof(session_steps) / sizeof(session_steps[0]); i++) {
+        const struct step *s = &session_steps[i];
+        size_t len = s->bytes ? strlen(s->bytes) : 0;
+        switch (s->kind) {
+        case S_CLIENT:
+        case S_SERVER:
+            for (size_t off = 0; off < len; off += chunk) {
+                size_t n = len - off < chunk ? len - off : chunk;
+                if (s->kind == S_CLIENT)
+                    client_n(t, s->bytes + off, n);
+                else
+                    server_n(t, s->bytes + off, n);
+            }
+            break;
+        case S_TLS_READY:
+            tls_ready(t);
+            break;
+        case S_EOF:
+            server_eof(t);
+            break;
+        }
+    }
+    return t;
+}
+
+static void test_session_every_chunk_size(void **state)
+{
+    memset(long_line, 'L', sizeof(long_line) - 1);
+    long_line[sizeof(long_line) - 1] = '\0';
+
+    struct t *ref = play(SIZE_MAX);
+    size_t longest = 0;
+
+    /* The reference run itself is right. */
+    assert_true(contains(ref->cli, ref->ncli, R_STARTTLS));
+    assert_true(contains(ref->cli, ref->ncli, R_TOO_LONG));
+    assert_true(contains(ref->cli, ref->ncli, R_BARE_NL));
+    assert_true(contains(ref->cli, ref->ncli, R_RESERVED));
+    assert_true(contains(ref->cli, ref->ncli, R_EHLO_AFTER_TLS));
+    assert_true(contains(ref->cli, ref->ncli, "221 2.0.0 bye\r\n"));
+    assert_true(contains(ref->srv, ref->nsrv, "line\r\n..\r\n..dots\r\n.\r\n"));
+    assert_true(contains(ref->srv, ref->nsrv, "0123456789BDAT 0 LAST\r\n"));
+    assert_true(contains(ref->srv, ref->nsrv, "cGFzcw==\r\n"));
+    assert_false(contains(ref->srv, ref->nsrv, "evil"));
+    assert_false(contains(ref->srv, ref->nsrv, "early"));
+    assert_false(contains(ref->srv, ref->nsrv, "LLLL"));
+    assert_false(contains(ref->srv, ref->nsrv, "XFORWARD"));
+    assert_int_equal(ref->actions, INBOUND_ACT_START_TLS | INBOUND_ACT_CLOSE);
+    assert_string_equal(ref->e.reason, "quit");
+
+    for (size_t i = 0; i < sizeof(session_steps) / sizeof(session_steps[0]); i++) {
+        size_t len = session_steps[i].bytes ? strlen(session_steps[i].bytes) : 0;
+        if (len > longest)
+            longest = len;
+    }
+    for (size_t chunk = 1; chunk <= longest; chunk++) {
+        struct t *t = play(chunk);
+        if (t->ncli != ref->ncli || memcmp(t->cli, ref->cli, ref->ncli) != 0)
+            fail_msg("chunk size %zu: client output differs", chunk);
+        if (t->nsrv != ref->nsrv || memcmp(t->srv, ref->srv, ref->nsrv) != 0)
+            fail_msg("chunk size %zu: server output differs", chunk);
+        if (t->nev != ref->nev)
+            fail_msg("chunk size %zu: %u action events, want %u", chunk, t->nev, ref->nev);
+        for (unsigned k = 0; k < t->nev; k++) {
+            if (t->ev[k].action != ref->ev[k].action ||
+                t->ev[k].at_client != ref->ev[k].at_client ||
+                t->ev[k].at_server != ref->ev[k].at_server)
+                fail_msg("chunk size %zu: action %u differs", chunk, k);
+        }
+        if (t->e.reason != ref->e.reason)
+            fail_msg("chunk size %zu: reason differs", chunk);
+        release(t);
+    }
+    release(ref);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_greeting_passthrough, teardown),
+        cmocka_unit_test_teardown(test_greeting_refusal_passthrough, teardown),
+        cmocka_unit_test_teardown(test_ehlo_rewrite, teardown),
+        cmocka_unit_test_teardown(test_ehlo_single_line_reply, teardown),
+        cmocka_unit_test_teardown(test_ehlo_refused_passthrough, teardown),
+        cmocka_unit_test_teardown(test_pipelined_transaction, teardown),
+        cmocka_unit_test_teardown(test_data_held_until_354, teardown),
+        cmocka_unit_test_teardown(test_data_refused_then_commands, teardown),
+        cmocka_unit_test_teardown(test_data_bytes_byte_by_byte, teardown),
+        cmocka_unit_test_teardown(test_data_bare_lf_normalised, teardown),
+        cmocka_unit_test_teardown(test_data_bare_lf_rejected, teardown),
+        cmocka_unit_test_teardown(test_local_reply_in_order, teardown),
+        cmocka_unit_test_teardown(test_starttls, teardown),
+        cmocka_unit_test_teardown(test_starttls_discards_plaintext_behind, teardown),
+        cmocka_unit_test_teardown(test_starttls_waits_for_earlier_replies, teardown),
+        cmocka_unit_test_teardown(test_starttls_after_noop, teardown),
+        cmocka_unit_test_teardown(test_starttls_with_args, teardown),
+        cmocka_unit_test_teardown(test_starttls_before_ehlo, teardown),
+        cmocka_unit_test_teardown(test_starttls_in_transaction, teardown),
+        cmocka_unit_test_teardown(test_starttls_after_refused_mail, teardown),
+        cmocka_unit_test_teardown(test_starttls_inside_tls, teardown),
+        cmocka_unit_test_teardown(test_starttls_inside_tls_before_ehlo, teardown),
+        cmocka_unit_test_teardown(test_auth_before_tls, teardown),
+        cmocka_unit_test_teardown(test_auth_after_tls, teardown),
+        cmocka_unit_test_teardown(test_auth_long_response_line, teardown),
+        cmocka_unit_test_teardown(test_auth_bad_response_cancels, teardown),
+        cmocka_unit_test_teardown(test_xclient_xforward_refused, teardown),
+        cmocka_unit_test_teardown(test_xclient_tab_not_relayed, teardown),
+        cmocka_unit_test_teardown(test_xclient_leading_space_not_relayed, teardown),
+        cmocka_unit_test_teardown(test_require_tls_mail_tab_not_relayed, teardown),
+        cmocka_unit_test_teardown(test_require_tls, teardown),
+        cmocka_unit_test_teardown(test_bdat_with_chunking, teardown),
+        cmocka_unit_test_teardown(test_bdat_chunk_split, teardown),
+        cmocka_unit_test_teardown(test_bdat_without_chunking, teardown),
+        cmocka_unit_test_teardown(test_bdat_after_helo, teardown),
+        cmocka_unit_test_teardown(test_bdat_syntax, teardown),
+        cmocka_unit_test_teardown(test_overlong_line, teardown),
+        cmocka_unit_test_teardown(test_overlong_line_in_pieces, teardown),
+        cmocka_unit_test_teardown(test_line_at_limit, teardown),
+        cmocka_unit_test_teardown(test_overlong_line_while_waiting, teardown),
+        cmocka_unit_test_teardown(test_bare_lf_in_command, teardown),
+        cmocka_unit_test_teardown(test_bare_cr_in_command, teardown),
+        cmocka_unit_test_teardown(test_backend_eof, teardown),
+        cmocka_unit_test_teardown(test_backend_eof_before_greeting, teardown),
+        cmocka_unit_test_teardown(test_unsolicited_reply, teardown),
+        cmocka_unit_test_teardown(test_extra_reply, teardown),
+        cmocka_unit_test_teardown(test_unsolicited_421, teardown),
+        cmocka_unit_test_teardown(test_421_reply_closes, teardown),
+        cmocka_unit_test_teardown(test_malformed_reply, teardown),
+        cmocka_unit_test_teardown(test_overlong_reply, teardown),
+        cmocka_unit_test_teardown(test_quit, teardown),
+        cmocka_unit_test_teardown(test_quit_then_eof_without_reply, teardown),
+        cmocka_unit_test_teardown(test_abort, teardown),
+        cmocka_unit_test_teardown(test_implicit_tls, teardown),
+        cmocka_unit_test_teardown(test_implicit_tls_commands_before_ehlo, teardown),
+        cmocka_unit_test_teardown(test_relay_plaintext_server, teardown),
+        cmocka_unit_test_teardown(test_relay_tls_server, teardown),
+        cmocka_unit_test_teardown(test_pipelining_depth_bound, teardown),
+        cmocka_unit_test_teardown(test_state_names, teardown),
+        cmocka_unit_test_teardown(test_awaiting_server, teardown),
+        cmocka_unit_test_teardown(test_session_every_chunk_size, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
