@@ -11,6 +11,7 @@
  * user wrote them. A config with any error is freed, never returned.
  */
 #include "proxy/app/config.h"
+#include "proxy/policy/rules.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,14 +30,6 @@
 
 #include <libconfig.h>
 
-/* Forward-secret AEAD suites only: TLS 1.2 clients that offer nothing better
- * than CBC or static RSA are rare among MTAs today, and opportunistic outbound
- * falls back to plaintext rather than to a weak cipher anyway. TLS 1.3 suites
- * are not configurable in BoringSSL and are all AEAD. */
-#define DEFAULT_CIPHERS                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"     \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"     \
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
 #define MAX_WORKERS 1024
@@ -251,51 +244,6 @@ static void list_choices(const char *const *names, char *buf, size_t len)
     }
 }
 
-/* RFC 1123 host name with an optional trailing dot. Underscores are
- * tolerated because real DNS data has them. A last label of digits only is
- * refused: no top-level domain is numeric, so "192.0.2.300" is a mistyped
- * address, not a name to look up. */
-static bool valid_hostname(const char *s)
-{
-    size_t len = strlen(s), label = 0;
-    bool all_digits = true;
-
-    if (len > 0 && s[len - 1] == '.')
-        len--;
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i <= len; i++) {
-        char ch = i < len ? s[i] : '.';
-
-        if (ch == '.') {
-            if (label == 0 || label > 63 || s[i - 1] == '-')
-                return false;
-            if (i == len && all_digits)
-                return false;
-            label = 0;
-            all_digits = true;
-        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' ||
-                   (ch == '-' && label > 0)) {
-            label++;
-            all_digits = false;
-        } else if (ch >= '0' && ch <= '9') {
-            label++;
-        } else {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Length of a host name without its trailing dot: "example.com." and
- * "example.com" are the same name. */
-static size_t name_len(const char *s)
-{
-    size_t n = strlen(s);
-
-    return n > 0 && s[n - 1] == '.' ? n - 1 : n;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Addresses                                                                */
 
@@ -394,7 +342,7 @@ static int parse_addr(const char *text, bool names, struct addr *a, char *why,
                      "(host names are not resolved here)",
                      shown(text, q, sizeof q));
             return -1;
-        } else if (!valid_hostname(host)) {
+        } else if (!addr_valid_hostname(host)) {
             snprintf(why, whylen, "\"%s\": \"%s\" is neither an IP address nor a valid host name",
                      shown(text, q, sizeof q), shown(host, qh, sizeof qh));
             return -1;
@@ -732,7 +680,7 @@ static int tls_defaults(struct tls_options *t)
 {
     memset(t, 0, sizeof *t);
     t->min_version = 12;
-    t->ciphers = strdup(DEFAULT_CIPHERS);
+    t->ciphers = strdup(TLS_DEFAULT_CIPHERS);
     t->ca_file = strdup(DEFAULT_CA_FILE);
     return t->ciphers && t->ca_file ? 0 : -ENOMEM;
 }
@@ -877,7 +825,7 @@ static void listener_tls(struct loader *ld, const config_setting_t *g, const cha
 /* ------------------------------------------------------------------------ */
 /* Listeners                                                                */
 
-static void timeouts_set(struct config_timeouts *t, unsigned connect, unsigned handshake,
+static void timeouts_set(struct session_timeouts *t, unsigned connect, unsigned handshake,
                          unsigned idle)
 {
     t->connect = connect;
@@ -886,7 +834,7 @@ static void timeouts_set(struct config_timeouts *t, unsigned connect, unsigned h
 }
 
 static void load_timeouts(struct loader *ld, const config_setting_t *g, const char *prefix,
-                          struct config_timeouts *t)
+                          struct session_timeouts *t)
 {
     static const char *const keys[] = {"connect", "handshake", "idle", NULL};
     const config_setting_t *blk = get_group(ld, g, prefix, "timeouts");
@@ -1022,11 +970,11 @@ static void check_not_self(struct loader *ld, const config_setting_t *g, const c
 
 static void inbound_defaults(struct config_inbound *in)
 {
-    in->tls_mode = CONFIG_TLS_STARTTLS;
-    in->backend_client_info = CONFIG_CLIENT_INFO_NONE;
-    in->bare_newline = CONFIG_BARE_NEWLINE_NORMALIZE;
-    in->max_connections = 10000;
-    timeouts_set(&in->timeouts, 10, 30, 300);
+    in->opts.tls_mode = SESSION_TLS_STARTTLS;
+    in->opts.backend_client_info = SESSION_CLIENT_INFO_NONE;
+    in->opts.bare_newline = SESSION_BARE_NEWLINE_NORMALIZE;
+    in->opts.max_connections = 10000;
+    timeouts_set(&in->opts.timeouts, 10, 30, 300);
 }
 
 static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
@@ -1053,143 +1001,23 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
 
     load_name(ld, g, "inbound", i, prefix, &in->name);
     load_listen(ld, g, "inbound", i, prefix, &in->listen);
-    if (get_addr(ld, g, prefix, "backend", false, &in->backend) > 0)
-        check_not_self(ld, g, prefix, "backend", &in->listen, &in->backend);
+    if (get_addr(ld, g, prefix, "backend", false, &in->opts.backend) > 0)
+        check_not_self(ld, g, prefix, "backend", &in->listen, &in->opts.backend);
     if (get_enum(ld, g, prefix, "tls_mode", tls_mode_names, &v) > 0)
-        in->tls_mode = (enum config_tls_mode)v;
-    get_bool(ld, g, prefix, "require_tls", &in->require_tls);
-    get_bool(ld, g, prefix, "proxy_protocol", &in->proxy_protocol);
+        in->opts.tls_mode = (enum session_tls_mode)v;
+    get_bool(ld, g, prefix, "require_tls", &in->opts.require_tls);
+    get_bool(ld, g, prefix, "proxy_protocol", &in->opts.proxy_protocol);
     if (get_enum(ld, g, prefix, "backend_client_info", client_info_names, &v) > 0)
-        in->backend_client_info = (enum config_client_info)v;
+        in->opts.backend_client_info = (enum session_client_info)v;
     if (get_enum(ld, g, prefix, "bare_newline", bare_newline_names, &v) > 0)
-        in->bare_newline = (enum config_bare_newline)v;
-    get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &in->max_connections);
-    load_timeouts(ld, g, prefix, &in->timeouts);
+        in->opts.bare_newline = (enum session_bare_newline)v;
+    get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &in->opts.max_connections);
+    load_timeouts(ld, g, prefix, &in->opts.timeouts);
     listener_tls(ld, g, prefix, &in->tls);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Outbound policy rules                                                    */
-
-static const uint8_t *net_bytes(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET)
-        return (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
-    return (const uint8_t *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
-}
-
-/* Whether the first prefix bits of a and b agree. */
-static bool prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
-{
-    unsigned full = prefix / 8, rest = prefix % 8;
-
-    if (memcmp(a, b, full) != 0)
-        return false;
-    return rest == 0 || ((a[full] ^ b[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
-}
-
-/* Fills r->net/prefix from an address or CIDR text. IPv4-mapped IPv6 rules
- * ("::ffff:192.0.2.0/120") become IPv4 rules, as mapped addresses are matched
- * as IPv4 too: one spelling per network keeps "most specific" well defined. */
-static int parse_net(const char *text, struct config_policy_rule *r, char *why, size_t whylen)
-{
-    char addr[INET6_ADDRSTRLEN + 1], q[96];
-    const char *slash = strchr(text, '/');
-    size_t alen = slash ? (size_t)(slash - text) : strlen(text);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&r->net;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&r->net;
-    unsigned bits, prefix = 0;
-    uint8_t host_bits;
-
-    memset(&r->net, 0, sizeof r->net);
-    if (alen >= sizeof addr)
-        return 0;
-    memcpy(addr, text, alen);
-    addr[alen] = '\0';
-    if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        bits = 32;
-    } else if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        bits = 128;
-    } else {
-        return 0; /* not an address: the caller tries a host name */
-    }
-
-    if (!slash) {
-        prefix = bits;
-    } else {
-        const char *d = slash + 1;
-
-        if (!*d || strlen(d) > 3 || strspn(d, "0123456789") != strlen(d) ||
-            (prefix = (unsigned)atoi(d)) > bits) {
-            snprintf(why, whylen, "\"%s\": prefix length must be 0 to %u", shown(text, q, sizeof q),
-                     bits);
-            return -1;
-        }
-    }
-
-    /* "192.0.2.1/24" is refused rather than silently widened: it is either
-     * a typo in the address or in the length, and only the user knows which. */
-    for (unsigned b = prefix; b < bits; b++) {
-        host_bits = net_bytes(&r->net)[b / 8] & (uint8_t)(0x80 >> (b % 8));
-        if (host_bits) {
-            snprintf(why, whylen, "\"%s\": address has bits set beyond the /%u prefix",
-                     shown(text, q, sizeof q), prefix);
-            return -1;
-        }
-    }
-
-    if (bits == 128 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && prefix >= 96) {
-        struct in_addr v4;
-
-        memcpy(&v4, &s6->sin6_addr.s6_addr[12], sizeof v4);
-        memset(&r->net, 0, sizeof r->net);
-        s4->sin_family = AF_INET;
-        s4->sin_addr = v4;
-        prefix -= 96;
-    }
-    r->is_net = true;
-    r->prefix = prefix;
-    return 1;
-}
-
-/* A rule's match: an address or CIDR, an exact host name, or ".suffix" for
- * every name below a domain. */
-static int parse_match(const char *text, struct config_policy_rule *r, char *why, size_t whylen)
-{
-    char q[96];
-    int rc = parse_net(text, r, why, whylen);
-
-    if (rc != 0)
-        return rc < 0 ? -1 : 0;
-    if (text[0] == '*' && text[1] == '.') {
-        snprintf(why, whylen, "\"%s\": write \"%s\" to match every name below a domain",
-                 shown(text, q, sizeof q), text + 1);
-        return -1;
-    }
-    if (!valid_hostname(text[0] == '.' ? text + 1 : text) || strchr(text, '/')) {
-        snprintf(why, whylen,
-                 "\"%s\" is not a host name, \".domain\" suffix, IP address or CIDR network",
-                 shown(text, q, sizeof q));
-        return -1;
-    }
-    r->is_net = false;
-    return 0;
-}
-
-static bool same_rule(const struct config_policy_rule *a, const struct config_policy_rule *b)
-{
-    if (a->is_net != b->is_net)
-        return false;
-    if (!a->is_net) {
-        size_t la = name_len(a->match), lb = name_len(b->match);
-
-        return la == lb && strncasecmp(a->match, b->match, la) == 0;
-    }
-    return a->net.ss_family == b->net.ss_family && a->prefix == b->prefix &&
-           prefix_equal(net_bytes(&a->net), net_bytes(&b->net), a->prefix);
-}
 
 static void load_policies(struct loader *ld, const config_setting_t *g, const char *prefix,
                           struct config_outbound *o)
@@ -1202,16 +1030,16 @@ static void load_policies(struct loader *ld, const config_setting_t *g, const ch
 
     if (n == 0)
         return;
-    o->policies = calloc(n, sizeof *o->policies);
+    o->opts.policy.rules = calloc(n, sizeof *o->opts.policy.rules);
     from = calloc(n, sizeof *from);
-    if (!o->policies || !from) {
+    if (!o->opts.policy.rules || !from) {
         ld->oom = true;
         free(from);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
-        struct config_policy_rule r;
+        struct policy_rule r;
         char rp[PATH_LEN], kp[PATH_LEN], why[256];
         const char *match;
         int v;
@@ -1232,39 +1060,31 @@ static void load_policies(struct loader *ld, const config_setting_t *g, const ch
         if (!policy_ok || !match_ok)
             continue;
         keypath(kp, sizeof kp, rp, "match");
-        if (parse_match(match, &r, why, sizeof why) < 0) {
+        char shown_match[96];
+        if (policy_rule_parse(match, shown(match, shown_match, sizeof shown_match), &r, why,
+                              sizeof why) < 0) {
             fail(ld, member(e, "match"), "%s: %s", kp, why);
             continue;
         }
-        r.policy = (enum config_policy)v;
+        r.policy = (enum outbound_policy)v;
         r.match = xstrdup(ld, match);
         if (!r.match)
             continue;
-        for (size_t k = 0; k < o->npolicies; k++) {
-            if (same_rule(&o->policies[k], &r)) {
+        for (size_t k = 0; k < o->opts.policy.nrules; k++) {
+            if (policy_rule_same(&o->opts.policy.rules[k], &r)) {
                 fail(ld, member(e, "match"), "%s: \"%s\" repeats %s.policies[%zu] (\"%s\")", kp,
-                     match, prefix, from[k], o->policies[k].match);
+                     match, prefix, from[k], o->opts.policy.rules[k].match);
                 free(r.match);
                 r.match = NULL;
                 break;
             }
         }
         if (r.match) {
-            from[o->npolicies] = i;
-            o->policies[o->npolicies++] = r;
+            from[o->opts.policy.nrules] = i;
+            o->opts.policy.rules[o->opts.policy.nrules++] = r;
         }
     }
     free(from);
-}
-
-static bool uses_verify(const struct config_outbound *o)
-{
-    if (o->policy == CONFIG_POLICY_VERIFY)
-        return true;
-    for (size_t i = 0; i < o->npolicies; i++)
-        if (o->policies[i].policy == CONFIG_POLICY_VERIFY)
-            return true;
-    return false;
 }
 
 /* ca_file is only read when a certificate has to be verified, so a missing
@@ -1278,7 +1098,7 @@ static void check_ca_file(struct loader *ld, const config_setting_t *g, const ch
     char kp[PATH_LEN], extra[PATH_LEN + 64];
     int rc;
 
-    if (!uses_verify(o))
+    if (!policy_table_verifies(&o->opts.policy))
         return;
     rc = check_readable(o->tls.ca_file);
     if (rc == 0)
@@ -1305,10 +1125,10 @@ static void check_ca_file(struct loader *ld, const config_setting_t *g, const ch
 
 static void outbound_defaults(struct config_outbound *o)
 {
-    o->original_dst = true;
-    o->policy = CONFIG_POLICY_OPPORTUNISTIC;
-    o->max_connections = 10000;
-    timeouts_set(&o->timeouts, 30, 30, 300);
+    o->opts.original_dst = true;
+    o->opts.policy.fallback = OUTBOUND_OPPORTUNISTIC;
+    o->opts.max_connections = 10000;
+    timeouts_set(&o->opts.timeouts, 30, 30, 300);
 }
 
 static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i)
@@ -1339,19 +1159,19 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     if (get_string(ld, g, prefix, "destination", &dest) > 0 && strcmp(dest, "original") != 0) {
         char why[256], kp[PATH_LEN];
 
-        if (parse_addr(dest, true, &o->destination, why, sizeof why) < 0) {
+        if (parse_addr(dest, true, &o->opts.destination, why, sizeof why) < 0) {
             fail(ld, member(g, "destination"), "%s: expected \"original\" or \"host:port\": %s",
                  keypath(kp, sizeof kp, prefix, "destination"), why);
         } else {
-            o->original_dst = false;
-            check_not_self(ld, g, prefix, "destination", &o->listen, &o->destination);
+            o->opts.original_dst = false;
+            check_not_self(ld, g, prefix, "destination", &o->listen, &o->opts.destination);
         }
     }
     if (get_enum(ld, g, prefix, "policy", policy_names, &v) > 0)
-        o->policy = (enum config_policy)v;
+        o->opts.policy.fallback = (enum outbound_policy)v;
     load_policies(ld, g, prefix, o);
-    get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &o->max_connections);
-    load_timeouts(ld, g, prefix, &o->timeouts);
+    get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &o->opts.max_connections);
+    load_timeouts(ld, g, prefix, &o->opts.timeouts);
     listener_tls(ld, g, prefix, &o->tls);
     check_ca_file(ld, g, prefix, o);
 }
@@ -1562,7 +1382,7 @@ struct config *config_default(void)
     if (!(in->name = strdup("default")) || tls_copy(&in->tls, &c->tls) < 0)
         goto err;
     if (parse_addr("127.0.0.1:2525", false, &in->listen, why, sizeof why) < 0 ||
-        parse_addr("127.0.0.1:25", false, &in->backend, why, sizeof why) < 0)
+        parse_addr("127.0.0.1:25", false, &in->opts.backend, why, sizeof why) < 0)
         goto err;
     return c;
 err:
@@ -1582,9 +1402,9 @@ void config_free(struct config *c)
         struct config_outbound *o = &c->outbound[i];
 
         free(o->name);
-        for (size_t k = 0; k < o->npolicies; k++)
-            free(o->policies[k].match);
-        free(o->policies);
+        for (size_t k = 0; k < o->opts.policy.nrules; k++)
+            free(o->opts.policy.rules[k].match);
+        free(o->opts.policy.rules);
         tls_clear(&o->tls);
     }
     free(c->inbound);
@@ -1592,97 +1412,4 @@ void config_free(struct config *c)
     tls_clear(&c->tls);
     free(c->file);
     free(c);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Policy lookup                                                            */
-
-/*
- * Precedence, most specific first:
- *   1. a rule naming the host exactly ("mx.example.net");
- *   2. the address rule with the longest prefix ("192.0.2.7", then
- *      "192.0.2.0/24", ...);
- *   3. the ".suffix" rule with the longest suffix (".mail.example.net" beats
- *      ".example.net");
- *   4. o->policy.
- * An exact name is the most deliberate statement a rule can make about one
- * destination, so it wins outright. Between an address and a domain suffix the
- * address wins: it describes the machine actually connected to, while a suffix
- * covers whatever a domain's MX records point at. A suffix matches names below
- * the domain only: ".example.net" matches "mx.example.net" but not
- * "example.net" (write both rules for both). Names compare without regard to
- * case or a trailing dot. IPv4-mapped IPv6 addresses are matched as IPv4.
- */
-enum config_policy config_policy_for(const struct config_outbound *o, const char *host,
-                                     const struct sockaddr *addr)
-{
-    const struct config_policy_rule *net = NULL, *suffix = NULL;
-    uint8_t bytes[16];
-    int family = 0;
-    size_t hlen = host ? name_len(host) : 0;
-
-    if (addr && addr->sa_family == AF_INET) {
-        family = AF_INET;
-        memcpy(bytes, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
-    } else if (addr && addr->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
-
-        if (IN6_IS_ADDR_V4MAPPED(a6)) {
-            family = AF_INET;
-            memcpy(bytes, &a6->s6_addr[12], 4);
-        } else {
-            family = AF_INET6;
-            memcpy(bytes, a6, 16);
-        }
-    } else if (host && inet_pton(AF_INET, host, bytes) == 1) {
-        /* The caller only knows the destination as an IP literal. */
-        family = AF_INET;
-    } else if (host && inet_pton(AF_INET6, host, bytes) == 1) {
-        family = AF_INET6;
-        if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)bytes)) {
-            memmove(bytes, bytes + 12, 4);
-            family = AF_INET;
-        }
-    }
-
-    for (size_t i = 0; i < o->npolicies; i++) {
-        const struct config_policy_rule *r = &o->policies[i];
-
-        if (r->is_net) {
-            if (family && r->net.ss_family == family &&
-                prefix_equal(net_bytes(&r->net), bytes, r->prefix) &&
-                (!net || r->prefix > net->prefix))
-                net = r;
-        } else if (hlen) {
-            size_t rlen = name_len(r->match);
-
-            if (r->match[0] != '.') {
-                if (rlen == hlen && strncasecmp(r->match, host, hlen) == 0)
-                    return r->policy;
-            } else if (hlen > rlen && strncasecmp(host + hlen - rlen, r->match, rlen) == 0 &&
-                       (!suffix || rlen > name_len(suffix->match))) {
-                suffix = r;
-            }
-        }
-    }
-    if (net)
-        return net->policy;
-    if (suffix)
-        return suffix->policy;
-    return o->policy;
-}
-
-const char *config_policy_str(enum config_policy p)
-{
-    switch (p) {
-    case CONFIG_POLICY_NONE:
-        return "none";
-    case CONFIG_POLICY_OPPORTUNISTIC:
-        return "opportunistic";
-    case CONFIG_POLICY_REQUIRED:
-        return "required";
-    case CONFIG_POLICY_VERIFY:
-        return "verify";
-    }
-    return "unknown";
 }

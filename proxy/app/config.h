@@ -12,67 +12,24 @@
 
 #include "proxy/core/addr.h"
 #include "proxy/obs/log.h"
+#include "proxy/session/options.h"
 #include "proxy/tls/tls.h"
 
-enum config_tls_mode { CONFIG_TLS_STARTTLS, CONFIG_TLS_IMPLICIT };
-enum config_client_info {
-    CONFIG_CLIENT_INFO_NONE,
-    CONFIG_CLIENT_INFO_XCLIENT,
-    CONFIG_CLIENT_INFO_PROXY_V1,
-    CONFIG_CLIENT_INFO_PROXY_V2,
-};
-/* What the proxy does with a bare CR or LF inside message content. */
-enum config_bare_newline {
-    CONFIG_BARE_NEWLINE_NORMALIZE, /* rewrite to CRLF, keeping the strict message end */
-    CONFIG_BARE_NEWLINE_REJECT,    /* 521 5.5.2 and close, as Postfix's "reject" */
-};
-enum config_policy {
-    CONFIG_POLICY_NONE,
-    CONFIG_POLICY_OPPORTUNISTIC,
-    CONFIG_POLICY_REQUIRED,
-    CONFIG_POLICY_VERIFY,
-};
-
-struct config_timeouts {
-    unsigned connect;     /* seconds */
-    unsigned handshake;
-    unsigned idle;
-};
-
+/* One inbound listener: where it listens, its certificates, and what its
+ * sessions need (a struct of the session module's). */
 struct config_inbound {
     char *name;
     struct addr listen;
-    struct addr backend;
-    enum config_tls_mode tls_mode;
-    bool require_tls;
-    bool proxy_protocol;
-    enum config_client_info backend_client_info;
-    enum config_bare_newline bare_newline;
-    unsigned max_connections;
-    struct config_timeouts timeouts;
-    struct tls_options tls; /* global block merged with the listener's overrides */
-    int line;              /* where it was defined, for messages */
-};
-
-struct config_policy_rule {
-    char *match;           /* as written */
-    bool is_net;           /* address/CIDR rather than host name */
-    struct sockaddr_storage net;
-    unsigned prefix;       /* CIDR length; 32/128 for a single address */
-    enum config_policy policy;
+    struct tls_options tls;  /* global block merged with the listener's overrides */
+    struct session_inbound_opts opts;
+    int line;                /* where it was defined, for messages */
 };
 
 struct config_outbound {
     char *name;
     struct addr listen;
-    bool original_dst;            /* destination = "original" */
-    struct addr destination; /* when !original_dst */
-    enum config_policy policy;
-    struct config_policy_rule *policies;
-    size_t npolicies;
-    unsigned max_connections;
-    struct config_timeouts timeouts;
     struct tls_options tls;
+    struct session_outbound_opts opts;
     int line;
 };
 
@@ -118,17 +75,5 @@ struct config *config_default(void);
 
 /* Accepts NULL and half-built configs. */
 void config_free(struct config *c);
-
-/* Policy that applies to a destination: the most specific rule of o->policies.
- * Precedence: a rule naming host exactly, then the address rule with the
- * longest prefix matching addr, then the longest ".suffix" rule matching host
- * (names below the domain only), then o->policy. Names compare
- * case-insensitively without a trailing dot; IPv4-mapped IPv6 addresses match
- * IPv4 rules. host or addr may be NULL; a host that is an IP literal is
- * matched as an address when addr is NULL. Reasons in config.c. */
-enum config_policy config_policy_for(const struct config_outbound *o, const char *host,
-                                     const struct sockaddr *addr);
-
-const char *config_policy_str(enum config_policy p);
 
 #endif

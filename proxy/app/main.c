@@ -13,8 +13,9 @@
 #include <uv.h>
 
 #include "proxy/app/config.h"
+#include "proxy/app/runtime.h"
 #include "proxy/obs/log.h"
-#include "proxy/obs/metrics.h"
+#include "proxy/net/metrics_server.h"
 #include "proxy/tls/tls.h"
 #include "proxy/app/version.h"
 #include "proxy/app/worker.h"
@@ -26,6 +27,8 @@
 static const char *config_file;
 static uv_signal_t sig_hup, sig_term, sig_int;
 static unsigned shutdown_timeout = 30;
+/* The configuration in force, for the main thread (workers hold their own). */
+static struct runtime *current;
 
 static void usage(FILE *f)
 {
@@ -96,7 +99,9 @@ static void on_hup(uv_signal_t *h, int sig)
     shutdown_timeout = rt->cfg->shutdown_timeout;
     /* Listening sockets stay as they are: new connections pick up the new
      * settings and certificates by listener name; live sessions keep theirs. */
-    runtime_install(rt);
+    workers_install(rt);
+    runtime_unref(current);
+    current = rt;
     log_info("event=reloaded");
 }
 
@@ -162,7 +167,7 @@ int main(int argc, char **argv)
     log_init(cfg->log_level, cfg->log_format);
     shutdown_timeout = cfg->shutdown_timeout;
     unsigned nworkers = cfg->workers ? cfg->workers : uv_available_parallelism();
-    runtime_install(rt);
+    current = rt;
 
     /* Signals are caught before any socket listens: a SIGTERM sent as soon
      * as the port answers must mean a clean stop, not the default death. */
@@ -175,31 +180,28 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_int, on_term, SIGINT);
 
     char msg[512];
-    if (workers_start(nworkers, msg, sizeof(msg)) != 0) {
+    if (workers_start(rt, nworkers, msg, sizeof(msg)) != 0) {
         log_error("event=start_failed error=\"%s\"", msg);
         return EXIT_RUNTIME;
     }
-    rt = runtime_acquire();
     if (rt->cfg->metrics_enabled) {
         int rc = metrics_server_start(loop, &rt->cfg->metrics_listen);
         if (rc != 0) {
             log_error("event=start_failed error=\"metrics: cannot listen on %s:%u: %s\"",
                       rt->cfg->metrics_listen.host, rt->cfg->metrics_listen.port,
                       uv_strerror(rc));
-            runtime_unref(rt);
             return EXIT_RUNTIME;
         }
     }
     for (size_t i = 0; i < rt->cfg->ninbound; i++)
         log_info("event=listening listener=%s dir=in listen=%s:%u backend=%s:%u tls_mode=%s",
                  rt->cfg->inbound[i].name, rt->cfg->inbound[i].listen.host,
-                 rt->cfg->inbound[i].listen.port, rt->cfg->inbound[i].backend.host,
-                 rt->cfg->inbound[i].backend.port,
-                 rt->cfg->inbound[i].tls_mode == CONFIG_TLS_IMPLICIT ? "implicit" : "starttls");
+                 rt->cfg->inbound[i].listen.port, rt->cfg->inbound[i].opts.backend.host,
+                 rt->cfg->inbound[i].opts.backend.port,
+                 rt->cfg->inbound[i].opts.tls_mode == SESSION_TLS_IMPLICIT ? "implicit" : "starttls");
     for (size_t i = 0; i < rt->cfg->noutbound; i++)
         log_info("event=listening listener=%s dir=out listen=%s:%u", rt->cfg->outbound[i].name,
                  rt->cfg->outbound[i].listen.host, rt->cfg->outbound[i].listen.port);
-    runtime_unref(rt);
     log_info("event=started version=%s workers=%u", SMTP_TLS_PROXY_VERSION, nworkers);
 
     uv_run(loop, UV_RUN_DEFAULT);
@@ -210,7 +212,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
-    runtime_install(NULL);
+    runtime_unref(current);
     log_info("event=stopped");
     return 0;
 }

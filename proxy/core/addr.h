@@ -5,6 +5,7 @@
 #ifndef SMTP_TLS_PROXY_ADDR_H
 #define SMTP_TLS_PROXY_ADDR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -37,5 +38,12 @@ const char *addr_format_ip(const struct sockaddr *sa, char *out, size_t outlen);
 
 /* The port of an AF_INET/AF_INET6 address in host order, 0 otherwise. */
 unsigned addr_port(const struct sockaddr *sa);
+
+/* RFC 1123 host name with an optional trailing dot (underscores tolerated,
+ * an all-digit last label refused: "192.0.2.300" is a mistyped address). */
+bool addr_valid_hostname(const char *s);
+
+/* Length of a host name without its trailing dot. */
+size_t addr_name_len(const char *s);
 
 #endif

@@ -1,36 +1,37 @@
 #include "proxy/net/listener.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "proxy/obs/log.h"
-#include "proxy/session/session.h"
-#include "proxy/app/worker.h"
 
 static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
 
     if (status < 0) {
-        log_warn("listener=%s event=accept_failed error=\"%s\"", l->shared->name,
-                 uv_strerror(status));
+        log_warn("listener=%s event=accept_failed error=\"%s\"", l->name, uv_strerror(status));
         return;
     }
-    session_accept(l->w, l);
+    l->on_accept(l);
 }
 
-int listener_open(struct listener *l, struct worker *w, struct listener_shared *shared,
-                  const struct addr *addr, char *msg, size_t msglen)
+int listener_open(struct listener *l, uv_loop_t *loop, const char *name, const struct addr *addr,
+                  listener_accept_cb on_accept, void *owner, size_t slot, char *msg,
+                  size_t msglen)
 {
     int one = 1, rc;
     int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
     memset(l, 0, sizeof(*l));
-    l->w = w;
-    l->shared = shared;
+    l->on_accept = on_accept;
+    l->owner = owner;
+    l->slot = slot;
+    snprintf(l->name, sizeof(l->name), "%s", name);
     if (fd < 0) {
         rc = -errno;
         goto fail;
@@ -48,7 +49,7 @@ int listener_open(struct listener *l, struct worker *w, struct listener_shared *
         rc = -errno;
         goto fail_fd;
     }
-    if ((rc = uv_tcp_init(&w->loop, &l->tcp)) != 0)
+    if ((rc = uv_tcp_init(loop, &l->tcp)) != 0)
         goto fail_fd;
     l->tcp.data = l;
     l->open = true;
@@ -65,7 +66,7 @@ int listener_open(struct listener *l, struct worker *w, struct listener_shared *
 fail_fd:
     close(fd);
 fail:
-    snprintf(msg, msglen, "listener %s: cannot listen on %s:%u: %s", shared->name, addr->host,
+    snprintf(msg, msglen, "listener %s: cannot listen on %s:%u: %s", name, addr->host,
              addr->port, uv_strerror(rc));
     return rc;
 }

@@ -46,13 +46,6 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-/* Forward-secret AEAD suites only, ECDSA before RSA at equal strength. TLS
- * 1.3 suites are not configurable in BoringSSL (all three are AEADs). */
-#define DEFAULT_SERVER_CIPHERS                                                      \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                    \
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                    \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
-
 /* One certificate chain with its key, kept as DER buffers so that every
  * handshake shares them by reference. */
 struct tls_cert {
@@ -82,6 +75,7 @@ struct tls {
     char *errbuf;          /* allocated only for a composed error message */
     const char *err;       /* static, or errbuf */
     int verify_err;        /* client: X509_V_* of the peer's chain, -1 before */
+    bool cert_failed;      /* the last TLS_ERR was the peer certificate failing verification */
     bool verify;           /* client: a failed verification fails the handshake */
 };
 
@@ -624,7 +618,7 @@ struct tls_ctx *tls_ctx_server_new(const struct tls_options *cfg, char *err, siz
 {
     size_t n = cfg->ncertificates;
     const char *ciphers = cfg->ciphers != NULL && cfg->ciphers[0] != '\0' ? cfg->ciphers
-                                                                            : DEFAULT_SERVER_CIPHERS;
+                                                                            : TLS_DEFAULT_CIPHERS;
 
     if (cfg->nkeys != n) {
         say(err, errlen, "tls.key: %zu certificate file(s) but %zu key file(s)", n, cfg->nkeys);
@@ -931,6 +925,7 @@ static int fail(struct tls *t, int rc, bool in_handshake)
     case SSL_ERROR_SSL:
         if (t->verify && t->verify_err > X509_V_OK) {
             ERR_clear_error();
+            t->cert_failed = true;
             /* The reason names the certificate problem, not the alert. */
             if (t->errbuf == NULL)
                 t->errbuf = malloc(128);
@@ -1053,6 +1048,11 @@ bool tls_verify_result(const struct tls *t, const char **why)
     if (why != NULL)
         *why = verify_why(t->verify_err);
     return false;
+}
+
+bool tls_error_is_certificate(const struct tls *t)
+{
+    return t->cert_failed;
 }
 
 const char *tls_error(const struct tls *t)

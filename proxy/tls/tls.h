@@ -13,6 +13,14 @@
 
 #include "proxy/core/buf.h"
 
+/* The TLS 1.2 suites used when tls.ciphers is not set: forward-secret AEAD
+ * suites only, ECDSA before RSA at equal strength. TLS 1.3 suites are not
+ * configurable in BoringSSL (all three are AEADs). */
+#define TLS_DEFAULT_CIPHERS                                      \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 /* What a context is made from (config fills it in; every string is owned by
  * whoever owns the struct). */
 struct tls_options {
@@ -109,6 +117,10 @@ bool tls_verify_result(const struct tls *t, const char **why);
  * "TLSV1_ALERT_PROTOCOL_VERSION"), "certificate verify failed: <why>", or a
  * static description; valid until the next call on t. */
 const char *tls_error(const struct tls *t);
+
+/* Whether the last TLS_ERR was the peer's certificate failing verification
+ * (so a caller picks its reply from this, never from tls_error()'s text). */
+bool tls_error_is_certificate(const struct tls *t);
 
 /* Library versions for -V. */
 const char *tls_library_version(void);

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "proxy/app/config.h"
+#include "proxy/policy/rules.h"
 
 #define DEFAULT_CIPHERS                                              \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"     \
@@ -174,34 +175,34 @@ static void test_example_config(void **state)
     assert_string_equal(ip_of(&c->inbound[0].listen, ip, sizeof ip), "0.0.0.0");
     assert_int_equal(port_of(&c->inbound[0].listen), 25);
     assert_int_equal(c->inbound[0].tls.ncertificates, 2);
-    assert_int_equal(c->inbound[0].tls_mode, CONFIG_TLS_STARTTLS);
-    assert_int_equal(c->inbound[0].bare_newline, CONFIG_BARE_NEWLINE_NORMALIZE);
+    assert_int_equal(c->inbound[0].opts.tls_mode, SESSION_TLS_STARTTLS);
+    assert_int_equal(c->inbound[0].opts.bare_newline, SESSION_BARE_NEWLINE_NORMALIZE);
 
     assert_string_equal(c->inbound[1].name, "submissions");
     assert_int_equal(c->inbound[1].listen.sa.ss_family, AF_INET6);
     assert_string_equal(c->inbound[1].listen.host, "::");
-    assert_string_equal(c->inbound[1].backend.host, "::1");
-    assert_int_equal(c->inbound[1].tls_mode, CONFIG_TLS_IMPLICIT);
-    assert_true(c->inbound[1].require_tls);
-    assert_int_equal(c->inbound[1].backend_client_info, CONFIG_CLIENT_INFO_XCLIENT);
-    assert_int_equal(c->inbound[1].bare_newline, CONFIG_BARE_NEWLINE_REJECT);
-    assert_int_equal(c->inbound[1].max_connections, 500);
-    assert_int_equal(c->inbound[1].timeouts.connect, 10);
-    assert_int_equal(c->inbound[1].timeouts.handshake, 30);
-    assert_int_equal(c->inbound[1].timeouts.idle, 600);
+    assert_string_equal(c->inbound[1].opts.backend.host, "::1");
+    assert_int_equal(c->inbound[1].opts.tls_mode, SESSION_TLS_IMPLICIT);
+    assert_true(c->inbound[1].opts.require_tls);
+    assert_int_equal(c->inbound[1].opts.backend_client_info, SESSION_CLIENT_INFO_XCLIENT);
+    assert_int_equal(c->inbound[1].opts.bare_newline, SESSION_BARE_NEWLINE_REJECT);
+    assert_int_equal(c->inbound[1].opts.max_connections, 500);
+    assert_int_equal(c->inbound[1].opts.timeouts.connect, 10);
+    assert_int_equal(c->inbound[1].opts.timeouts.handshake, 30);
+    assert_int_equal(c->inbound[1].opts.timeouts.idle, 600);
     assert_int_equal(c->inbound[1].tls.ncertificates, 1);
     assert_true(ends_with(c->inbound[1].tls.certificates[0], "/submission.pem"));
     assert_int_equal(c->inbound[1].tls.min_version, 13);
 
     assert_int_equal(c->noutbound, 2);
-    assert_true(c->outbound[0].original_dst);
-    assert_int_equal(c->outbound[0].npolicies, 4);
-    assert_int_equal(c->outbound[0].policy, CONFIG_POLICY_OPPORTUNISTIC);
-    assert_false(c->outbound[1].original_dst);
-    assert_string_equal(c->outbound[1].destination.host, "smtp.example.net");
-    assert_int_equal(c->outbound[1].destination.port, 587);
-    assert_int_equal(c->outbound[1].destination.salen, 0);
-    assert_int_equal(c->outbound[1].policy, CONFIG_POLICY_VERIFY);
+    assert_true(c->outbound[0].opts.original_dst);
+    assert_int_equal(c->outbound[0].opts.policy.nrules, 4);
+    assert_int_equal(c->outbound[0].opts.policy.fallback, OUTBOUND_OPPORTUNISTIC);
+    assert_false(c->outbound[1].opts.original_dst);
+    assert_string_equal(c->outbound[1].opts.destination.host, "smtp.example.net");
+    assert_int_equal(c->outbound[1].opts.destination.port, 587);
+    assert_int_equal(c->outbound[1].opts.destination.salen, 0);
+    assert_int_equal(c->outbound[1].opts.policy.fallback, OUTBOUND_VERIFY);
 
     config_free(c);
     free(path);
@@ -248,27 +249,27 @@ static void test_defaults(void **state)
     assert_string_equal(c->tls.ca_file, "/etc/ssl/certs/ca-certificates.crt");
 
     assert_string_equal(in->name, "in");
-    assert_int_equal(in->tls_mode, CONFIG_TLS_STARTTLS);
-    assert_false(in->require_tls);
-    assert_false(in->proxy_protocol);
-    assert_int_equal(in->backend_client_info, CONFIG_CLIENT_INFO_NONE);
-    assert_int_equal(in->bare_newline, CONFIG_BARE_NEWLINE_NORMALIZE);
-    assert_int_equal(in->max_connections, 10000);
-    assert_int_equal(in->timeouts.connect, 10);
-    assert_int_equal(in->timeouts.handshake, 30);
-    assert_int_equal(in->timeouts.idle, 300);
+    assert_int_equal(in->opts.tls_mode, SESSION_TLS_STARTTLS);
+    assert_false(in->opts.require_tls);
+    assert_false(in->opts.proxy_protocol);
+    assert_int_equal(in->opts.backend_client_info, SESSION_CLIENT_INFO_NONE);
+    assert_int_equal(in->opts.bare_newline, SESSION_BARE_NEWLINE_NORMALIZE);
+    assert_int_equal(in->opts.max_connections, 10000);
+    assert_int_equal(in->opts.timeouts.connect, 10);
+    assert_int_equal(in->opts.timeouts.handshake, 30);
+    assert_int_equal(in->opts.timeouts.idle, 300);
     assert_int_equal(in->tls.min_version, 12);
     assert_string_equal(in->tls.ciphers, DEFAULT_CIPHERS);
     assert_int_equal(in->line, 1);
 
     assert_string_equal(o->name, "out");
-    assert_true(o->original_dst);
-    assert_int_equal(o->policy, CONFIG_POLICY_OPPORTUNISTIC);
-    assert_int_equal(o->npolicies, 0);
-    assert_int_equal(o->max_connections, 10000);
-    assert_int_equal(o->timeouts.connect, 30);
-    assert_int_equal(o->timeouts.handshake, 30);
-    assert_int_equal(o->timeouts.idle, 300);
+    assert_true(o->opts.original_dst);
+    assert_int_equal(o->opts.policy.fallback, OUTBOUND_OPPORTUNISTIC);
+    assert_int_equal(o->opts.policy.nrules, 0);
+    assert_int_equal(o->opts.max_connections, 10000);
+    assert_int_equal(o->opts.timeouts.connect, 30);
+    assert_int_equal(o->opts.timeouts.handshake, 30);
+    assert_int_equal(o->opts.timeouts.idle, 300);
     assert_int_equal(o->line, 2);
     config_free(c);
 }
@@ -286,9 +287,9 @@ static void test_builtin_default(void **state)
     assert_string_equal(ip_of(&c->inbound[0].listen, ip, sizeof ip), "127.0.0.1");
     assert_int_equal(port_of(&c->inbound[0].listen), 2525);
     assert_int_equal(c->inbound[0].listen.salen, sizeof(struct sockaddr_in));
-    assert_string_equal(ip_of(&c->inbound[0].backend, ip, sizeof ip), "127.0.0.1");
-    assert_int_equal(c->inbound[0].backend.port, 25);
-    assert_int_equal(c->inbound[0].tls_mode, CONFIG_TLS_STARTTLS);
+    assert_string_equal(ip_of(&c->inbound[0].opts.backend, ip, sizeof ip), "127.0.0.1");
+    assert_int_equal(c->inbound[0].opts.backend.port, 25);
+    assert_int_equal(c->inbound[0].opts.tls_mode, SESSION_TLS_STARTTLS);
     assert_int_equal(c->inbound[0].tls.ncertificates, 0);
     assert_string_equal(c->inbound[0].tls.ciphers, DEFAULT_CIPHERS);
     assert_int_equal(c->log_level, LOG_LEVEL_INFO);
@@ -322,29 +323,29 @@ static void test_all_values(void **state)
     assert_string_equal(c->inbound[0].listen.host, "::1");
     assert_int_equal(port_of(&c->inbound[0].listen), 2525);
     /* "localhost" is 127.0.0.1 without a lookup, and keeps its text. */
-    assert_string_equal(c->inbound[0].backend.host, "localhost");
-    assert_string_equal(ip_of(&c->inbound[0].backend, ip, sizeof ip), "127.0.0.1");
-    assert_int_equal(c->inbound[0].tls_mode, CONFIG_TLS_IMPLICIT);
-    assert_true(c->inbound[0].require_tls);
-    assert_true(c->inbound[0].proxy_protocol);
-    assert_int_equal(c->inbound[0].backend_client_info, CONFIG_CLIENT_INFO_PROXY_V2);
-    assert_int_equal(c->inbound[0].bare_newline, CONFIG_BARE_NEWLINE_REJECT);
-    assert_int_equal(c->inbound[0].max_connections, 1000000);
-    assert_int_equal(c->inbound[0].timeouts.connect, 1);
-    assert_int_equal(c->inbound[0].timeouts.handshake, 86400);
-    assert_int_equal(c->inbound[0].timeouts.idle, 7);
+    assert_string_equal(c->inbound[0].opts.backend.host, "localhost");
+    assert_string_equal(ip_of(&c->inbound[0].opts.backend, ip, sizeof ip), "127.0.0.1");
+    assert_int_equal(c->inbound[0].opts.tls_mode, SESSION_TLS_IMPLICIT);
+    assert_true(c->inbound[0].opts.require_tls);
+    assert_true(c->inbound[0].opts.proxy_protocol);
+    assert_int_equal(c->inbound[0].opts.backend_client_info, SESSION_CLIENT_INFO_PROXY_V2);
+    assert_int_equal(c->inbound[0].opts.bare_newline, SESSION_BARE_NEWLINE_REJECT);
+    assert_int_equal(c->inbound[0].opts.max_connections, 1000000);
+    assert_int_equal(c->inbound[0].opts.timeouts.connect, 1);
+    assert_int_equal(c->inbound[0].opts.timeouts.handshake, 86400);
+    assert_int_equal(c->inbound[0].opts.timeouts.idle, 7);
 
-    assert_false(c->outbound[0].original_dst);
-    assert_string_equal(ip_of(&c->outbound[0].destination, ip, sizeof ip), "192.0.2.1");
-    assert_int_equal(port_of(&c->outbound[0].destination), 25);
-    assert_int_equal(c->outbound[0].policy, CONFIG_POLICY_NONE);
-    assert_string_equal(ip_of(&c->outbound[1].destination, ip, sizeof ip), "2001:db8::1");
-    assert_int_equal(c->outbound[1].destination.port, 2525);
-    assert_int_equal(c->outbound[1].policy, CONFIG_POLICY_REQUIRED);
+    assert_false(c->outbound[0].opts.original_dst);
+    assert_string_equal(ip_of(&c->outbound[0].opts.destination, ip, sizeof ip), "192.0.2.1");
+    assert_int_equal(port_of(&c->outbound[0].opts.destination), 25);
+    assert_int_equal(c->outbound[0].opts.policy.fallback, OUTBOUND_NONE);
+    assert_string_equal(ip_of(&c->outbound[1].opts.destination, ip, sizeof ip), "2001:db8::1");
+    assert_int_equal(c->outbound[1].opts.destination.port, 2525);
+    assert_int_equal(c->outbound[1].opts.policy.fallback, OUTBOUND_REQUIRED);
     /* A name stays unresolved: the runtime looks it up per connection. */
-    assert_string_equal(c->outbound[2].destination.host, "MX.Example.NET.");
-    assert_int_equal(c->outbound[2].destination.salen, 0);
-    assert_int_equal(c->outbound[2].destination.sa.ss_family, 0);
+    assert_string_equal(c->outbound[2].opts.destination.host, "MX.Example.NET.");
+    assert_int_equal(c->outbound[2].opts.destination.salen, 0);
+    assert_int_equal(c->outbound[2].opts.destination.sa.ss_family, 0);
     config_free(c);
 }
 
@@ -820,16 +821,16 @@ static struct sockaddr_storage sa(const char *ip)
     return ss;
 }
 
-static enum config_policy by_name(const struct config_outbound *o, const char *host)
+static enum outbound_policy by_name(const struct config_outbound *o, const char *host)
 {
-    return config_policy_for(o, host, NULL);
+    return policy_for(&o->opts.policy, host, NULL);
 }
 
-static enum config_policy by_addr(const struct config_outbound *o, const char *ip)
+static enum outbound_policy by_addr(const struct config_outbound *o, const char *ip)
 {
     struct sockaddr_storage ss = sa(ip);
 
-    return config_policy_for(o, NULL, (const struct sockaddr *)&ss);
+    return policy_for(&o->opts.policy, NULL, (const struct sockaddr *)&ss);
 }
 
 static void test_policy_names(void **state)
@@ -837,27 +838,27 @@ static void test_policy_names(void **state)
     struct config *c = policy_config();
     const struct config_outbound *o = &c->outbound[0];
 
-    assert_int_equal(by_name(o, "mx.example.net"), CONFIG_POLICY_VERIFY);
+    assert_int_equal(by_name(o, "mx.example.net"), OUTBOUND_VERIFY);
     /* Case and a trailing dot do not matter, on either side. */
-    assert_int_equal(by_name(o, "MX.Example.NET."), CONFIG_POLICY_VERIFY);
-    assert_int_equal(by_name(o, "example.org"), CONFIG_POLICY_NONE);
-    assert_int_equal(by_name(o, "EXAMPLE.ORG."), CONFIG_POLICY_NONE);
+    assert_int_equal(by_name(o, "MX.Example.NET."), OUTBOUND_VERIFY);
+    assert_int_equal(by_name(o, "example.org"), OUTBOUND_NONE);
+    assert_int_equal(by_name(o, "EXAMPLE.ORG."), OUTBOUND_NONE);
     /* An exact rule does not cover subdomains. */
-    assert_int_equal(by_name(o, "mx.example.org"), CONFIG_POLICY_OPPORTUNISTIC);
+    assert_int_equal(by_name(o, "mx.example.org"), OUTBOUND_OPPORTUNISTIC);
     /* Suffix: names below the domain, not the domain itself. */
-    assert_int_equal(by_name(o, "mx2.example.net"), CONFIG_POLICY_REQUIRED);
-    assert_int_equal(by_name(o, "a.b.example.net"), CONFIG_POLICY_REQUIRED);
-    assert_int_equal(by_name(o, "example.net"), CONFIG_POLICY_OPPORTUNISTIC);
-    assert_int_equal(by_name(o, "badexample.net"), CONFIG_POLICY_OPPORTUNISTIC);
+    assert_int_equal(by_name(o, "mx2.example.net"), OUTBOUND_REQUIRED);
+    assert_int_equal(by_name(o, "a.b.example.net"), OUTBOUND_REQUIRED);
+    assert_int_equal(by_name(o, "example.net"), OUTBOUND_OPPORTUNISTIC);
+    assert_int_equal(by_name(o, "badexample.net"), OUTBOUND_OPPORTUNISTIC);
     /* The longer suffix wins, whatever the rule order. */
-    assert_int_equal(by_name(o, "in.mail.example.net"), CONFIG_POLICY_NONE);
-    assert_int_equal(by_name(o, "IN.MAIL.EXAMPLE.NET."), CONFIG_POLICY_NONE);
+    assert_int_equal(by_name(o, "in.mail.example.net"), OUTBOUND_NONE);
+    assert_int_equal(by_name(o, "IN.MAIL.EXAMPLE.NET."), OUTBOUND_NONE);
     /* ".mail.example.net" does not cover mail.example.net itself. */
-    assert_int_equal(by_name(o, "mail.example.net"), CONFIG_POLICY_REQUIRED);
+    assert_int_equal(by_name(o, "mail.example.net"), OUTBOUND_REQUIRED);
     /* Fallbacks. */
-    assert_int_equal(by_name(o, "other.test"), CONFIG_POLICY_OPPORTUNISTIC);
-    assert_int_equal(by_name(o, ""), CONFIG_POLICY_OPPORTUNISTIC);
-    assert_int_equal(config_policy_for(o, NULL, NULL), CONFIG_POLICY_OPPORTUNISTIC);
+    assert_int_equal(by_name(o, "other.test"), OUTBOUND_OPPORTUNISTIC);
+    assert_int_equal(by_name(o, ""), OUTBOUND_OPPORTUNISTIC);
+    assert_int_equal(policy_for(&o->opts.policy, NULL, NULL), OUTBOUND_OPPORTUNISTIC);
     config_free(c);
 }
 
@@ -867,26 +868,26 @@ static void test_policy_addresses(void **state)
     const struct config_outbound *o = &c->outbound[0];
 
     /* Longest prefix wins. */
-    assert_int_equal(by_addr(o, "192.0.2.1"), CONFIG_POLICY_REQUIRED);
-    assert_int_equal(by_addr(o, "192.0.2.127"), CONFIG_POLICY_REQUIRED);
-    assert_int_equal(by_addr(o, "192.0.2.128"), CONFIG_POLICY_NONE);
-    assert_int_equal(by_addr(o, "192.0.2.200"), CONFIG_POLICY_VERIFY);
-    assert_int_equal(by_addr(o, "192.0.3.1"), CONFIG_POLICY_OPPORTUNISTIC);
+    assert_int_equal(by_addr(o, "192.0.2.1"), OUTBOUND_REQUIRED);
+    assert_int_equal(by_addr(o, "192.0.2.127"), OUTBOUND_REQUIRED);
+    assert_int_equal(by_addr(o, "192.0.2.128"), OUTBOUND_NONE);
+    assert_int_equal(by_addr(o, "192.0.2.200"), OUTBOUND_VERIFY);
+    assert_int_equal(by_addr(o, "192.0.3.1"), OUTBOUND_OPPORTUNISTIC);
     /* IPv6. */
-    assert_int_equal(by_addr(o, "2001:db8:ffff::1"), CONFIG_POLICY_NONE);
-    assert_int_equal(by_addr(o, "2001:db8:1::25"), CONFIG_POLICY_VERIFY);
-    assert_int_equal(by_addr(o, "2001:db9::1"), CONFIG_POLICY_OPPORTUNISTIC);
+    assert_int_equal(by_addr(o, "2001:db8:ffff::1"), OUTBOUND_NONE);
+    assert_int_equal(by_addr(o, "2001:db8:1::25"), OUTBOUND_VERIFY);
+    assert_int_equal(by_addr(o, "2001:db9::1"), OUTBOUND_OPPORTUNISTIC);
     /* IPv4-mapped addresses match IPv4 rules, and mapped rules match IPv4. */
-    assert_int_equal(by_addr(o, "::ffff:192.0.2.200"), CONFIG_POLICY_VERIFY);
-    assert_int_equal(by_addr(o, "::ffff:192.0.2.1"), CONFIG_POLICY_REQUIRED);
-    assert_int_equal(by_addr(o, "198.51.100.7"), CONFIG_POLICY_VERIFY);
-    assert_int_equal(by_addr(o, "::ffff:198.51.100.7"), CONFIG_POLICY_VERIFY);
+    assert_int_equal(by_addr(o, "::ffff:192.0.2.200"), OUTBOUND_VERIFY);
+    assert_int_equal(by_addr(o, "::ffff:192.0.2.1"), OUTBOUND_REQUIRED);
+    assert_int_equal(by_addr(o, "198.51.100.7"), OUTBOUND_VERIFY);
+    assert_int_equal(by_addr(o, "::ffff:198.51.100.7"), OUTBOUND_VERIFY);
     /* No family crossing otherwise. */
-    assert_int_equal(by_addr(o, "::192.0.2.1"), CONFIG_POLICY_OPPORTUNISTIC);
+    assert_int_equal(by_addr(o, "::192.0.2.1"), OUTBOUND_OPPORTUNISTIC);
     /* An IP literal given as the host is matched as an address. */
-    assert_int_equal(by_name(o, "192.0.2.200"), CONFIG_POLICY_VERIFY);
-    assert_int_equal(by_name(o, "2001:db8:1::1"), CONFIG_POLICY_VERIFY);
-    assert_int_equal(by_name(o, "::ffff:192.0.2.130"), CONFIG_POLICY_NONE);
+    assert_int_equal(by_name(o, "192.0.2.200"), OUTBOUND_VERIFY);
+    assert_int_equal(by_name(o, "2001:db8:1::1"), OUTBOUND_VERIFY);
+    assert_int_equal(by_name(o, "::ffff:192.0.2.130"), OUTBOUND_NONE);
     config_free(c);
 }
 
@@ -898,18 +899,18 @@ static void test_policy_precedence(void **state)
     struct sockaddr_storage net24 = sa("192.0.2.1"), none = sa("203.0.113.1");
 
     /* Exact name beats an address rule. */
-    assert_int_equal(config_policy_for(o, "mx.example.net", (struct sockaddr *)&net24),
-                     CONFIG_POLICY_VERIFY);
+    assert_int_equal(policy_for(&o->opts.policy, "mx.example.net", (struct sockaddr *)&net24),
+                     OUTBOUND_VERIFY);
     /* An address rule beats a suffix rule. */
-    assert_int_equal(config_policy_for(o, "other.example.net", (struct sockaddr *)&net24),
-                     CONFIG_POLICY_REQUIRED);
-    assert_int_equal(config_policy_for(o, "in.mail.example.net", (struct sockaddr *)&net24),
-                     CONFIG_POLICY_REQUIRED);
+    assert_int_equal(policy_for(&o->opts.policy, "other.example.net", (struct sockaddr *)&net24),
+                     OUTBOUND_REQUIRED);
+    assert_int_equal(policy_for(&o->opts.policy, "in.mail.example.net", (struct sockaddr *)&net24),
+                     OUTBOUND_REQUIRED);
     /* The suffix applies when no address rule matches. */
-    assert_int_equal(config_policy_for(o, "in.mail.example.net", (struct sockaddr *)&none),
-                     CONFIG_POLICY_NONE);
-    assert_int_equal(config_policy_for(o, "x.test", (struct sockaddr *)&none),
-                     CONFIG_POLICY_OPPORTUNISTIC);
+    assert_int_equal(policy_for(&o->opts.policy, "in.mail.example.net", (struct sockaddr *)&none),
+                     OUTBOUND_NONE);
+    assert_int_equal(policy_for(&o->opts.policy, "x.test", (struct sockaddr *)&none),
+                     OUTBOUND_OPPORTUNISTIC);
     config_free(c);
 }
 
@@ -920,18 +921,18 @@ static void test_policy_default_only(void **state)
                                "               { match = \"::/0\"; policy = \"verify\"; } ); } );\n");
     const struct config_outbound *o = &c->outbound[0];
 
-    assert_int_equal(by_name(o, "any.example"), CONFIG_POLICY_NONE);
-    assert_int_equal(by_addr(o, "203.0.113.9"), CONFIG_POLICY_REQUIRED);
-    assert_int_equal(by_addr(o, "2001:db8::9"), CONFIG_POLICY_VERIFY);
+    assert_int_equal(by_name(o, "any.example"), OUTBOUND_NONE);
+    assert_int_equal(by_addr(o, "203.0.113.9"), OUTBOUND_REQUIRED);
+    assert_int_equal(by_addr(o, "2001:db8::9"), OUTBOUND_VERIFY);
     config_free(c);
 }
 
 static void test_policy_str(void **state)
 {
-    assert_string_equal(config_policy_str(CONFIG_POLICY_NONE), "none");
-    assert_string_equal(config_policy_str(CONFIG_POLICY_OPPORTUNISTIC), "opportunistic");
-    assert_string_equal(config_policy_str(CONFIG_POLICY_REQUIRED), "required");
-    assert_string_equal(config_policy_str(CONFIG_POLICY_VERIFY), "verify");
+    assert_string_equal(policy_str(OUTBOUND_NONE), "none");
+    assert_string_equal(policy_str(OUTBOUND_OPPORTUNISTIC), "opportunistic");
+    assert_string_equal(policy_str(OUTBOUND_REQUIRED), "required");
+    assert_string_equal(policy_str(OUTBOUND_VERIFY), "verify");
 }
 
 int main(void)

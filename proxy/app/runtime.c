@@ -1,0 +1,157 @@
+/*
+ * The runtime; see runtime.h.
+ */
+#include "proxy/app/runtime.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/obs/log.h"
+#include "proxy/obs/metrics.h"
+#include "proxy/policy/rules.h"
+
+/* Listener-wide state that outlives reloads: the count of open sessions
+ * (max_connections spans workers and configurations). Created when a name
+ * is first seen, never freed, so profiles may point into it; the lock is
+ * taken only while a configuration is being built. */
+struct listener_state {
+    char *name;
+    atomic_uint active;
+    struct listener_state *next;
+};
+
+static pthread_mutex_t states_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct listener_state *states;
+
+static atomic_uint *active_counter(const char *name)
+{
+    struct listener_state *st;
+
+    pthread_mutex_lock(&states_lock);
+    for (st = states; st != NULL; st = st->next)
+        if (strcmp(st->name, name) == 0)
+            break;
+    if (st == NULL && (st = calloc(1, sizeof(*st))) != NULL) {
+        st->name = strdup(name);
+        if (st->name == NULL) {
+            free(st);
+            st = NULL;
+        } else {
+            atomic_init(&st->active, 0);
+            st->next = states;
+            states = st;
+        }
+    }
+    pthread_mutex_unlock(&states_lock);
+    return st ? &st->active : NULL;
+}
+
+static void profile_hold(const struct session_profile *p)
+{
+    runtime_ref(((const struct runtime_profile *)(const void *)p)->rt);
+}
+
+static void profile_release(const struct session_profile *p)
+{
+    runtime_unref(((const struct runtime_profile *)(const void *)p)->rt);
+}
+
+static void runtime_free(struct runtime *rt)
+{
+    for (size_t i = 0; i < rt->nprofiles; i++)
+        tls_ctx_unref(rt->profiles[i].p.tls);
+    free(rt->profiles);
+    config_free(rt->cfg);
+    free(rt);
+}
+
+/* The CA bundle is required only where some policy verifies; elsewhere it
+ * only lets the log say whether a certificate would have verified, and a
+ * machine without one (a slim container) must still start. */
+static struct tls_ctx *outbound_ctx(const struct config_outbound *o, char *err, size_t errlen)
+{
+    struct tls_options t = o->tls;
+    struct tls_ctx *ctx = tls_ctx_client_new(&t, err, errlen);
+
+    if (ctx == NULL && !policy_table_verifies(&o->opts.policy) && t.ca_file != NULL) {
+        char q[600];
+        log_warn("listener=%s event=ca_file_unusable error=%s msg=\"certificates "
+                 "will be logged as unverified\"",
+                 o->name, log_quote(err, q, sizeof(q)));
+        t.ca_file = NULL;
+        ctx = tls_ctx_client_new(&t, err, errlen);
+    }
+    return ctx;
+}
+
+struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    size_t n = cfg->ninbound + cfg->noutbound;
+
+    if (rt == NULL || (rt->profiles = calloc(n + 1, sizeof(*rt->profiles))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(rt);
+        return NULL;
+    }
+    atomic_init(&rt->refs, 1);
+    for (size_t i = 0; i < n; i++) {
+        struct runtime_profile *rp = &rt->profiles[i];
+        struct session_profile *p = &rp->p;
+        bool out = i >= cfg->ninbound;
+        const struct config_inbound *in = out ? NULL : &cfg->inbound[i];
+        const struct config_outbound *o = out ? &cfg->outbound[i - cfg->ninbound] : NULL;
+
+        rp->rt = rt;
+        p->name = out ? o->name : in->name;
+        p->outbound = out;
+        p->in = out ? NULL : &in->opts;
+        p->out = out ? &o->opts : NULL;
+        p->metrics = metrics_listener(p->name, out ? "out" : "in");
+        p->active = active_counter(p->name);
+        p->hold = profile_hold;
+        p->release = profile_release;
+        p->tls = out ? outbound_ctx(o, err, errlen) : tls_ctx_server_new(&in->tls, err, errlen);
+        if (p->active == NULL) {
+            snprintf(err, errlen, "out of memory");
+            tls_ctx_unref(p->tls);
+            p->tls = NULL;
+        }
+        if (p->tls == NULL)
+            goto err;
+        rt->nprofiles++;
+        if (!out && in->tls.ncertificates == 0)
+            log_warn("listener=%s event=self_signed_certificate msg=\"no tls.certificate "
+                     "configured: serving an in-memory self-signed ECDSA P-256 certificate; "
+                     "peers that verify will refuse it\"",
+                     in->name);
+    }
+    rt->cfg = cfg;
+    return rt;
+
+err:
+    /* cfg stays the caller's. */
+    runtime_free(rt);
+    return NULL;
+}
+
+void runtime_ref(struct runtime *rt)
+{
+    atomic_fetch_add(&rt->refs, 1);
+}
+
+void runtime_unref(struct runtime *rt)
+{
+    if (rt != NULL && atomic_fetch_sub(&rt->refs, 1) == 1)
+        runtime_free(rt);
+}
+
+const struct session_profile *runtime_profile(const struct runtime *rt, const char *name)
+{
+    for (size_t i = 0; i < rt->nprofiles; i++)
+        if (strcmp(rt->profiles[i].p.name, name) == 0)
+            return &rt->profiles[i].p;
+    return NULL;
+}

@@ -1,0 +1,39 @@
+/*
+ * runtime: what a reload (SIGHUP) replaces as a whole — the configuration,
+ * the TLS contexts made from it, and one session profile per listener.
+ * Reference-counted: the main thread holds the current one, each worker its
+ * own reference, and every session the profile it started with (through
+ * session_profile.hold/release), so a reload never changes a live session.
+ */
+#ifndef SMTP_TLS_PROXY_RUNTIME_H
+#define SMTP_TLS_PROXY_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "proxy/app/config.h"
+#include "proxy/session/session.h"
+
+struct runtime_profile {
+    struct session_profile p; /* first: session_profile pointers convert back */
+    struct runtime *rt;
+};
+
+struct runtime {
+    atomic_int refs;
+    struct config *cfg;
+    struct runtime_profile *profiles; /* inbound listeners first, then outbound */
+    size_t nprofiles;
+};
+
+/* Builds contexts and profiles for cfg, taking ownership of cfg on success.
+ * NULL and a message in err on failure (cfg then stays the caller's). */
+struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
+
+void runtime_ref(struct runtime *rt);
+void runtime_unref(struct runtime *rt); /* accepts NULL */
+
+/* The profile of the listener called name, or NULL. */
+const struct session_profile *runtime_profile(const struct runtime *rt, const char *name);
+
+#endif

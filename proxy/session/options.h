@@ -1,0 +1,56 @@
+/*
+ * options: what a session of one listener needs to know, as plain structs.
+ * The configuration loader (app/config) fills them in; the session only
+ * reads them. No library types here, so the loader and its tests build
+ * without the event loop.
+ */
+#ifndef SMTP_TLS_PROXY_SESSION_OPTIONS_H
+#define SMTP_TLS_PROXY_SESSION_OPTIONS_H
+
+#include <stdbool.h>
+
+#include "proxy/core/addr.h"
+#include "proxy/policy/rules.h"
+
+struct session_timeouts {
+    unsigned connect;     /* seconds */
+    unsigned handshake;
+    unsigned idle;
+};
+
+enum session_tls_mode { SESSION_TLS_STARTTLS, SESSION_TLS_IMPLICIT };
+
+/* How the backend learns who the real client is. */
+enum session_client_info {
+    SESSION_CLIENT_INFO_NONE,
+    SESSION_CLIENT_INFO_XCLIENT,
+    SESSION_CLIENT_INFO_PROXY_V1,
+    SESSION_CLIENT_INFO_PROXY_V2,
+};
+
+/* What the proxy does with a bare CR or LF inside message content. */
+enum session_bare_newline {
+    SESSION_BARE_NEWLINE_NORMALIZE, /* rewrite to CRLF, keeping the strict message end */
+    SESSION_BARE_NEWLINE_REJECT,    /* 521 5.5.2 and close, as Postfix's "reject" */
+};
+
+struct session_inbound_opts {
+    struct addr backend;
+    enum session_tls_mode tls_mode;
+    bool require_tls;
+    bool proxy_protocol;
+    enum session_client_info backend_client_info;
+    enum session_bare_newline bare_newline;
+    unsigned max_connections;
+    struct session_timeouts timeouts;
+};
+
+struct session_outbound_opts {
+    bool original_dst;            /* destination = "original" */
+    struct addr destination;      /* when !original_dst */
+    struct policy_table policy;   /* `policy` and `policies` */
+    unsigned max_connections;
+    struct session_timeouts timeouts;
+};
+
+#endif
