@@ -1,0 +1,113 @@
+/*
+ * The inside of a session, shared by the files of the session module only
+ * (session.c: lifecycle and the legs' callbacks; dial.c: the server leg;
+ * accept.c: accepting and the session set). Not part of the module's API.
+ */
+#ifndef SMTP_TLS_PROXY_SESSION_INT_H
+#define SMTP_TLS_PROXY_SESSION_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "proxy/core/engine.h"
+#include "proxy/core/inbound.h"
+#include "proxy/core/outbound.h"
+#include "proxy/core/xclient.h"
+#include "proxy/net/conn.h"
+#include "proxy/session/destination.h"
+#include "proxy/session/session.h"
+
+enum session_phase {
+    PHASE_PREFACE,            /* reading a load balancer's PROXY header */
+    PHASE_HANDSHAKE_IMPLICIT, /* implicit TLS before the backend is dialled */
+    PHASE_CONNECTING,         /* resolving or dialling the server */
+    PHASE_RUNNING,
+    PHASE_HANDSHAKE,          /* STARTTLS handshake, either leg */
+    PHASE_CLOSING,            /* flushing the last words to the client */
+};
+
+/* The proxy's own replies for what happens around the engine, per direction. */
+struct direction {
+    const char *server_down;
+    const char *server_word; /* for actions in logs */
+};
+
+static const struct direction dir_in = {
+    .server_down = "421 4.4.1 Backend not available, try again later\r\n",
+    .server_word = "backend",
+};
+static const struct direction dir_out = {
+    .server_down = "421 4.4.1 Destination not reachable, try again later\r\n",
+    .server_word = "destination",
+};
+extern const struct direction session_dir_in, session_dir_out;
+extern const struct conn_cb session_conn_cb;
+
+struct session {
+    struct session_set *set;
+    const struct session_profile *p;  /* held until the session is freed */
+    const struct session_timeouts *timeouts;
+    const struct direction *dir;
+    const struct engine_ops *ops;
+    void *eng;                        /* &engine.in or &engine.out */
+    struct conn client, server;
+    uv_timer_t timer;
+    union {
+        struct inbound in;
+        struct outbound out;
+    } engine;
+    /* What only one direction needs shares the memory of the other's. */
+    union {
+        struct {                      /* inbound */
+            char sni[128];
+            char xclient[XCLIENT_LINE_MAX];
+        } in;
+        struct {                      /* outbound */
+            struct destination dest;
+            uv_getaddrinfo_t resolver;
+            enum outbound_policy policy;
+            bool verified;
+            const char *verify_note;  /* static, from the TLS layer */
+            char tls_error[256];      /* why the handshake failed (copied) */
+        } out;
+    } d;
+    struct session *prev, *next;      /* in set: only this file touches them */
+    enum session_phase phase;
+    unsigned handles;                 /* open handles + outstanding requests */
+    bool counted;                     /* holds a max_connections slot */
+    bool client_paused, server_paused; /* by backpressure */
+    bool closing;
+    bool resolving;
+    bool reconnecting;
+    bool pp_wait;                     /* a PROXY header is still expected */
+    bool tls_deferred;                /* STARTTLS accepted; waits for the 220 to be written */
+    enum reason reason;
+    const char *action;               /* what the proxy was doing, for warnings */
+    uint64_t start_ms;
+    uint64_t progress;
+    char id[12];
+    char client_addr[ADDR_STRLEN];
+    char server_addr[300];
+    const char *tls_version;          /* static strings from BoringSSL */
+    const char *tls_cipher;
+    struct sockaddr_storage peer;     /* the client, as the PROXY header says */
+    struct sockaddr_storage local;    /* where it connected to */
+};
+
+/* session.c */
+void session_enter_phase(struct session *s, enum session_phase p);
+void session_arm_phase(struct session *s, enum session_phase p, unsigned seconds);
+void session_run_actions(struct session *s);
+void session_close(struct session *s, enum reason reason);
+void session_close_handles(struct session *s);
+void session_drop_handle(struct session *s);
+void session_init_engine(struct session *s);
+
+/* dial.c */
+void session_dial(struct session *s);
+void session_start_outbound(struct session *s);
+void session_start_implicit_tls(struct session *s, const uint8_t *early, size_t n);
+
+#endif
