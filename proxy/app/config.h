@@ -1,7 +1,7 @@
 /*
  * config: the libconfig file (DESIGN.md "Configuration") turned into plain
- * structs. Only config.c includes <libconfig.h>; everything else sees the
- * structs below, which own all of their strings.
+ * structs. Only the config*.c files include <libconfig.h>; everything else
+ * sees the structs below, which own all of their strings.
  */
 #ifndef SMTP_TLS_PROXY_CONFIG_H
 #define SMTP_TLS_PROXY_CONFIG_H

@@ -2,7 +2,7 @@
  * tls: BoringSSL over in-memory buffers. Ciphertext goes in with tls_feed()
  * and comes out of tls_out(); plaintext goes in with tls_write() and comes
  * out of tls_read(). No sockets, no libuv: conn.c moves the bytes.
- * Only tls.c includes <openssl/...>.
+ * Only the files of proxy/tls include <openssl/...>.
  */
 #ifndef SMTP_TLS_PROXY_TLS_H
 #define SMTP_TLS_PROXY_TLS_H

@@ -1,0 +1,132 @@
+/*
+ * tls_verify: the client's verification of the peer's chain. BoringSSL
+ * hands over DER buffers only (TLS_with_buffers_method); they are parsed
+ * for the length of one verification against the context's store and the
+ * name to match (a host name, or an IP literal matched against IP SANs),
+ * and only the X509_V_* result is kept in the engine.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "proxy/tls/tls.h"
+#include "proxy/tls/tls_int.h"
+
+bool tls_is_ip_literal(const char *s)
+{
+    unsigned char tmp[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
+}
+
+const char *tls_verify_why(int e)
+{
+    switch (e) {
+    case X509_V_OK:
+        return "ok";
+    case -1:
+        return "no certificate verified";
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+        return "hostname mismatch";
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+        return "IP address mismatch";
+    default:
+        return X509_verify_cert_error_string(e);
+    }
+}
+
+static uint8_t verify_alert(int e)
+{
+    switch (e) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return SSL_AD_CERTIFICATE_EXPIRED;
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+        return SSL_AD_UNKNOWN_CA;
+    default:
+        return SSL_AD_BAD_CERTIFICATE;
+    }
+}
+
+/* Verifies the peer's chain against the context's store and the name, with
+ * the parsed certificates living only as long as this call. */
+static int verify_chain(struct tls *t)
+{
+    const STACK_OF(CRYPTO_BUFFER) *ders = SSL_get0_peer_certificates(t->ssl);
+    STACK_OF(X509) *chain = NULL;
+    X509_STORE_CTX *sc = NULL;
+    int result = X509_V_ERR_OUT_OF_MEM;
+
+    if (ders == NULL || sk_CRYPTO_BUFFER_num(ders) == 0)
+        return X509_V_ERR_UNSPECIFIED;
+    chain = sk_X509_new_null();
+    if (chain == NULL)
+        goto out;
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(ders); i++) {
+        X509 *x = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(ders, i));
+        if (x == NULL) {
+            result = X509_V_ERR_UNSPECIFIED;
+            goto out;
+        }
+        if (!sk_X509_push(chain, x)) {
+            X509_free(x);
+            goto out;
+        }
+    }
+    sc = X509_STORE_CTX_new();
+    if (sc == NULL || !X509_STORE_CTX_init(sc, t->ctx->store, sk_X509_value(chain, 0), chain) ||
+        !X509_STORE_CTX_set_default(sc, "ssl_server"))
+        goto out;
+    if (t->verify_name != NULL) {
+        X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(sc);
+        int ok = tls_is_ip_literal(t->verify_name)
+                     ? X509_VERIFY_PARAM_set1_ip_asc(param, t->verify_name)
+                     : X509_VERIFY_PARAM_set1_host(param, t->verify_name, strlen(t->verify_name));
+        if (!ok)
+            goto out;
+    }
+    if (X509_verify_cert(sc) > 0) {
+        result = X509_V_OK;
+    } else {
+        result = X509_STORE_CTX_get_error(sc);
+        if (result == X509_V_OK)
+            result = X509_V_ERR_UNSPECIFIED;
+    }
+
+out:
+    X509_STORE_CTX_free(sc);
+    sk_X509_pop_free(chain, X509_free);
+    /* Verification failures are reported through verify_err, not the
+     * queue, which the handshake would otherwise report first. */
+    ERR_clear_error();
+    return result;
+}
+
+enum ssl_verify_result_t tls_on_verify(SSL *ssl, uint8_t *alert)
+{
+    struct tls *t = SSL_get_app_data(ssl);
+    t->verify_err = verify_chain(t);
+    if (t->verify_err == X509_V_OK || !t->verify)
+        return ssl_verify_ok;
+    *alert = verify_alert(t->verify_err);
+    return ssl_verify_invalid;
+}
+
+bool tls_verify_result(const struct tls *t, const char **why)
+{
+    if (t->verify_err == X509_V_OK) {
+        if (why != NULL)
+            *why = "ok";
+        return true;
+    }
+    if (why != NULL)
+        *why = tls_verify_why(t->verify_err);
+    return false;
+}
