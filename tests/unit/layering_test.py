@@ -31,7 +31,7 @@ ALLOWED = {
 SYSTEM_RULES = [
     (re.compile(r"^uv\.h$"), {"net", "session", "app"}, None),
     (re.compile(r"^openssl/"), {"tls"}, None),
-    (re.compile(r"^libconfig\.h$"), {"app"}, re.compile(r"^config[_a-z]*\.c$")),
+    (re.compile(r"^libconfig\.h$"), {"app"}, re.compile(r"^config[_a-z]*\.[ch]$")),
 ]
 MAX_LINES = 800
 
