@@ -1,23 +1,17 @@
 /*
- * inbound: transcripts of the dialogue engine. A small driver plays the
- * session: it records what the engine sends to the client and to the
- * server, collects actions, and offers unconsumed bytes again after every
- * step, as session.c does.
+ * inbound: transcripts of the front end (and the relay engine under it).
+ * The driver (transcript.c.h) plays the session: it records what the
+ * engine sends to the client and to the server, collects actions, and
+ * offers unconsumed bytes again after every step, as the session does.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
-
 #include "proxy/core/inbound.h"
 
 #define OPS inbound_engine_ops
+#define TRANSCRIPT_ENGINE struct inbound
+#define TRANSCRIPT_CLIENT(e, p, n) OPS.client(e, p, n)
+#define TRANSCRIPT_SERVER(e, p, n) OPS.server(e, p, n)
+#define TRANSCRIPT_TAKE_ACTIONS(e) OPS.take_actions(e)
+#include "tests/unit/core/transcript.c.h"
 
 /* The proxy's own replies, as the client must see them. */
 #define R_STARTTLS "220 2.0.0 Ready to start TLS\r\n"
@@ -77,86 +71,7 @@
     "250-CHUNKING\r\n"                                                                       \
     "250 8BITMIME\r\n"
 
-/* ---------- the driver ---------- */
-
-#define CAP (1u << 17)
-#define MAX_EVENTS 64
-
-struct event {
-    unsigned action;
-    size_t at_client; /* bytes sent to the client when it was taken */
-    size_t at_server;
-};
-
-struct t {
-    struct inbound e;
-    uint8_t cli[CAP];
-    size_t ncli, rcli; /* recorded, and read so far by expect_cli */
-    uint8_t srv[CAP];
-    size_t nsrv, rsrv;
-    uint8_t cpend[CAP]; /* client bytes the engine has not consumed yet */
-    size_t ncpend;
-    uint8_t spend[CAP];
-    size_t nspend;
-    unsigned actions; /* taken, not yet looked at by the test */
-    struct event ev[MAX_EVENTS];
-    unsigned nev;
-};
-
-static void on_client(void *arg, const uint8_t *p, size_t n)
-{
-    struct t *t = arg;
-
-    assert_true(t->ncli + n <= CAP);
-    memcpy(t->cli + t->ncli, p, n);
-    t->ncli += n;
-}
-
-static void on_server(void *arg, const uint8_t *p, size_t n)
-{
-    struct t *t = arg;
-
-    assert_true(t->nsrv + n <= CAP);
-    memcpy(t->srv + t->nsrv, p, n);
-    t->nsrv += n;
-}
-
-/* Drivers still allocated: a failed assertion leaves the test early, and
- * the teardown frees what it left behind. */
-static struct t *live[4];
-
-static struct t *alloc_t(void)
-{
-    struct t *t = calloc(1, sizeof(*t));
-
-    assert_non_null(t);
-    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
-        if (live[i] == NULL) {
-            live[i] = t;
-            return t;
-        }
-    }
-    fail_msg("too many live drivers");
-    return NULL;
-}
-
-static void release(struct t *t)
-{
-    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
-        if (live[i] == t)
-            live[i] = NULL;
-    }
-    free(t);
-}
-
-static int teardown(void **state)
-{
-    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
-        free(live[i]);
-        live[i] = NULL;
-    }
-    return 0;
-}
+/* ---------- the driver (transcript.c.h), inbound's part ---------- */
 
 static struct t *start(const struct inbound_cfg *cfg)
 {
@@ -164,72 +79,9 @@ static struct t *start(const struct inbound_cfg *cfg)
     struct t *t = alloc_t();
 
     assert_non_null(t);
-    struct engine_io io = {.arg = t, .to_client = on_client, .to_server = on_server};
+    struct engine_io io = transcript_io(t);
     inbound_init(&t->e, cfg ? cfg : &def, &io);
     return t;
-}
-
-static void collect(struct t *t)
-{
-    unsigned a = OPS.take_actions(&t->e);
-
-    if (a == 0)
-        return;
-    t->actions |= a;
-    if (t->nev < MAX_EVENTS)
-        t->ev[t->nev++] = (struct event){a, t->ncli, t->nsrv};
-}
-
-static size_t take(uint8_t *buf, size_t *n, size_t k)
-{
-    assert_true(k <= *n);
-    memmove(buf, buf + k, *n - k);
-    *n -= k;
-    return k;
-}
-
-/* Offers pending bytes to the engine until neither side makes progress. */
-static void pump(struct t *t)
-{
-    for (;;) {
-        size_t k = 0;
-        if (t->ncpend > 0) {
-            k += take(t->cpend, &t->ncpend, OPS.client(&t->e, t->cpend, t->ncpend));
-            collect(t);
-        }
-        if (t->nspend > 0) {
-            k += take(t->spend, &t->nspend, OPS.server(&t->e, t->spend, t->nspend));
-            collect(t);
-        }
-        if (k == 0)
-            return;
-    }
-}
-
-static void client_n(struct t *t, const void *p, size_t n)
-{
-    assert_true(t->ncpend + n <= CAP);
-    memcpy(t->cpend + t->ncpend, p, n);
-    t->ncpend += n;
-    pump(t);
-}
-
-static void server_n(struct t *t, const void *p, size_t n)
-{
-    assert_true(t->nspend + n <= CAP);
-    memcpy(t->spend + t->nspend, p, n);
-    t->nspend += n;
-    pump(t);
-}
-
-static void client(struct t *t, const char *s)
-{
-    client_n(t, s, strlen(s));
-}
-
-static void server(struct t *t, const char *s)
-{
-    server_n(t, s, strlen(s));
 }
 
 static void tls_ready(struct t *t)
@@ -243,48 +95,6 @@ static void server_eof(struct t *t)
 {
     OPS.server_eof(&t->e);
     collect(t);
-}
-
-static void expect_new(const uint8_t *buf, size_t n, size_t *r, const char *want,
-                       const char *side)
-{
-    size_t got = n - *r;
-
-    if (got != strlen(want) || memcmp(buf + *r, want, got) != 0)
-        fail_msg("to %s: expected [%s], got [%.*s]", side, want, (int)got,
-                 (const char *)buf + *r);
-    *r = n;
-}
-
-/* What reached the client since the last check. */
-static void expect_cli(struct t *t, const char *want)
-{
-    expect_new(t->cli, t->ncli, &t->rcli, want, "client");
-}
-
-/* What reached the server since the last check. */
-static void expect_srv(struct t *t, const char *want)
-{
-    expect_new(t->srv, t->nsrv, &t->rsrv, want, "server");
-}
-
-static unsigned actions(struct t *t)
-{
-    unsigned a = t->actions;
-
-    t->actions = 0;
-    return a;
-}
-
-static bool contains(const uint8_t *hay, size_t n, const char *needle)
-{
-    size_t k = strlen(needle);
-
-    for (size_t i = 0; i + k <= n; i++) {
-        if (memcmp(hay + i, needle, k) == 0)
-            return true;
-    }
-    return false;
 }
 
 static void greet(struct t *t)
@@ -1265,6 +1075,120 @@ static void test_state_names(void **state)
     assert_string_equal(inbound_state_str(INBOUND_HANDSHAKE), "HANDSHAKE");
     assert_string_equal(inbound_state_str(INBOUND_CLOSED), "CLOSED");
     assert_string_equal(inbound_state_str((enum inbound_state)99), "?");
+    assert_string_equal(inbound_state_str(INBOUND_GREETING), "GREETING");
+    assert_string_equal(inbound_state_str(INBOUND_XEHLO), "XEHLO");
+    assert_string_equal(inbound_state_str(INBOUND_XCLIENT), "XCLIENT");
+    assert_string_equal(inbound_state_str(INBOUND_RELAY), "RELAY");
+}
+
+/* Every state change reaches io.on_state, front end and relay alike. */
+static void test_state_log(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "STARTTLS\r\n");
+    tls_ready(t);
+    assert_string_equal(t->states, "inbound:GREETING>RELAY inbound:RELAY>STARTTLS "
+                                   "relay:COMMAND>YIELDED inbound:STARTTLS>HANDSHAKE "
+                                   "relay:YIELDED>COMMAND inbound:HANDSHAKE>RELAY ");
+    release(t);
+}
+
+/* ---------- deadlines and TLS failures (engine_ops) ---------- */
+
+#define R_BACKEND_TIMEOUT "421 4.4.2 Backend timeout, closing connection\r\n"
+#define R_IDLE "421 4.4.2 Idle timeout exceeded, closing connection\r\n"
+
+static void test_deadline_idle(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, R_IDLE);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_TIMEOUT);
+    release(t);
+}
+
+static void test_deadline_backend(void **state)
+{
+    struct t *t = start(NULL);
+
+    /* The greeting is owed from the start. */
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, R_BACKEND_TIMEOUT);
+    assert_int_equal(OPS.reason(&t->e), REASON_BACKEND_TIMEOUT);
+    release(t);
+
+    t = session_after_ehlo(NULL);
+    client(t, "NOOP\r\n");
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, R_BACKEND_TIMEOUT);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_BACKEND_TIMEOUT);
+    release(t);
+}
+
+static void test_tls_failed_closes_silently(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    actions(t);
+    OPS.tls_failed(&t->e, ENGINE_TLS_HANDSHAKE, "alert");
+    collect(t);
+    expect_cli(t, "");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_TLS_FAILED);
+    release(t);
+
+    t = session_after_ehlo(NULL);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    actions(t);
+    /* A deadline in the handshake is a handshake timeout: no plaintext. */
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, "");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_TLS_TIMEOUT);
+    release(t);
+}
+
+static void test_xclient_handshake(void **state)
+{
+    struct inbound_cfg cfg = {
+        .xclient = "XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]\r\n",
+        .helo_name = "proxy.example",
+    };
+    struct t *t = start(&cfg);
+
+    client(t, EHLO); /* held until the XCLIENT greeting */
+    server(t, GREETING);
+    expect_cli(t, "");
+    expect_srv(t, "EHLO proxy.example\r\nXCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]\r\n");
+    assert_int_equal(t->e.state, INBOUND_XEHLO);
+    assert_true(OPS.awaiting_server(&t->e));
+    server(t, EHLO_REPLY);
+    expect_cli(t, "");
+    server(t, "220 mx.example ESMTP as 192.0.2.7\r\n");
+    expect_cli(t, "220 mx.example ESMTP as 192.0.2.7\r\n");
+    expect_srv(t, EHLO);
+    server(t, EHLO_REPLY);
+    expect_cli(t, EHLO_REPLY_PLAIN);
+    release(t);
+
+    t = start(&cfg);
+    server(t, GREETING);
+    server(t, EHLO_REPLY "550 5.7.0 not authorized\r\n");
+    expect_cli(t, "421 4.3.0 Backend refused XCLIENT, closing connection\r\n");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_XCLIENT_REFUSED);
+    release(t);
 }
 
 static void test_awaiting_server(void **state)
@@ -1464,6 +1388,11 @@ int main(void)
         cmocka_unit_test_teardown(test_pipelining_depth_bound, teardown),
         cmocka_unit_test_teardown(test_state_names, teardown),
         cmocka_unit_test_teardown(test_awaiting_server, teardown),
+        cmocka_unit_test_teardown(test_state_log, teardown),
+        cmocka_unit_test_teardown(test_deadline_idle, teardown),
+        cmocka_unit_test_teardown(test_deadline_backend, teardown),
+        cmocka_unit_test_teardown(test_tls_failed_closes_silently, teardown),
+        cmocka_unit_test_teardown(test_xclient_handshake, teardown),
         cmocka_unit_test_teardown(test_session_every_chunk_size, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
