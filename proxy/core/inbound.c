@@ -1,11 +1,10 @@
 /*
- * The inbound dialogue engine; see inbound.h. The rules it enforces come
- * from RFC 5321 (framing, order), RFC 2920 (pipelining), RFC 3207
- * (STARTTLS), RFC 3030 (BDAT) and RFC 4954 (AUTH).
+ * The inbound front end; see inbound.h. RFC 5321 §3.1 (greeting), RFC 3207
+ * (STARTTLS), Postfix's XCLIENT_README (XCLIENT). The relay engine does the
+ * rest.
  */
 #include "proxy/core/inbound.h"
 
-#include <assert.h>
 #include <string.h>
 
 /* Replies the proxy owns. Enhanced status codes per RFC 3463. */
@@ -13,25 +12,14 @@ static const char R_STARTTLS[] = "220 2.0.0 Ready to start TLS\r\n";
 static const char R_STARTTLS_ARGS[] = "501 5.5.4 Syntax: STARTTLS takes no arguments\r\n";
 static const char R_TLS_ACTIVE[] = "503 5.5.1 TLS already active\r\n";
 static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
-static const char R_EHLO_AFTER_TLS[] = "503 5.5.1 Send EHLO again after STARTTLS\r\n";
 static const char R_IN_TXN[] = "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n";
-static const char R_NEED_TLS[] = "530 5.7.0 Must issue a STARTTLS command first\r\n";
-static const char R_NO_STARTTLS[] = "502 5.5.1 STARTTLS not offered\r\n";
-static const char R_RESERVED[] = "550 5.7.0 Command reserved for the proxy\r\n";
-static const char R_NOT_IMPL[] = "502 5.5.1 Command not implemented\r\n";
-static const char R_SYNTAX[] = "500 5.5.2 Syntax error in command\r\n";
-static const char R_BDAT_SYNTAX[] = "501 5.5.4 Syntax: BDAT size [LAST]\r\n";
-static const char R_BDAT_NO_CHUNKING[] = "503 5.5.1 BDAT without CHUNKING\r\n";
-static const char R_BARE_NL_DATA[] =
-    "521 5.5.2 Message contains bare CR or LF, refused (SMTP smuggling protection)\r\n";
-static const char R_PROTOCOL[] = "421 4.5.0 Backend protocol error, closing connection\r\n";
-static const char R_LOST[] = "421 4.4.2 Backend connection lost\r\n";
 static const char R_XCLIENT[] = "421 4.3.0 Backend refused XCLIENT, closing connection\r\n";
+static const char R_BACKEND_TIMEOUT[] = "421 4.4.2 Backend timeout, closing connection\r\n";
+static const char R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 
 static const char *const state_names[] = {
-    [INBOUND_COMMAND] = "COMMAND",     [INBOUND_HOLD] = "HOLD",
-    [INBOUND_SKIP] = "SKIP",           [INBOUND_DATA] = "DATA",
-    [INBOUND_BDAT] = "BDAT",           [INBOUND_AUTH] = "AUTH",
+    [INBOUND_GREETING] = "GREETING",   [INBOUND_XEHLO] = "XEHLO",
+    [INBOUND_XCLIENT] = "XCLIENT",     [INBOUND_RELAY] = "RELAY",
     [INBOUND_STARTTLS] = "STARTTLS",   [INBOUND_HANDSHAKE] = "HANDSHAKE",
     [INBOUND_CLOSED] = "CLOSED",
 };
@@ -44,13 +32,12 @@ const char *inbound_state_str(enum inbound_state s)
 static void enter_state(struct inbound *e, enum inbound_state s)
 {
     /* CLOSED is final: nothing may revive a session being torn down. */
-    if (e->state == INBOUND_CLOSED)
+    if (e->state == INBOUND_CLOSED || e->state == s)
         return;
-    /* The tail of an overlong line is still to be skipped before anything
-     * is read as a command again. */
-    if (e->skip_pending && (s == INBOUND_COMMAND || s == INBOUND_AUTH))
-        s = INBOUND_SKIP;
+    enum inbound_state from = e->state;
     e->state = s;
+    if (e->io.on_state != NULL)
+        e->io.on_state(e->io.arg, "inbound", inbound_state_str(from), inbound_state_str(s));
 }
 
 static void to_client(struct inbound *e, const void *p, size_t n)
@@ -58,83 +45,104 @@ static void to_client(struct inbound *e, const void *p, size_t n)
     e->io.to_client(e->io.arg, p, n);
 }
 
-static void to_client_str(struct inbound *e, const char *s)
+static void to_server_str(struct inbound *e, const char *s)
 {
-    to_client(e, s, strlen(s));
+    e->io.to_server(e->io.arg, (const uint8_t *)s, strlen(s));
 }
 
-static void to_server(struct inbound *e, const void *p, size_t n)
-{
-    e->io.to_server(e->io.arg, p, n);
-}
-
-static void close_with(struct inbound *e, const char *reply, const char *reason)
+static void close_with(struct inbound *e, const char *reply, enum reason reason)
 {
     if (e->state == INBOUND_CLOSED)
         return;
     if (reply != NULL)
-        to_client_str(e, reply);
-    e->state = INBOUND_CLOSED;
-    e->actions |= INBOUND_ACT_CLOSE;
+        to_client(e, reply, strlen(reply));
+    enter_state(e, INBOUND_CLOSED);
+    e->actions |= ENGINE_ACT_CLOSE;
     e->reason = reason;
 }
 
-static struct inbound_entry *fifo_head(struct inbound *e)
+/* After every call into the relay: its close is the session's. */
+static void follow(struct inbound *e)
 {
-    return e->count ? &e->fifo[e->head] : NULL;
+    if (e->relay.state == RELAY_CLOSED)
+        close_with(e, NULL, e->relay.reason);
 }
 
-static void fifo_pop(struct inbound *e)
+/* ---- client commands the front end answers (hooks of the relay) ---- */
+
+#define IN(s) (1u << (s))
+
+/* MAIL, RCPT, DATA, BDAT under require_tls. */
+static enum relay_verdict cmd_transaction(struct inbound *e, const struct relay_command *c,
+                                          const char **reply)
 {
-    e->head = (e->head + 1) % INBOUND_FIFO_MAX;
-    e->count--;
+    (void)c;
+    if (!e->cfg.require_tls || e->tls_active)
+        return RELAY_PASS;
+    *reply = RELAY_R_NEED_TLS;
+    return RELAY_REFUSE;
 }
 
-static void fifo_push(struct inbound *e, enum inbound_pending kind, const char *text)
+static enum relay_verdict cmd_starttls(struct inbound *e, const struct relay_command *c,
+                                       const char **reply)
 {
-    assert(e->count < INBOUND_FIFO_MAX);
-    struct inbound_entry *x = &e->fifo[(e->head + e->count) % INBOUND_FIFO_MAX];
-    x->kind = (uint8_t)kind;
-    x->text = text;
-    e->count++;
-}
-
-/* Emits the proxy's own replies that have reached the head of the FIFO. */
-static void drain(struct inbound *e)
-{
-    struct inbound_entry *x;
-
-    while ((x = fifo_head(e)) != NULL && e->state != INBOUND_CLOSED) {
-        if (x->kind == PEND_LOCAL) {
-            to_client_str(e, x->text);
-            fifo_pop(e);
-        } else if (x->kind == PEND_STARTTLS) {
-            /* Every earlier reply has been delivered: RFC 3207 §4 lets the
-             * TLS negotiation start right after this line. */
-            to_client_str(e, R_STARTTLS);
-            fifo_pop(e);
-            enter_state(e, INBOUND_HANDSHAKE);
-            e->actions |= INBOUND_ACT_START_TLS;
-        } else {
-            break;
-        }
+    if (c->arg < c->len - 2)
+        *reply = R_STARTTLS_ARGS;
+    else if (e->tls_active)
+        *reply = R_TLS_ACTIVE;
+    else if (!e->relay.ehlo_sent)
+        *reply = R_EHLO_FIRST;
+    else if (e->relay.in_txn)
+        *reply = R_IN_TXN;
+    else {
+        /* From here until the handshake, any plaintext from the client is
+         * hostile (RFC 3207 §4.2, CVE-2011-0411): it is dropped. The 220
+         * goes out when every earlier reply has (on_turn). */
+        enter_state(e, INBOUND_STARTTLS);
+        return RELAY_YIELD;
     }
+    return RELAY_REFUSE;
 }
 
-static void reply_local(struct inbound *e, const char *text)
+static const struct verb_rule {
+    enum smtp_verb verb;
+    unsigned states; /* IN(INBOUND_*) in which the front end answers it */
+    enum relay_verdict (*handler)(struct inbound *e, const struct relay_command *c,
+                                  const char **reply);
+} verbs[] = {
+    {SMTP_VERB_STARTTLS, IN(INBOUND_RELAY), cmd_starttls},
+    {SMTP_VERB_MAIL, IN(INBOUND_RELAY), cmd_transaction},
+    {SMTP_VERB_RCPT, IN(INBOUND_RELAY), cmd_transaction},
+    {SMTP_VERB_DATA, IN(INBOUND_RELAY), cmd_transaction},
+    {SMTP_VERB_BDAT, IN(INBOUND_RELAY), cmd_transaction},
+};
+
+static enum relay_verdict on_command(void *arg, const struct relay_command *c,
+                                     const char **reply)
 {
-    fifo_push(e, PEND_LOCAL, text);
-    drain(e);
+    struct inbound *e = arg;
+
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        if (verbs[i].verb == c->verb && (verbs[i].states & IN(e->state)))
+            return verbs[i].handler(e, c, reply);
+    }
+    return RELAY_PASS; /* everything else is the relay's */
 }
 
-static void forward(struct inbound *e, const uint8_t *line, size_t len,
-                    enum inbound_pending kind)
+/* Every reply before the STARTTLS has been delivered: RFC 3207 §4 lets the
+ * TLS negotiation start right after this line. */
+static void on_turn(void *arg)
 {
-    fifo_push(e, kind, NULL);
-    to_server(e, line, len);
+    struct inbound *e = arg;
+
+    if (e->state != INBOUND_STARTTLS)
+        return;
+    to_client(e, R_STARTTLS, sizeof(R_STARTTLS) - 1);
+    enter_state(e, INBOUND_HANDSHAKE);
+    e->actions |= ENGINE_ACT_START_TLS_CLIENT;
 }
 
-void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct inbound_io *io)
+void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io)
 {
     memset(e, 0, sizeof(*e));
     e->cfg = *cfg;
@@ -142,468 +150,219 @@ void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct
     /* RFC 5321 §3.1: the client waits for the greeting. Whatever it sends
      * ahead is held, so nothing reaches the backend before the greeting
      * (and XCLIENT, when configured) is through. */
-    e->state = INBOUND_HOLD;
+    e->state = INBOUND_GREETING;
     e->tls_active = cfg->implicit_tls;
-    /* The backend speaks first: its greeting is the first reply owed. */
-    fifo_push(e, PEND_GREETING, NULL);
+    struct relay_cfg rcfg = {
+        .tls = cfg->implicit_tls,
+        .offer_starttls = true,
+        .reject_bare_newline = cfg->reject_bare_newline,
+    };
+    struct relay_hooks hooks = {.arg = e, .command = on_command, .turn = on_turn};
+    relay_init(&e->relay, &rcfg, io, &hooks);
 }
 
-void inbound_init_relay(struct inbound *e, const struct inbound_cfg *cfg,
-                        const struct inbound_io *io, bool server_tls, unsigned caps)
+/* ---- the greeting and XCLIENT ---- */
+
+static void greeting_reply(struct inbound *e, const uint8_t *p, size_t len, int code)
 {
-    memset(e, 0, sizeof(*e));
-    e->cfg = *cfg;
-    e->cfg.relay_only = true;
-    e->io = *io;
-    e->state = INBOUND_COMMAND;
-    e->tls_active = server_tls;
-    e->ehlo_sent = true;
-    e->greeted = true;
-    e->caps = caps;
-}
-
-/* Transaction verbs that must wait for the client's EHLO after STARTTLS, or
- * for STARTTLS itself under require_tls. */
-static const char *mail_gate(const struct inbound *e)
-{
-    if (e->need_ehlo)
-        return R_EHLO_AFTER_TLS;
-    if (e->cfg.require_tls && !e->tls_active)
-        return R_NEED_TLS;
-    return NULL;
-}
-
-static void command_bdat(struct inbound *e, const uint8_t *line, size_t len, size_t arg)
-{
-    uint64_t size;
-    bool last;
-
-    if (smtp_bdat_args(line + arg, len - arg, &size, &last) != SMTP_OK) {
-        /* Without a size there is no chunk to skip: the client is told and
-         * what follows is read as commands, as any server would. */
-        reply_local(e, R_BDAT_SYNTAX);
-        return;
-    }
-    const char *refuse = mail_gate(e);
-    if (refuse == NULL && !(e->caps & SMTP_CAP_CHUNKING))
-        refuse = R_BDAT_NO_CHUNKING;
-    e->bdat_left = size;
-    e->bdat_discard = refuse != NULL;
-    if (refuse != NULL) {
-        /* The chunk octets are content, never commands: drop them. */
-        reply_local(e, refuse);
-    } else {
-        forward(e, line, len, last ? PEND_BDAT_LAST : PEND_BDAT);
-        e->in_txn = true;
-    }
-    if (size > 0)
-        enter_state(e, INBOUND_BDAT);
-}
-
-static void command(struct inbound *e, const uint8_t *line, size_t len)
-{
-    size_t arg;
-    enum smtp_verb verb = smtp_verb(line, len, &arg);
-    bool has_args = arg < len - 2;
-    const char *refuse;
-
     e->progress++;
-    switch (verb) {
-    case SMTP_VERB_EHLO:
-    case SMTP_VERB_HELO:
-        e->ehlo_sent = true;
-        e->need_ehlo = false;
-        forward(e, line, len, verb == SMTP_VERB_EHLO ? PEND_EHLO : PEND_HELO);
-        return;
-    case SMTP_VERB_STARTTLS:
-        if (e->cfg.relay_only)
-            reply_local(e, R_NO_STARTTLS);
-        else if (has_args)
-            reply_local(e, R_STARTTLS_ARGS);
-        else if (e->tls_active)
-            reply_local(e, R_TLS_ACTIVE);
-        else if (!e->ehlo_sent)
-            reply_local(e, R_EHLO_FIRST);
-        else if (e->in_txn)
-            reply_local(e, R_IN_TXN);
-        else {
-            /* From here until the handshake, any plaintext from the client
-             * is hostile (RFC 3207 §4.2, CVE-2011-0411): it is dropped. */
-            enter_state(e, INBOUND_STARTTLS);
-            fifo_push(e, PEND_STARTTLS, NULL);
-            drain(e);
-        }
-        return;
-    case SMTP_VERB_AUTH:
-        /* RFC 4954 §4: no credentials over plaintext. */
-        if (!e->tls_active)
-            reply_local(e, R_NEED_TLS);
-        else if (e->need_ehlo)
-            reply_local(e, R_EHLO_AFTER_TLS);
-        else {
-            forward(e, line, len, PEND_AUTH);
-            enter_state(e, INBOUND_HOLD);
-        }
-        return;
-    case SMTP_VERB_XCLIENT:
-    case SMTP_VERB_XFORWARD:
-        reply_local(e, R_RESERVED);
-        return;
-    case SMTP_VERB_INVALID:
-        reply_local(e, R_SYNTAX);
-        return;
-    case SMTP_VERB_TURN:
-    case SMTP_VERB_ATRN:
-        reply_local(e, R_NOT_IMPL);
-        return;
-    case SMTP_VERB_MAIL:
-    case SMTP_VERB_RCPT:
-    case SMTP_VERB_DATA:
-        if ((refuse = mail_gate(e)) != NULL) {
-            reply_local(e, refuse);
-            return;
-        }
-        if (verb == SMTP_VERB_MAIL) {
-            e->in_txn = true;
-            forward(e, line, len, PEND_MAIL);
-        } else if (verb == SMTP_VERB_RCPT) {
-            forward(e, line, len, PEND_RCPT);
-        } else {
-            /* What follows DATA is content or commands depending on the
-             * reply: hold it, uninterpreted, until the reply is in. */
-            forward(e, line, len, PEND_DATA);
-            enter_state(e, INBOUND_HOLD);
-        }
-        return;
-    case SMTP_VERB_BDAT:
-        command_bdat(e, line, len, arg);
-        return;
-    case SMTP_VERB_QUIT:
-        e->quit = true;
-        forward(e, line, len, PEND_QUIT);
-        enter_state(e, INBOUND_HOLD);
-        return;
-    case SMTP_VERB_RSET:
-        forward(e, line, len, PEND_RSET);
-        return;
-    case SMTP_VERB_NOOP:
-    case SMTP_VERB_HELP:
-        forward(e, line, len, PEND_OTHER);
-        return;
-    case SMTP_VERB_VRFY:
-    case SMTP_VERB_EXPN:
-    case SMTP_VERB_ETRN:
-    case SMTP_VERB_BURL:
-    case SMTP_VERB_UNKNOWN:
-        if (e->need_ehlo) {
-            reply_local(e, R_EHLO_AFTER_TLS);
-            return;
-        }
-        forward(e, line, len, PEND_OTHER);
-        return;
-    }
-    assert(!"unhandled verb");
-}
-
-static void emit_server(void *arg, const uint8_t *p, size_t n)
-{
-    to_server(arg, p, n);
-}
-
-size_t inbound_client(struct inbound *e, const uint8_t *p, size_t n)
-{
-    size_t off = 0;
-
-    while (off < n) {
-        size_t k = 0;
-        int rc;
-
-        switch (e->state) {
-        case INBOUND_CLOSED:
-        case INBOUND_STARTTLS:
-        case INBOUND_HANDSHAKE:
-            /* Plaintext behind STARTTLS is discarded, never relayed or
-             * answered; after close nothing matters. */
-            return n;
-        case INBOUND_HOLD:
-            return off;
-        case INBOUND_SKIP:
-            rc = smtp_skip_line(p + off, n - off, &k);
-            off += k;
-            if (rc == SMTP_OK) {
-                e->skip_pending = false;
-                enter_state(e, INBOUND_COMMAND);
-            }
-            break;
-        case INBOUND_BDAT:
-            k = n - off < e->bdat_left ? n - off : (size_t)e->bdat_left;
-            if (!e->bdat_discard)
-                to_server(e, p + off, k);
-            off += k;
-            e->bdat_left -= k;
-            if (e->bdat_left == 0) {
-                e->progress++;
-                enter_state(e, INBOUND_COMMAND);
-            }
-            break;
-        case INBOUND_DATA:
-            rc = smtp_data_scan(&e->data, p + off, n - off, &k, emit_server, e);
-            off += k;
-            e->progress++;
-            if (rc == SMTP_OK) {
-                fifo_push(e, PEND_DOT, NULL);
-                enter_state(e, INBOUND_COMMAND);
-            } else if (rc == SMTP_ERR_BARE_NL) {
-                /* The backend never sees an end of data for this message,
-                 * so it cannot deliver it. */
-                close_with(e, R_BARE_NL_DATA, "bare_newline");
-                return n;
-            }
-            break;
-        case INBOUND_AUTH:
-        case INBOUND_COMMAND:
-            if (e->count >= INBOUND_FIFO_MAX - 1)
-                return off; /* pipelining depth bound: wait for replies */
-            rc = smtp_line(p + off, n - off,
-                           e->state == INBOUND_AUTH ? SMTP_AUTH_LINE_MAX : SMTP_CMD_LINE_MAX, &k);
-            if (rc == SMTP_AGAIN)
-                return off;
-            if (rc != SMTP_OK) {
-                e->progress++;
-                if (e->state == INBOUND_AUTH) {
-                    /* An unusable AUTH response: cancel the exchange
-                     * (RFC 4954 §4, "*") and let the client see the
-                     * backend's answer to that. */
-                    forward(e, (const uint8_t *)"*\r\n", 3, PEND_AUTH);
-                    enter_state(e, INBOUND_HOLD);
-                } else {
-                    reply_local(e, rc == SMTP_ERR_TOO_LONG ? SMTP_R_TOO_LONG : SMTP_R_BARE_NL);
-                }
-                if (rc == SMTP_ERR_TOO_LONG) {
-                    /* Skip the rest of the line once the hold, if any,
-                     * is over. */
-                    e->skip_pending = true;
-                    if (e->state == INBOUND_COMMAND)
-                        enter_state(e, INBOUND_COMMAND);
-                } else {
-                    off += k;
-                }
-                break;
-            }
-            if (e->state == INBOUND_AUTH) {
-                e->progress++;
-                forward(e, p + off, k, PEND_AUTH);
-                enter_state(e, INBOUND_HOLD);
-            } else {
-                command(e, p + off, k);
-            }
-            off += k;
-            break;
-        }
-    }
-    return off;
-}
-
-static void reply_ehlo(struct inbound *e, const uint8_t *r, size_t len)
-{
-    uint8_t out[SMTP_REPLY_MAX + 64];
-    size_t outlen;
-    unsigned flags = 0;
-
-    if (e->tls_active)
-        flags |= SMTP_EHLO_TLS_ACTIVE;
-    else if (!e->cfg.relay_only)
-        flags |= SMTP_EHLO_ADD_STARTTLS;
-    int caps = smtp_ehlo_rewrite(r, len, flags, out, sizeof(out), &outlen);
-    if (caps < 0) {
-        close_with(e, R_PROTOCOL, "protocol_error");
-        return;
-    }
-    e->caps = (unsigned)caps;
-    to_client(e, out, outlen);
-}
-
-static void reply(struct inbound *e, const uint8_t *r, size_t len, int code)
-{
-    struct inbound_entry *x = fifo_head(e);
-    bool ok = code / 100 == 2;
-
-    e->progress++;
-    if (x == NULL) {
-        /* RFC 5321 §3.8: a server may announce its shutdown with 421 at
-         * any time; any other reply that answers nothing is an error. */
-        if (code == 421) {
-            to_client(e, r, len);
-            close_with(e, NULL, "backend_closed");
-        } else {
-            close_with(e, R_PROTOCOL, "protocol_error");
-        }
-        return;
-    }
-    enum inbound_pending kind = x->kind;
-    assert(kind != PEND_LOCAL && kind != PEND_STARTTLS);
-    fifo_pop(e);
-
-    switch (kind) {
-    case PEND_EHLO:
-        if (ok) {
-            e->in_txn = false;
-            reply_ehlo(e, r, len);
-            break;
-        }
-        to_client(e, r, len);
-        break;
-    case PEND_HELO:
-        if (ok) {
-            e->in_txn = false;
-            e->caps = 0; /* no EHLO, no extensions: BDAT is refused */
-        }
-        to_client(e, r, len);
-        break;
-    case PEND_MAIL:
-        if (!ok)
-            e->in_txn = false;
-        to_client(e, r, len);
-        break;
-    case PEND_DATA:
-        to_client(e, r, len);
-        if (code == 354) {
-            smtp_data_init(&e->data, e->cfg.reject_bare_newline);
-            enter_state(e, INBOUND_DATA);
-        } else if (e->state == INBOUND_HOLD) {
-            enter_state(e, INBOUND_COMMAND);
-        }
-        break;
-    case PEND_DOT:
-        e->in_txn = false;
-        to_client(e, r, len);
-        break;
-    case PEND_BDAT_LAST:
-        if (ok)
-            e->in_txn = false;
-        to_client(e, r, len);
-        break;
-    case PEND_RSET:
-        if (ok)
-            e->in_txn = false;
-        to_client(e, r, len);
-        break;
-    case PEND_AUTH:
-        to_client(e, r, len);
-        if (e->state == INBOUND_HOLD)
-            enter_state(e, code == 334 ? INBOUND_AUTH : INBOUND_COMMAND);
-        break;
-    case PEND_QUIT:
-        to_client(e, r, len);
-        close_with(e, NULL, "quit");
-        return;
-    case PEND_GREETING:
+    switch (e->state) {
+    case INBOUND_GREETING:
         if (code == 220 && e->cfg.xclient != NULL) {
             /* Postfix XCLIENT: tell the backend who the client really is;
              * its answer is a new greeting, which the client gets. */
-            static const char ehlo[] = "EHLO ";
-            to_server(e, ehlo, sizeof(ehlo) - 1);
-            to_server(e, e->cfg.helo_name, strlen(e->cfg.helo_name));
-            to_server(e, "\r\n", 2);
-            to_server(e, e->cfg.xclient, strlen(e->cfg.xclient));
-            fifo_push(e, PEND_XEHLO, NULL);
-            fifo_push(e, PEND_XCLIENT, NULL);
+            to_server_str(e, "EHLO ");
+            to_server_str(e, e->cfg.helo_name);
+            to_server_str(e, "\r\n");
+            to_server_str(e, e->cfg.xclient);
+            enter_state(e, INBOUND_XEHLO);
             return;
         }
-        to_client(e, r, len);
-        e->greeted = true;
-        enter_state(e, INBOUND_COMMAND);
-        break;
-    case PEND_XEHLO:
-        if (!ok) {
-            close_with(e, R_XCLIENT, "xclient_refused");
+        to_client(e, p, len);
+        if (code == 421) {
+            close_with(e, NULL, REASON_BACKEND_CLOSED);
             return;
         }
-        break;
-    case PEND_XCLIENT:
+        /* Even a refusal is the backend's to make: the client hears it
+         * out and the relay takes over. */
+        enter_state(e, INBOUND_RELAY);
+        return;
+    case INBOUND_XEHLO:
+        if (code / 100 != 2)
+            close_with(e, R_XCLIENT, REASON_XCLIENT_REFUSED);
+        else
+            enter_state(e, INBOUND_XCLIENT);
+        return;
+    case INBOUND_XCLIENT:
         if (code != 220) {
-            close_with(e, R_XCLIENT, "xclient_refused");
+            close_with(e, R_XCLIENT, REASON_XCLIENT_REFUSED);
             return;
         }
-        to_client(e, r, len);
-        e->greeted = true;
-        enter_state(e, INBOUND_COMMAND);
-        break;
-    case PEND_RCPT:
-    case PEND_BDAT:
-    case PEND_OTHER:
-        to_client(e, r, len);
-        break;
-    case PEND_LOCAL:
-    case PEND_STARTTLS:
-        break;
-    }
-    if (code == 421) {
-        /* The backend is closing the session; so do we. */
-        close_with(e, NULL, "backend_closed");
+        to_client(e, p, len);
+        enter_state(e, INBOUND_RELAY);
+        return;
+    default:
         return;
     }
-    drain(e);
 }
 
-size_t inbound_server(struct inbound *e, const uint8_t *p, size_t n)
+static bool greeting_owed(const struct inbound *e)
 {
+    return e->state == INBOUND_GREETING || e->state == INBOUND_XEHLO ||
+           e->state == INBOUND_XCLIENT;
+}
+
+/* ---- the engine operations ---- */
+
+static size_t op_client(void *v, const uint8_t *p, size_t n)
+{
+    struct inbound *e = v;
+
+    switch (e->state) {
+    case INBOUND_GREETING:
+    case INBOUND_XEHLO:
+    case INBOUND_XCLIENT:
+        return 0;
+    case INBOUND_RELAY: {
+        size_t k = relay_client(&e->relay, p, n);
+        follow(e);
+        return e->state == INBOUND_RELAY ? k : n;
+    }
+    case INBOUND_STARTTLS:
+    case INBOUND_HANDSHAKE:
+    case INBOUND_CLOSED:
+        /* Plaintext behind STARTTLS is discarded, never relayed or
+         * answered; after close nothing matters. */
+        return n;
+    }
+    return n;
+}
+
+static size_t op_server(void *v, const uint8_t *p, size_t n)
+{
+    struct inbound *e = v;
     size_t off = 0;
 
-    while (off < n && e->state != INBOUND_CLOSED) {
+    while (off < n && greeting_owed(e)) {
         size_t k;
         int code;
         int rc = smtp_reply(p + off, n - off, &k, &code);
         if (rc == SMTP_AGAIN)
             return off;
         if (rc != SMTP_OK) {
-            close_with(e, R_PROTOCOL, "protocol_error");
+            close_with(e, RELAY_R_PROTOCOL, REASON_PROTOCOL_ERROR);
             return n;
         }
-        reply(e, p + off, k, code);
+        greeting_reply(e, p + off, k, code);
         off += k;
+    }
+    if (e->state != INBOUND_CLOSED && off < n) {
+        off += relay_server(&e->relay, p + off, n - off);
+        follow(e);
     }
     return e->state == INBOUND_CLOSED ? n : off;
 }
 
-void inbound_server_eof(struct inbound *e)
+static void op_server_eof(void *v)
 {
-    close_with(e, e->quit ? NULL : R_LOST, "backend_closed");
+    struct inbound *e = v;
+
+    if (e->state == INBOUND_CLOSED)
+        return;
+    if (greeting_owed(e)) {
+        close_with(e, RELAY_R_LOST, REASON_BACKEND_CLOSED);
+        return;
+    }
+    relay_server_eof(&e->relay);
+    follow(e);
 }
 
-void inbound_tls_ready(struct inbound *e)
+static void op_tls_ready(void *v)
 {
+    struct inbound *e = v;
+
     if (e->state == INBOUND_CLOSED)
         return;
     e->tls_active = true;
     /* RFC 3207 §4.2: discard all knowledge obtained from the client and
-     * the server before TLS; the client must send EHLO again. */
-    e->need_ehlo = !e->cfg.implicit_tls;
-    e->ehlo_sent = false;
-    e->in_txn = false;
-    e->caps = 0;
-    /* Implicit TLS completes before the backend has greeted. */
-    enter_state(e, e->greeted ? INBOUND_COMMAND : INBOUND_HOLD);
+     * the server before TLS; after STARTTLS the client must send EHLO
+     * again. Implicit TLS completes before the backend has greeted. */
+    relay_tls_started(&e->relay, !e->cfg.implicit_tls);
+    if (e->state == INBOUND_HANDSHAKE)
+        enter_state(e, INBOUND_RELAY);
 }
 
-void inbound_abort(struct inbound *e, const char *reply_text, const char *reason)
+static void op_tls_failed(void *v, enum engine_tls_failure kind, const char *detail)
 {
-    close_with(e, reply_text, reason);
+    (void)detail;
+    /* Nothing can be said in plaintext in the middle of a handshake. */
+    close_with(v, NULL, kind == ENGINE_TLS_TIMEOUT ? REASON_TLS_TIMEOUT : REASON_TLS_FAILED);
 }
 
-bool inbound_awaiting_server(const struct inbound *e)
+static void op_reconnected(void *v)
 {
-    for (unsigned i = 0; i < e->count; i++) {
-        uint8_t k = e->fifo[(e->head + i) % INBOUND_FIFO_MAX].kind;
-        if (k != PEND_LOCAL && k != PEND_STARTTLS)
-            return true;
-    }
-    return false;
+    (void)v; /* inbound never asks to reconnect */
 }
 
-unsigned inbound_take_actions(struct inbound *e)
+static bool op_awaiting_server(const void *v)
 {
+    const struct inbound *e = v;
+
+    if (greeting_owed(e))
+        return true;
+    return e->state != INBOUND_CLOSED && relay_awaiting_server(&e->relay);
+}
+
+static void op_deadline(void *v)
+{
+    struct inbound *e = v;
+
+    if (e->state == INBOUND_HANDSHAKE)
+        op_tls_failed(e, ENGINE_TLS_TIMEOUT, "handshake timeout");
+    else if (op_awaiting_server(e))
+        close_with(e, R_BACKEND_TIMEOUT, REASON_BACKEND_TIMEOUT);
+    else
+        close_with(e, R_IDLE, REASON_TIMEOUT);
+}
+
+static void op_abort(void *v, const char *reply, enum reason reason)
+{
+    close_with(v, reply, reason);
+}
+
+static uint64_t op_progress(const void *v)
+{
+    const struct inbound *e = v;
+
+    return e->progress + e->relay.progress;
+}
+
+static enum reason op_reason(const void *v)
+{
+    return ((const struct inbound *)v)->reason;
+}
+
+static unsigned op_take_actions(void *v)
+{
+    struct inbound *e = v;
     unsigned a = e->actions;
+
     e->actions = 0;
     return a;
 }
+
+const struct engine_ops inbound_engine_ops = {
+    .name = "inbound",
+    .client = op_client,
+    .server = op_server,
+    .server_eof = op_server_eof,
+    .tls_ready = op_tls_ready,
+    .tls_failed = op_tls_failed,
+    .reconnected = op_reconnected,
+    .deadline = op_deadline,
+    .abort = op_abort,
+    .awaiting_server = op_awaiting_server,
+    .progress = op_progress,
+    .reason = op_reason,
+    .take_actions = op_take_actions,
+};

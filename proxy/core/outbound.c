@@ -4,6 +4,7 @@
  */
 #include "proxy/core/outbound.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,8 @@ static const char R_LOST[] = "421 4.4.2 Destination connection lost\r\n";
 static const char R_PROTOCOL[] = "421 4.5.0 Destination protocol error, closing connection\r\n";
 static const char R_FALLBACK_FAILED[] =
     "421 4.4.2 Destination unavailable after TLS fallback, try again later\r\n";
+static const char R_DEST_TIMEOUT[] = "421 4.4.2 Destination timeout, closing connection\r\n";
+static const char R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 
 static const char *const state_names[] = {
     [OUTBOUND_GREETING] = "GREETING",       [OUTBOUND_CLIENT_EHLO] = "CLIENT_EHLO",
@@ -40,8 +43,13 @@ const char *outbound_state_str(enum outbound_state s)
 
 static void enter_state(struct outbound *o, enum outbound_state s)
 {
-    if (o->state != OUTBOUND_CLOSED)
-        o->state = s;
+    /* CLOSED is final: nothing may revive a session being torn down. */
+    if (o->state == OUTBOUND_CLOSED || o->state == s)
+        return;
+    enum outbound_state from = o->state;
+    o->state = s;
+    if (o->io.on_state != NULL)
+        o->io.on_state(o->io.arg, "outbound", outbound_state_str(from), outbound_state_str(s));
 }
 
 static void to_client(struct outbound *o, const void *p, size_t n)
@@ -49,27 +57,36 @@ static void to_client(struct outbound *o, const void *p, size_t n)
     o->io.to_client(o->io.arg, p, n);
 }
 
+static void to_client_str(struct outbound *o, const char *s)
+{
+    to_client(o, s, strlen(s));
+}
+
 static void to_server(struct outbound *o, const void *p, size_t n)
 {
     o->io.to_server(o->io.arg, p, n);
 }
 
-static void close_with(struct outbound *o, const char *reply, const char *reason)
+static void close_with(struct outbound *o, const char *reply, enum reason reason)
 {
     if (o->state == OUTBOUND_CLOSED)
         return;
-    if (o->state == OUTBOUND_RELAY) {
-        inbound_abort(&o->relay, reply, reason);
-    } else if (reply != NULL) {
-        to_client(o, reply, strlen(reply));
-    }
-    o->state = OUTBOUND_CLOSED;
-    o->actions |= OUTBOUND_ACT_CLOSE;
+    if (reply != NULL)
+        to_client_str(o, reply);
+    enter_state(o, OUTBOUND_CLOSED);
+    o->actions |= ENGINE_ACT_CLOSE;
     o->reason = reason;
 }
 
+/* After every call into the relay: its close is the session's. */
+static void follow(struct outbound *o)
+{
+    if (o->state == OUTBOUND_RELAY && o->relay.state == RELAY_CLOSED)
+        close_with(o, NULL, o->relay.reason);
+}
+
 void outbound_init(struct outbound *o, const struct outbound_cfg *cfg,
-                   const struct inbound_io *io)
+                   const struct engine_io *io)
 {
     memset(o, 0, sizeof(*o));
     o->cfg = *cfg;
@@ -86,29 +103,32 @@ static void send_ehlo(struct outbound *o, const char *verb)
 }
 
 /* TLS could not be had although it was offered or required. */
-static void tls_failed(struct outbound *o, const char *why)
+static void tls_failed(struct outbound *o, enum engine_tls_failure kind, const char *detail)
 {
-    o->tls_note = why;
+    o->tls_note = detail;
     if (o->cfg.policy == OUTBOUND_OPPORTUNISTIC) {
         /* The destination's state after a failed STARTTLS is unknown:
          * start over on a new connection, in plaintext. The client has
          * seen only the greeting so far and notices nothing. */
         o->tls_tried = true;
         enter_state(o, OUTBOUND_RECONNECT);
-        o->actions |= OUTBOUND_ACT_RECONNECT;
+        o->actions |= ENGINE_ACT_RECONNECT;
         return;
     }
-    bool cert = o->cfg.policy == OUTBOUND_VERIFY && strncmp(why, "certificate", 11) == 0;
-    close_with(o, cert ? R_CERT : R_TLS_FAILED, "policy_refusal");
+    bool cert = o->cfg.policy == OUTBOUND_VERIFY && kind == ENGINE_TLS_CERTIFICATE;
+    close_with(o, cert ? R_CERT : R_TLS_FAILED, REASON_POLICY_REFUSAL);
 }
 
 static void start_relay(struct outbound *o)
 {
-    struct inbound_cfg cfg = {
-        .relay_only = true,
+    struct relay_cfg cfg = {
+        .tls = o->server_tls,
         .reject_bare_newline = o->cfg.reject_bare_newline,
+        .caps = o->caps,
     };
-    inbound_init_relay(&o->relay, &cfg, &o->io, o->server_tls, o->caps);
+    /* No hooks: the relay refuses STARTTLS (the proxy owns the server
+     * leg's TLS) and relays AUTH only when that leg is encrypted. */
+    relay_init(&o->relay, &cfg, &o->io, NULL);
     enter_state(o, OUTBOUND_RELAY);
 }
 
@@ -121,7 +141,7 @@ static void finish_ehlo(struct outbound *o, const uint8_t *r, size_t len)
     int caps = smtp_ehlo_rewrite(r, len, o->server_tls ? SMTP_EHLO_TLS_ACTIVE : 0, out,
                                  sizeof(out), &outlen);
     if (caps < 0) {
-        close_with(o, R_PROTOCOL, "protocol_error");
+        close_with(o, R_PROTOCOL, REASON_PROTOCOL_ERROR);
         return;
     }
     o->caps = (unsigned)caps;
@@ -140,6 +160,18 @@ static void finish_ehlo(struct outbound *o, const uint8_t *r, size_t len)
     start_relay(o);
 }
 
+/* A refused EHLO (and no HELO to fall back to): TLS is impossible. */
+static void ehlo_refused(struct outbound *o, const uint8_t *r, size_t len, bool strict)
+{
+    o->tls_note = "EHLO refused";
+    if (strict) {
+        close_with(o, R_NO_STARTTLS, REASON_POLICY_REFUSAL);
+        return;
+    }
+    to_client(o, r, len);
+    start_relay(o);
+}
+
 static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bool more)
 {
     bool ok = code / 100 == 2;
@@ -152,7 +184,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
         if (code == 220) {
             enter_state(o, OUTBOUND_CLIENT_EHLO);
         } else if (code == 421) {
-            close_with(o, NULL, "destination_closed");
+            close_with(o, NULL, REASON_DESTINATION_CLOSED);
         } else if (strict) {
             /* Relaying would send the mail in plaintext: anyone able to
              * rewrite the greeting could downgrade the policy. */
@@ -167,19 +199,14 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
             if (o->client_helo) {
                 send_ehlo(o, "HELO");
                 enter_state(o, OUTBOUND_HELO);
-            } else if (strict) {
-                o->tls_note = "EHLO refused";
-                close_with(o, R_NO_STARTTLS, "policy_refusal");
             } else {
-                o->tls_note = "EHLO refused";
-                to_client(o, r, len);
-                start_relay(o);
+                ehlo_refused(o, r, len, strict);
             }
             return;
         }
         int caps = smtp_ehlo_rewrite(r, len, 0, NULL, 0, NULL);
         if (caps < 0) {
-            close_with(o, R_PROTOCOL, "protocol_error");
+            close_with(o, R_PROTOCOL, REASON_PROTOCOL_ERROR);
             return;
         }
         if ((caps & SMTP_CAP_STARTTLS) && o->cfg.policy != OUTBOUND_NONE && !o->tls_tried) {
@@ -189,7 +216,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
         }
         if (strict) {
             o->tls_note = "STARTTLS not offered";
-            close_with(o, R_NO_STARTTLS, "policy_refusal");
+            close_with(o, R_NO_STARTTLS, REASON_POLICY_REFUSAL);
             return;
         }
         if (o->tls_note == NULL)
@@ -197,40 +224,33 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
         finish_ehlo(o, r, len);
         return;
     case OUTBOUND_HELO:
-        if (strict) {
-            o->tls_note = "EHLO refused";
-            close_with(o, R_NO_STARTTLS, "policy_refusal");
-            return;
-        }
-        o->tls_note = "EHLO refused";
-        to_client(o, r, len);
-        start_relay(o);
+        ehlo_refused(o, r, len, strict);
         return;
     case OUTBOUND_STARTTLS:
         if (code != 220) {
-            tls_failed(o, "STARTTLS refused");
+            tls_failed(o, ENGINE_TLS_HANDSHAKE, "STARTTLS refused");
             return;
         }
         if (more) {
             /* Anything behind the 220 was sent before the handshake and
              * would be read as if it came over TLS (response injection,
              * CVE-2021-38371): a protocol violation, never a reply. */
-            tls_failed(o, "data after the 220 reply to STARTTLS");
+            tls_failed(o, ENGINE_TLS_HANDSHAKE, "data after the 220 reply to STARTTLS");
             return;
         }
         enter_state(o, OUTBOUND_HANDSHAKE);
-        o->actions |= OUTBOUND_ACT_START_TLS;
+        o->actions |= ENGINE_ACT_START_TLS_SERVER;
         return;
     case OUTBOUND_EHLO_TLS:
         if (!ok) {
-            tls_failed(o, "EHLO refused after STARTTLS");
+            tls_failed(o, ENGINE_TLS_HANDSHAKE, "EHLO refused after STARTTLS");
             return;
         }
         finish_ehlo(o, r, len);
         return;
     case OUTBOUND_RE_GREETING:
         if (code != 220) {
-            close_with(o, R_FALLBACK_FAILED, "destination_refused");
+            close_with(o, R_FALLBACK_FAILED, REASON_DESTINATION_REFUSED);
             return;
         }
         send_ehlo(o, "EHLO");
@@ -254,7 +274,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
     case OUTBOUND_RECONNECT:
     case OUTBOUND_REFUSED:
         /* Nothing was asked: a reply now answers no command. */
-        close_with(o, R_PROTOCOL, "protocol_error");
+        close_with(o, R_PROTOCOL, REASON_PROTOCOL_ERROR);
         return;
     case OUTBOUND_RELAY:
     case OUTBOUND_CLOSED:
@@ -262,13 +282,15 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
     }
 }
 
-size_t outbound_server(struct outbound *o, const uint8_t *p, size_t n)
+static size_t op_server(void *v, const uint8_t *p, size_t n)
 {
+    struct outbound *o = v;
     size_t off = 0;
 
     while (off < n) {
         if (o->state == OUTBOUND_RELAY) {
-            off += inbound_server(&o->relay, p + off, n - off);
+            off += relay_server(&o->relay, p + off, n - off);
+            follow(o);
             break;
         }
         if (o->state == OUTBOUND_CLOSED || o->state == OUTBOUND_RECONNECT)
@@ -280,9 +302,9 @@ size_t outbound_server(struct outbound *o, const uint8_t *p, size_t n)
             return off;
         if (rc != SMTP_OK) {
             if (o->state == OUTBOUND_STARTTLS)
-                tls_failed(o, "malformed reply to STARTTLS");
+                tls_failed(o, ENGINE_TLS_HANDSHAKE, "malformed reply to STARTTLS");
             else
-                close_with(o, R_PROTOCOL, "protocol_error");
+                close_with(o, R_PROTOCOL, REASON_PROTOCOL_ERROR);
             return n;
         }
         reply(o, p + off, k, code, off + k < n);
@@ -293,78 +315,120 @@ size_t outbound_server(struct outbound *o, const uint8_t *p, size_t n)
     return off;
 }
 
-/* The client's first command, before the destination has been greeted. */
-static size_t client_first(struct outbound *o, const uint8_t *p, size_t n)
+/* ---- the client's commands before the relay runs ---- */
+
+#define IN(s) (1u << (s))
+
+static size_t cmd_ehlo(struct outbound *o, const uint8_t *line, size_t len, size_t arg,
+                       enum smtp_verb verb)
+{
+    size_t dlen = len - 2 > arg ? len - 2 - arg : 0;
+
+    if (dlen >= sizeof(o->domain))
+        dlen = sizeof(o->domain) - 1;
+    /* Odd arguments are the destination's to judge, as sent. */
+    memcpy(o->domain, line + arg, dlen);
+    o->domain[dlen] = '\0';
+    o->client_helo = verb == SMTP_VERB_HELO;
+    /* Always EHLO: only an EHLO reply can offer STARTTLS. */
+    send_ehlo(o, "EHLO");
+    enter_state(o, OUTBOUND_EHLO);
+    return len;
+}
+
+static size_t cmd_quit(struct outbound *o, const uint8_t *line, size_t len, size_t arg,
+                       enum smtp_verb verb)
+{
+    (void)line, (void)len, (void)arg, (void)verb;
+    close_with(o, R_BYE, REASON_QUIT);
+    return SIZE_MAX; /* everything: nothing more is read */
+}
+
+static size_t cmd_noop(struct outbound *o, const uint8_t *line, size_t len, size_t arg,
+                       enum smtp_verb verb)
+{
+    (void)line, (void)arg, (void)verb;
+    to_client_str(o, R_NOOP);
+    return len;
+}
+
+static const struct verb_rule {
+    enum smtp_verb verb;
+    unsigned states; /* IN(OUTBOUND_*) in which it is answered */
+    /* Returns the bytes used, SIZE_MAX for all that was given. */
+    size_t (*handler)(struct outbound *o, const uint8_t *line, size_t len, size_t arg,
+                      enum smtp_verb verb);
+} verbs[] = {
+    {SMTP_VERB_EHLO, IN(OUTBOUND_CLIENT_EHLO), cmd_ehlo},
+    {SMTP_VERB_HELO, IN(OUTBOUND_CLIENT_EHLO), cmd_ehlo},
+    {SMTP_VERB_QUIT, IN(OUTBOUND_CLIENT_EHLO) | IN(OUTBOUND_REFUSED), cmd_quit},
+    {SMTP_VERB_NOOP, IN(OUTBOUND_CLIENT_EHLO), cmd_noop},
+};
+
+/* A command no entry answers in this state. */
+static size_t cmd_other(struct outbound *o, size_t len)
+{
+    if (o->state == OUTBOUND_REFUSED) {
+        close_with(o, R_GREETING, REASON_POLICY_REFUSAL);
+        return SIZE_MAX;
+    }
+    to_client_str(o, R_EHLO_FIRST);
+    return len;
+}
+
+/* One command line before the relay runs (the client's EHLO, or anything
+ * after a refused greeting). Returns the bytes used: 0 for an incomplete
+ * line, SIZE_MAX for everything. */
+static size_t client_command(struct outbound *o, const uint8_t *p, size_t n)
 {
     size_t k, arg;
     int rc = smtp_line(p, n, SMTP_CMD_LINE_MAX, &k);
 
     if (rc == SMTP_AGAIN)
         return 0;
+    if (rc != SMTP_OK && o->state == OUTBOUND_REFUSED)
+        return cmd_other(o, k);
     if (rc == SMTP_ERR_TOO_LONG) {
         /* Nothing is pending yet, so the reply can go out at once; the
          * tail of the line is then read as garbage and refused too. */
-        to_client(o, SMTP_R_TOO_LONG, strlen(SMTP_R_TOO_LONG));
-        return n;
+        to_client_str(o, SMTP_R_TOO_LONG);
+        return SIZE_MAX;
     }
     if (rc == SMTP_ERR_BARE_NL) {
-        to_client(o, SMTP_R_BARE_NL, strlen(SMTP_R_BARE_NL));
+        to_client_str(o, SMTP_R_BARE_NL);
         return k;
     }
-    o->progress++;
+    if (o->state == OUTBOUND_CLIENT_EHLO)
+        o->progress++;
     enum smtp_verb verb = smtp_verb(p, k, &arg);
-    switch (verb) {
-    case SMTP_VERB_EHLO:
-    case SMTP_VERB_HELO: {
-        size_t dlen = k - 2 > arg ? k - 2 - arg : 0;
-        if (dlen >= sizeof(o->domain))
-            dlen = sizeof(o->domain) - 1;
-        memcpy(o->domain, p + arg, dlen);
-        o->domain[dlen] = '\0';
-        if (dlen == 0 || strpbrk(o->domain, " \t") != NULL) {
-            /* Let the destination judge odd arguments, as sent. */
-        }
-        o->client_helo = verb == SMTP_VERB_HELO;
-        /* Always EHLO: only an EHLO reply can offer STARTTLS. */
-        send_ehlo(o, "EHLO");
-        enter_state(o, OUTBOUND_EHLO);
-        return k;
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        if (verbs[i].verb == verb && (verbs[i].states & IN(o->state)))
+            return verbs[i].handler(o, p, k, arg, verb);
     }
-    case SMTP_VERB_QUIT:
-        close_with(o, R_BYE, "quit");
-        return n;
-    case SMTP_VERB_NOOP:
-        to_client(o, R_NOOP, sizeof(R_NOOP) - 1);
-        return k;
-    default:
-        to_client(o, R_EHLO_FIRST, sizeof(R_EHLO_FIRST) - 1);
-        return k;
-    }
+    return cmd_other(o, k);
 }
 
-size_t outbound_client(struct outbound *o, const uint8_t *p, size_t n)
+static size_t op_client(void *v, const uint8_t *p, size_t n)
 {
+    struct outbound *o = v;
     size_t off = 0;
 
     while (off < n) {
         switch (o->state) {
-        case OUTBOUND_RELAY:
-            return off + inbound_client(&o->relay, p + off, n - off);
-        case OUTBOUND_CLIENT_EHLO: {
-            size_t k = client_first(o, p + off, n - off);
+        case OUTBOUND_RELAY: {
+            off += relay_client(&o->relay, p + off, n - off);
+            follow(o);
+            return o->state == OUTBOUND_CLOSED ? n : off;
+        }
+        case OUTBOUND_CLIENT_EHLO:
+        case OUTBOUND_REFUSED: {
+            size_t k = client_command(o, p + off, n - off);
             if (k == 0)
                 return off;
+            if (k == SIZE_MAX)
+                return n;
             off += k;
             break;
-        }
-        case OUTBOUND_REFUSED: {
-            size_t k, arg;
-            int rc = smtp_line(p + off, n - off, SMTP_CMD_LINE_MAX, &k);
-            if (rc == SMTP_AGAIN)
-                return off;
-            bool quit = rc == SMTP_OK && smtp_verb(p + off, k, &arg) == SMTP_VERB_QUIT;
-            close_with(o, quit ? R_BYE : R_GREETING, quit ? "quit" : "policy_refusal");
-            return n;
         }
         case OUTBOUND_CLOSED:
             return n;
@@ -376,27 +440,34 @@ size_t outbound_client(struct outbound *o, const uint8_t *p, size_t n)
     return off;
 }
 
-void outbound_server_eof(struct outbound *o)
+/* ---- the other engine operations ---- */
+
+static void op_server_eof(void *v)
 {
+    struct outbound *o = v;
+
     switch (o->state) {
     case OUTBOUND_RELAY:
-        inbound_server_eof(&o->relay);
+        relay_server_eof(&o->relay);
+        follow(o);
         return;
     case OUTBOUND_STARTTLS:
     case OUTBOUND_HANDSHAKE:
     case OUTBOUND_EHLO_TLS:
-        tls_failed(o, "connection closed during STARTTLS");
+        tls_failed(o, ENGINE_TLS_HANDSHAKE, "connection closed during STARTTLS");
         return;
     case OUTBOUND_RECONNECT:
         return;
     default:
-        close_with(o, R_LOST, "destination_closed");
+        close_with(o, R_LOST, REASON_DESTINATION_CLOSED);
         return;
     }
 }
 
-void outbound_tls_ready(struct outbound *o)
+static void op_tls_ready(void *v)
 {
+    struct outbound *o = v;
+
     if (o->state != OUTBOUND_HANDSHAKE)
         return;
     /* RFC 3207 §4.2: forget what the plaintext EHLO said; ask again. */
@@ -407,31 +478,32 @@ void outbound_tls_ready(struct outbound *o)
     enter_state(o, OUTBOUND_EHLO_TLS);
 }
 
-void outbound_tls_failed(struct outbound *o, const char *why)
+static void op_tls_failed(void *v, enum engine_tls_failure kind, const char *detail)
 {
+    struct outbound *o = v;
+
     if (o->state == OUTBOUND_STARTTLS || o->state == OUTBOUND_HANDSHAKE ||
         o->state == OUTBOUND_EHLO_TLS)
-        tls_failed(o, why);
+        tls_failed(o, kind, detail);
     else
-        close_with(o, R_LOST, "tls_failed");
+        close_with(o, R_LOST, kind == ENGINE_TLS_TIMEOUT ? REASON_TLS_TIMEOUT : REASON_TLS_FAILED);
 }
 
-void outbound_reconnected(struct outbound *o)
+static void op_reconnected(void *v)
 {
+    struct outbound *o = v;
+
     if (o->state == OUTBOUND_RECONNECT)
         enter_state(o, OUTBOUND_RE_GREETING);
 }
 
-void outbound_abort(struct outbound *o, const char *reply_text, const char *reason)
+static bool op_awaiting_server(const void *v)
 {
-    close_with(o, reply_text, reason);
-}
+    const struct outbound *o = v;
 
-bool outbound_awaiting_server(const struct outbound *o)
-{
     switch (o->state) {
     case OUTBOUND_RELAY:
-        return inbound_awaiting_server(&o->relay);
+        return relay_awaiting_server(&o->relay);
     case OUTBOUND_CLIENT_EHLO:
     case OUTBOUND_REFUSED:
     case OUTBOUND_CLOSED:
@@ -441,21 +513,59 @@ bool outbound_awaiting_server(const struct outbound *o)
     }
 }
 
-unsigned outbound_take_actions(struct outbound *o)
+static void op_deadline(void *v)
 {
+    struct outbound *o = v;
+
+    if (o->state == OUTBOUND_STARTTLS)
+        /* No answer to STARTTLS is a failed STARTTLS: policy decides. */
+        tls_failed(o, ENGINE_TLS_NO_REPLY, "no reply to STARTTLS");
+    else if (o->state == OUTBOUND_HANDSHAKE)
+        tls_failed(o, ENGINE_TLS_TIMEOUT, "handshake timeout");
+    else if (op_awaiting_server(o))
+        close_with(o, R_DEST_TIMEOUT, REASON_BACKEND_TIMEOUT);
+    else
+        close_with(o, R_IDLE, REASON_TIMEOUT);
+}
+
+static void op_abort(void *v, const char *reply_text, enum reason reason)
+{
+    close_with(v, reply_text, reason);
+}
+
+static uint64_t op_progress(const void *v)
+{
+    const struct outbound *o = v;
+
+    return o->progress + o->relay.progress;
+}
+
+static enum reason op_reason(const void *v)
+{
+    return ((const struct outbound *)v)->reason;
+}
+
+static unsigned op_take_actions(void *v)
+{
+    struct outbound *o = v;
     unsigned a = o->actions;
+
     o->actions = 0;
-    if (o->state == OUTBOUND_RELAY || o->relay.actions) {
-        if (inbound_take_actions(&o->relay) & INBOUND_ACT_CLOSE) {
-            a |= OUTBOUND_ACT_CLOSE;
-            o->reason = o->relay.reason;
-            o->state = OUTBOUND_CLOSED;
-        }
-    }
     return a;
 }
 
-uint64_t outbound_progress(const struct outbound *o)
-{
-    return o->progress + o->relay.progress;
-}
+const struct engine_ops outbound_engine_ops = {
+    .name = "outbound",
+    .client = op_client,
+    .server = op_server,
+    .server_eof = op_server_eof,
+    .tls_ready = op_tls_ready,
+    .tls_failed = op_tls_failed,
+    .reconnected = op_reconnected,
+    .deadline = op_deadline,
+    .abort = op_abort,
+    .awaiting_server = op_awaiting_server,
+    .progress = op_progress,
+    .reason = op_reason,
+    .take_actions = op_take_actions,
+};

@@ -1,22 +1,24 @@
 /*
- * outbound: the dialogue engine of an outbound session (legacy client ->
+ * outbound: the negotiation engine of an outbound session (legacy client ->
  * proxy -> destination MTA). Pure, like inbound: bytes in, emitted bytes
- * and actions out.
+ * and actions out; the session drives it through outbound_engine_ops
+ * (engine.h), whose functions take a struct outbound *.
  *
  * It owns the negotiation: the destination's greeting passes through; the
  * client's EHLO (or HELO, sent on as EHLO so STARTTLS can be seen) goes to
  * the destination; if STARTTLS is offered and policy allows, the proxy
  * upgrades the connection itself, repeats the EHLO over TLS and hands the
  * client that reply minus STARTTLS. Once the client has its EHLO reply,
- * everything is relayed by the inbound engine in relay mode (command FIFO,
- * DATA/BDAT tracking, bare CR/LF normalisation, AUTH only over TLS).
+ * everything is the relay engine's (relay.h: command FIFO, DATA/BDAT
+ * tracking, bare CR/LF normalisation, AUTH only when the server leg is TLS).
  *
  * Policy (RFC 7435 terms): NONE never tries TLS; OPPORTUNISTIC tries and,
  * when STARTTLS fails after being offered, asks for a fresh plaintext
  * connection (RECONNECT) on which it does not try again; REQUIRED and
  * VERIFY refuse with "421 4.7.5 ..." instead of sending anything of the
  * mail in plaintext. Certificate checking for VERIFY is the TLS layer's
- * job; a failed check arrives here as outbound_tls_failed().
+ * job; a failed check arrives as tls_failed(ENGINE_TLS_CERTIFICATE), which
+ * under VERIFY gets its own reply.
  */
 #ifndef SMTP_TLS_PROXY_OUTBOUND_H
 #define SMTP_TLS_PROXY_OUTBOUND_H
@@ -25,7 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proxy/core/inbound.h"
+#include "proxy/core/engine.h"
+#include "proxy/core/reason.h"
+#include "proxy/core/relay.h"
 #include "proxy/core/smtp.h"
 
 enum outbound_policy {
@@ -58,12 +62,6 @@ enum outbound_state {
 
 const char *outbound_state_str(enum outbound_state s);
 
-enum outbound_action {
-    OUTBOUND_ACT_START_TLS = 1u << 0, /* TLS client handshake on the server leg */
-    OUTBOUND_ACT_RECONNECT = 1u << 1, /* drop the server leg, dial again */
-    OUTBOUND_ACT_CLOSE = 1u << 2,     /* flush to the client, close both */
-};
-
 /* What TLS achieved, for the log (RFC 7435 §3 keeps these distinct). */
 enum outbound_tls_result {
     OUTBOUND_TLS_NONE,       /* plaintext */
@@ -71,43 +69,40 @@ enum outbound_tls_result {
     OUTBOUND_TLS_VERIFIED,   /* TLS, chain and name verified */
 };
 
+/* The session may read the fields marked (ro), and set cfg.policy before
+ * the destination's greeting arrives; the rest is private. */
 struct outbound {
     struct outbound_cfg cfg;
-    struct inbound_io io;
-    enum outbound_state state;
-    struct inbound relay;
-    bool client_helo;      /* the client said HELO, not EHLO */
-    bool tls_tried;        /* no second STARTTLS after a fallback */
-    bool server_tls;
-    unsigned caps;
-    char domain[256];      /* the client's EHLO argument */
-    const char *tls_note;  /* why TLS is not in use (static), or NULL */
-    unsigned actions;
-    const char *reason;
-    uint64_t progress;
+    struct engine_io io;
+    enum outbound_state state; /* (ro) */
+    struct relay relay;        /* (ro) the relay phase, from OUTBOUND_RELAY on */
+    bool client_helo;          /* the client said HELO, not EHLO */
+    bool tls_tried;            /* no second STARTTLS after a fallback */
+    bool server_tls;           /* (ro) the server leg is encrypted */
+    unsigned caps;             /* (ro) SMTP_CAP_* of the EHLO reply the client got */
+    char domain[256];          /* the client's EHLO argument */
+    const char *tls_note;      /* (ro) why TLS is not in use (static or the
+                                  detail given to tls_failed), or NULL */
+    unsigned actions;          /* ENGINE_ACT_*, taken by take_actions */
+    enum reason reason;        /* (ro) why it closed; REASON_NONE while it runs */
+    uint64_t progress;         /* replies and lines of the negotiation */
 };
 
+/* Sets up o for a new session; the destination's greeting is awaited.
+ * cfg and io are copied. */
 void outbound_init(struct outbound *o, const struct outbound_cfg *cfg,
-                   const struct inbound_io *io);
+                   const struct engine_io *io);
 
-/* As inbound_client/inbound_server. */
-size_t outbound_client(struct outbound *o, const uint8_t *p, size_t n);
-size_t outbound_server(struct outbound *o, const uint8_t *p, size_t n);
-void outbound_server_eof(struct outbound *o);
-
-/* The server leg's TLS handshake completed (and, under VERIFY, the
- * certificate was accepted). */
-void outbound_tls_ready(struct outbound *o);
-/* It failed, or the STARTTLS reply never came; why is a static or
- * session-lived string for the log. */
-void outbound_tls_failed(struct outbound *o, const char *why);
-/* After OUTBOUND_ACT_RECONNECT: the new plaintext connection is up. */
-void outbound_reconnected(struct outbound *o);
-
-void outbound_abort(struct outbound *o, const char *reply, const char *reason);
-bool outbound_awaiting_server(const struct outbound *o);
-unsigned outbound_take_actions(struct outbound *o);
-/* Lines, chunks and replies seen so far (for per-command deadlines). */
-uint64_t outbound_progress(const struct outbound *o);
+/* The engine operations; o is a struct outbound *. tls_failed: during
+ * STARTTLS, the handshake or the EHLO over TLS, policy decides (RECONNECT
+ * under opportunistic, a 421 4.7.5 refusal under required and verify, the
+ * certificate's own reply for ENGINE_TLS_CERTIFICATE under verify); at any
+ * other time the session is closed with "421 4.4.2 Destination connection
+ * lost". deadline: waiting for the STARTTLS reply it is
+ * tls_failed(ENGINE_TLS_NO_REPLY), in the handshake
+ * tls_failed(ENGINE_TLS_TIMEOUT); with a reply owed "421 4.4.2 Destination
+ * timeout" (REASON_BACKEND_TIMEOUT); else "421 4.4.2 Idle timeout exceeded"
+ * (REASON_TIMEOUT). */
+extern const struct engine_ops outbound_engine_ops;
 
 #endif

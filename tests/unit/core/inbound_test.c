@@ -1,21 +1,17 @@
 /*
- * inbound: transcripts of the dialogue engine. A small driver plays the
- * session: it records what the engine sends to the client and to the
- * server, collects actions, and offers unconsumed bytes again after every
- * step, as session.c does.
+ * inbound: transcripts of the front end (and the relay engine under it).
+ * The driver (transcript.c.h) plays the session: it records what the
+ * engine sends to the client and to the server, collects actions, and
+ * offers unconsumed bytes again after every step, as the session does.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
-
 #include "proxy/core/inbound.h"
+
+#define OPS inbound_engine_ops
+#define TRANSCRIPT_ENGINE struct inbound
+#define TRANSCRIPT_CLIENT(e, p, n) OPS.client(e, p, n)
+#define TRANSCRIPT_SERVER(e, p, n) OPS.server(e, p, n)
+#define TRANSCRIPT_TAKE_ACTIONS(e) OPS.take_actions(e)
+#include "tests/unit/core/transcript.c.h"
 
 /* The proxy's own replies, as the client must see them. */
 #define R_STARTTLS "220 2.0.0 Ready to start TLS\r\n"
@@ -75,86 +71,7 @@
     "250-CHUNKING\r\n"                                                                       \
     "250 8BITMIME\r\n"
 
-/* ---------- the driver ---------- */
-
-#define CAP (1u << 17)
-#define MAX_EVENTS 64
-
-struct event {
-    unsigned action;
-    size_t at_client; /* bytes sent to the client when it was taken */
-    size_t at_server;
-};
-
-struct t {
-    struct inbound e;
-    uint8_t cli[CAP];
-    size_t ncli, rcli; /* recorded, and read so far by expect_cli */
-    uint8_t srv[CAP];
-    size_t nsrv, rsrv;
-    uint8_t cpend[CAP]; /* client bytes the engine has not consumed yet */
-    size_t ncpend;
-    uint8_t spend[CAP];
-    size_t nspend;
-    unsigned actions; /* taken, not yet looked at by the test */
-    struct event ev[MAX_EVENTS];
-    unsigned nev;
-};
-
-static void on_client(void *arg, const uint8_t *p, size_t n)
-{
-    struct t *t = arg;
-
-    assert_true(t->ncli + n <= CAP);
-    memcpy(t->cli + t->ncli, p, n);
-    t->ncli += n;
-}
-
-static void on_server(void *arg, const uint8_t *p, size_t n)
-{
-    struct t *t = arg;
-
-    assert_true(t->nsrv + n <= CAP);
-    memcpy(t->srv + t->nsrv, p, n);
-    t->nsrv += n;
-}
-
-/* Drivers still allocated: a failed assertion leaves the test early, and
- * the teardown frees what it left behind. */
-static struct t *live[4];
-
-static struct t *alloc_t(void)
-{
-    struct t *t = calloc(1, sizeof(*t));
-
-    assert_non_null(t);
-    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
-        if (live[i] == NULL) {
-            live[i] = t;
-            return t;
-        }
-    }
-    fail_msg("too many live drivers");
-    return NULL;
-}
-
-static void release(struct t *t)
-{
-    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
-        if (live[i] == t)
-            live[i] = NULL;
-    }
-    free(t);
-}
-
-static int teardown(void **state)
-{
-    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
-        free(live[i]);
-        live[i] = NULL;
-    }
-    return 0;
-}
+/* ---------- the driver (transcript.c.h), inbound's part ---------- */
 
 static struct t *start(const struct inbound_cfg *cfg)
 {
@@ -162,127 +79,22 @@ static struct t *start(const struct inbound_cfg *cfg)
     struct t *t = alloc_t();
 
     assert_non_null(t);
-    struct inbound_io io = {.arg = t, .to_client = on_client, .to_server = on_server};
+    struct engine_io io = transcript_io(t);
     inbound_init(&t->e, cfg ? cfg : &def, &io);
     return t;
 }
 
-static void collect(struct t *t)
-{
-    unsigned a = inbound_take_actions(&t->e);
-
-    if (a == 0)
-        return;
-    t->actions |= a;
-    if (t->nev < MAX_EVENTS)
-        t->ev[t->nev++] = (struct event){a, t->ncli, t->nsrv};
-}
-
-static size_t take(uint8_t *buf, size_t *n, size_t k)
-{
-    assert_true(k <= *n);
-    memmove(buf, buf + k, *n - k);
-    *n -= k;
-    return k;
-}
-
-/* Offers pending bytes to the engine until neither side makes progress. */
-static void pump(struct t *t)
-{
-    for (;;) {
-        size_t k = 0;
-        if (t->ncpend > 0) {
-            k += take(t->cpend, &t->ncpend, inbound_client(&t->e, t->cpend, t->ncpend));
-            collect(t);
-        }
-        if (t->nspend > 0) {
-            k += take(t->spend, &t->nspend, inbound_server(&t->e, t->spend, t->nspend));
-            collect(t);
-        }
-        if (k == 0)
-            return;
-    }
-}
-
-static void client_n(struct t *t, const void *p, size_t n)
-{
-    assert_true(t->ncpend + n <= CAP);
-    memcpy(t->cpend + t->ncpend, p, n);
-    t->ncpend += n;
-    pump(t);
-}
-
-static void server_n(struct t *t, const void *p, size_t n)
-{
-    assert_true(t->nspend + n <= CAP);
-    memcpy(t->spend + t->nspend, p, n);
-    t->nspend += n;
-    pump(t);
-}
-
-static void client(struct t *t, const char *s)
-{
-    client_n(t, s, strlen(s));
-}
-
-static void server(struct t *t, const char *s)
-{
-    server_n(t, s, strlen(s));
-}
-
 static void tls_ready(struct t *t)
 {
-    inbound_tls_ready(&t->e);
+    OPS.tls_ready(&t->e);
     collect(t);
     pump(t);
 }
 
 static void server_eof(struct t *t)
 {
-    inbound_server_eof(&t->e);
+    OPS.server_eof(&t->e);
     collect(t);
-}
-
-static void expect_new(const uint8_t *buf, size_t n, size_t *r, const char *want,
-                       const char *side)
-{
-    size_t got = n - *r;
-
-    if (got != strlen(want) || memcmp(buf + *r, want, got) != 0)
-        fail_msg("to %s: expected [%s], got [%.*s]", side, want, (int)got,
-                 (const char *)buf + *r);
-    *r = n;
-}
-
-/* What reached the client since the last check. */
-static void expect_cli(struct t *t, const char *want)
-{
-    expect_new(t->cli, t->ncli, &t->rcli, want, "client");
-}
-
-/* What reached the server since the last check. */
-static void expect_srv(struct t *t, const char *want)
-{
-    expect_new(t->srv, t->nsrv, &t->rsrv, want, "server");
-}
-
-static unsigned actions(struct t *t)
-{
-    unsigned a = t->actions;
-
-    t->actions = 0;
-    return a;
-}
-
-static bool contains(const uint8_t *hay, size_t n, const char *needle)
-{
-    size_t k = strlen(needle);
-
-    for (size_t i = 0; i + k <= n; i++) {
-        if (memcmp(hay + i, needle, k) == 0)
-            return true;
-    }
-    return false;
 }
 
 static void greet(struct t *t)
@@ -317,7 +129,7 @@ static void upgrade(struct t *t)
     client(t, "STARTTLS\r\n");
     expect_cli(t, R_STARTTLS);
     expect_srv(t, "");
-    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(actions(t), ENGINE_ACT_START_TLS_CLIENT);
     assert_int_equal(t->e.state, INBOUND_HANDSHAKE);
     tls_ready(t);
     ehlo_with(t, EHLO_REPLY, EHLO_REPLY_TLS);
@@ -329,12 +141,12 @@ static void test_greeting_passthrough(void **state)
 {
     struct t *t = start(NULL);
 
-    assert_true(inbound_awaiting_server(&t->e));
+    assert_true(OPS.awaiting_server(&t->e));
     server(t, "220-mx.example ESMTP\r\n220-");
     expect_cli(t, "");
     server(t, "no UCE\r\n220 ready\r\n");
     expect_cli(t, "220-mx.example ESMTP\r\n220-no UCE\r\n220 ready\r\n");
-    assert_false(inbound_awaiting_server(&t->e));
+    assert_false(OPS.awaiting_server(&t->e));
     assert_int_equal(actions(t), 0);
     release(t);
 }
@@ -355,7 +167,7 @@ static void test_ehlo_rewrite(void **state)
 
     greet(t);
     ehlo_with(t, EHLO_REPLY, EHLO_REPLY_PLAIN);
-    assert_int_equal(t->e.caps & SMTP_CAP_PIPELINING, SMTP_CAP_PIPELINING);
+    assert_int_equal(t->e.relay.caps & SMTP_CAP_PIPELINING, SMTP_CAP_PIPELINING);
     release(t);
 }
 
@@ -397,14 +209,14 @@ static void test_pipelined_transaction(void **state)
     expect_cli(t, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n");
     server(t, "550 5.1.1 no such user\r\n354 go ahead\r\n");
     expect_cli(t, "550 5.1.1 no such user\r\n354 go ahead\r\n");
-    assert_int_equal(t->e.state, INBOUND_DATA);
+    assert_int_equal(t->e.relay.state, RELAY_DATA);
     client(t, "Subject: hi\r\n\r\nbody\r\n..dots\r\n.\r\n");
     expect_srv(t, "Subject: hi\r\n\r\nbody\r\n..dots\r\n.\r\n");
-    assert_int_equal(t->e.state, INBOUND_COMMAND);
-    assert_true(inbound_awaiting_server(&t->e));
+    assert_int_equal(t->e.relay.state, RELAY_COMMAND);
+    assert_true(OPS.awaiting_server(&t->e));
     server(t, "250 2.0.0 queued as 1234\r\n");
     expect_cli(t, "250 2.0.0 queued as 1234\r\n");
-    assert_false(inbound_awaiting_server(&t->e));
+    assert_false(OPS.awaiting_server(&t->e));
     assert_int_equal(actions(t), 0);
     release(t);
 }
@@ -416,7 +228,7 @@ static void test_data_held_until_354(void **state)
     /* A client that does not wait for the 354 (or pipelines it all). */
     client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
     expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
-    assert_int_equal(t->e.state, INBOUND_HOLD);
+    assert_int_equal(t->e.relay.state, RELAY_HOLD);
     server(t, "250 ok\r\n");
     expect_srv(t, "");
     server(t, "250 ok\r\n");
@@ -426,8 +238,8 @@ static void test_data_held_until_354(void **state)
     expect_cli(t, "250 ok\r\n250 ok\r\n354 go ahead\r\n");
     server(t, "250 queued\r\n221 bye\r\n");
     expect_cli(t, "250 queued\r\n221 bye\r\n");
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-    assert_string_equal(t->e.reason, "quit");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(t->e.reason), "quit");
     release(t);
 }
 
@@ -442,7 +254,7 @@ static void test_data_refused_then_commands(void **state)
     /* After a refusal the held bytes are commands, as any server reads them. */
     server(t, "554 5.5.1 no valid recipients\r\n");
     expect_srv(t, "RSET\r\nNOOP\r\n");
-    assert_int_equal(t->e.state, INBOUND_COMMAND);
+    assert_int_equal(t->e.relay.state, RELAY_COMMAND);
     server(t, "250 reset\r\n250 noop\r\n");
     expect_cli(t, "250 ok\r\n550 no\r\n554 5.5.1 no valid recipients\r\n250 reset\r\n250 noop\r\n");
     release(t);
@@ -472,7 +284,7 @@ static void test_data_bare_lf_normalised(void **state)
     /* The classic smuggling attempt: <LF>.<CRLF> is not an end. */
     client(t, "a\n.\r\nMAIL FROM:<evil>\r\n");
     expect_srv(t, "a\r\n..\r\nMAIL FROM:<evil>\r\n");
-    assert_int_equal(t->e.state, INBOUND_DATA);
+    assert_int_equal(t->e.relay.state, RELAY_DATA);
     assert_int_equal(actions(t), 0);
     release(t);
 }
@@ -488,8 +300,8 @@ static void test_data_bare_lf_rejected(void **state)
     expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
     client(t, "line\r\nsmuggle\n.\r\nMAIL FROM:<evil>\r\n");
     expect_cli(t, R_BARE_NL_DATA);
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-    assert_string_equal(t->e.reason, "bare_newline");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(t->e.reason), "bare_newline");
     assert_int_equal(t->e.state, INBOUND_CLOSED);
     /* The server never sees an end of data, nor the command behind it. */
     assert_false(contains(t->srv, t->nsrv, "\r\n.\r\n"));
@@ -536,7 +348,7 @@ static void test_starttls_discards_plaintext_behind(void **state)
     client(t, "STARTTLS\r\nMAIL FROM:<evil>\r\nRCPT TO:<evil>\r\n");
     expect_cli(t, R_STARTTLS);
     expect_srv(t, "");
-    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(actions(t), ENGINE_ACT_START_TLS_CLIENT);
     assert_int_equal(t->ncpend, 0); /* consumed, i.e. dropped */
     /* And whatever plaintext still arrives before the handshake completes. */
     client(t, "DATA\r\n");
@@ -574,11 +386,11 @@ static void test_starttls_waits_for_earlier_replies(void **state)
     client(t, "RCPT TO:<evil>\r\n");
     server(t, EHLO_REPLY);
     expect_cli(t, EHLO_REPLY_PLAIN R_STARTTLS);
-    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(actions(t), ENGINE_ACT_START_TLS_CLIENT);
     /* START_TLS was raised only once the 220 had been written. */
     assert_int_equal(t->ev[t->nev - 1].at_client, t->ncli);
     expect_srv(t, "");
-    assert_false(inbound_awaiting_server(&t->e));
+    assert_false(OPS.awaiting_server(&t->e));
     release(t);
 }
 
@@ -592,7 +404,7 @@ static void test_starttls_after_noop(void **state)
     assert_int_equal(actions(t), 0);
     server(t, "250 2.0.0 ok\r\n");
     expect_cli(t, "250 2.0.0 ok\r\n" R_STARTTLS);
-    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(actions(t), ENGINE_ACT_START_TLS_CLIENT);
     release(t);
 }
 
@@ -607,7 +419,7 @@ static void test_starttls_with_args(void **state)
     /* Still possible properly. */
     client(t, "STARTTLS\r\n");
     expect_cli(t, R_STARTTLS);
-    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(actions(t), ENGINE_ACT_START_TLS_CLIENT);
     release(t);
 }
 
@@ -638,7 +450,7 @@ static void test_starttls_in_transaction(void **state)
     server(t, "250 reset\r\n");
     client(t, "STARTTLS\r\n");
     expect_cli(t, "250 reset\r\n" R_STARTTLS);
-    assert_int_equal(actions(t), INBOUND_ACT_START_TLS);
+    assert_int_equal(actions(t), ENGINE_ACT_START_TLS_CLIENT);
     release(t);
 }
 
@@ -705,10 +517,10 @@ static void test_auth_after_tls(void **state)
     upgrade(t);
     client(t, "AUTH LOGIN\r\n");
     expect_srv(t, "AUTH LOGIN\r\n");
-    assert_int_equal(t->e.state, INBOUND_HOLD);
+    assert_int_equal(t->e.relay.state, RELAY_HOLD);
     server(t, "334 VXNlcm5hbWU6\r\n");
     expect_cli(t, "334 VXNlcm5hbWU6\r\n");
-    assert_int_equal(t->e.state, INBOUND_AUTH);
+    assert_int_equal(t->e.relay.state, RELAY_AUTH);
     /* The continuation line is not a command: "MAIL" here is a user name. */
     client(t, "MAIL\r\n");
     expect_srv(t, "MAIL\r\n");
@@ -719,7 +531,7 @@ static void test_auth_after_tls(void **state)
     expect_srv(t, "c2VjcmV0\r\n");
     server(t, "235 2.7.0 Authentication successful\r\n");
     expect_cli(t, "235 2.7.0 Authentication successful\r\n");
-    assert_int_equal(t->e.state, INBOUND_COMMAND);
+    assert_int_equal(t->e.relay.state, RELAY_COMMAND);
     client(t, "MAIL FROM:<a>\r\n");
     expect_srv(t, "MAIL FROM:<a>\r\n");
     release(t);
@@ -863,7 +675,7 @@ static void test_bdat_with_chunking(void **state)
     ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING_PLAIN);
     client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 15\r\nMAIL FROM:<x>\r\nBDAT 3 LAST\r\nend");
     expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 15\r\nMAIL FROM:<x>\r\nBDAT 3 LAST\r\nend");
-    assert_int_equal(t->e.state, INBOUND_COMMAND);
+    assert_int_equal(t->e.relay.state, RELAY_COMMAND);
     server(t, "250 ok\r\n250 ok\r\n250 15 octets\r\n250 queued\r\n");
     expect_cli(t, "250 ok\r\n250 ok\r\n250 15 octets\r\n250 queued\r\n");
     /* The transaction is over: STARTTLS is allowed again. */
@@ -880,7 +692,7 @@ static void test_bdat_chunk_split(void **state)
     ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING_PLAIN);
     client(t, "BDAT 10 LAST\r\n0123");
     expect_srv(t, "BDAT 10 LAST\r\n0123");
-    assert_int_equal(t->e.state, INBOUND_BDAT);
+    assert_int_equal(t->e.relay.state, RELAY_BDAT);
     client(t, "4567");
     expect_srv(t, "4567");
     client(t, "89NOOP\r\n");
@@ -1047,14 +859,14 @@ static void test_backend_eof(void **state)
     client(t, "MAIL FROM:<a>\r\n");
     server_eof(t);
     expect_cli(t, R_LOST);
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-    assert_string_equal(t->e.reason, "backend_closed");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(t->e.reason), "backend_closed");
     assert_int_equal(t->e.state, INBOUND_CLOSED);
     /* Closed is final: no more output whatever arrives. */
     client(t, "RCPT TO:<b>\r\n");
     server(t, "250 late\r\n");
     server_eof(t);
-    inbound_tls_ready(&t->e);
+    OPS.tls_ready(&t->e);
     expect_cli(t, "");
     expect_srv(t, "MAIL FROM:<a>\r\n");
     release(t);
@@ -1066,7 +878,7 @@ static void test_backend_eof_before_greeting(void **state)
 
     server_eof(t);
     expect_cli(t, R_LOST);
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
     release(t);
 }
 
@@ -1076,8 +888,8 @@ static void test_unsolicited_reply(void **state)
 
     server(t, "250 surprise\r\n");
     expect_cli(t, R_PROTOCOL);
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-    assert_string_equal(t->e.reason, "protocol_error");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(t->e.reason), "protocol_error");
     release(t);
 }
 
@@ -1088,7 +900,7 @@ static void test_extra_reply(void **state)
     client(t, "NOOP\r\n");
     server(t, "250 ok\r\n250 extra\r\n");
     expect_cli(t, "250 ok\r\n" R_PROTOCOL);
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
     release(t);
 }
 
@@ -1098,8 +910,8 @@ static void test_unsolicited_421(void **state)
 
     server(t, "421 4.3.2 shutting down\r\n");
     expect_cli(t, "421 4.3.2 shutting down\r\n");
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-    assert_string_equal(t->e.reason, "backend_closed");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(t->e.reason), "backend_closed");
     release(t);
 }
 
@@ -1110,7 +922,7 @@ static void test_421_reply_closes(void **state)
     client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\n");
     server(t, "421 4.7.0 too many errors\r\n");
     expect_cli(t, "421 4.7.0 too many errors\r\n");
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
     release(t);
 }
 
@@ -1123,8 +935,8 @@ static void test_malformed_reply(void **state)
         struct t *t = start(NULL);
         server(t, bad[i]);
         expect_cli(t, R_PROTOCOL);
-        assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-        assert_string_equal(t->e.reason, "protocol_error");
+        assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+        assert_string_equal(reason_str(t->e.reason), "protocol_error");
         release(t);
     }
 }
@@ -1138,7 +950,7 @@ static void test_overlong_reply(void **state)
     memcpy(big, "220 ", 4);
     server_n(t, big, sizeof(big));
     expect_cli(t, R_PROTOCOL);
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
     release(t);
 }
 
@@ -1153,12 +965,12 @@ static void test_quit(void **state)
     assert_int_equal(actions(t), 0);
     server(t, "221 2.0.0 bye\r\n");
     expect_cli(t, "221 2.0.0 bye\r\n");
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-    assert_string_equal(t->e.reason, "quit");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(t->e.reason), "quit");
     /* The backend closing after its 221 adds nothing. */
     server_eof(t);
     expect_cli(t, "");
-    assert_string_equal(t->e.reason, "quit");
+    assert_string_equal(reason_str(t->e.reason), "quit");
     release(t);
 }
 
@@ -1170,7 +982,7 @@ static void test_quit_then_eof_without_reply(void **state)
     server_eof(t);
     /* No 421 after a QUIT: the client is leaving anyway. */
     expect_cli(t, "");
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
     release(t);
 }
 
@@ -1179,13 +991,13 @@ static void test_abort(void **state)
     struct t *t = session_after_ehlo(NULL);
     static const char timeout[] = "421 4.4.2 Idle timeout\r\n";
 
-    inbound_abort(&t->e, timeout, "idle_timeout");
+    OPS.abort(&t->e, timeout, REASON_TIMEOUT);
     collect(t);
     expect_cli(t, timeout);
-    assert_int_equal(actions(t), INBOUND_ACT_CLOSE);
-    assert_string_equal(t->e.reason, "idle_timeout");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(t->e.reason), "timeout");
     /* Idempotent. */
-    inbound_abort(&t->e, timeout, "other");
+    OPS.abort(&t->e, timeout, REASON_SHUTDOWN);
     expect_cli(t, "");
     release(t);
 }
@@ -1226,70 +1038,6 @@ static void test_implicit_tls_commands_before_ehlo(void **state)
     release(t);
 }
 
-/* ---------- relay mode (the outbound engine's relay phase) ---------- */
-
-#define R_NO_STARTTLS "502 5.5.1 STARTTLS not offered\r\n"
-
-static struct t *start_relay(bool server_tls, unsigned caps)
-{
-    static const struct inbound_cfg cfg = {0};
-    struct t *t = alloc_t();
-    struct inbound_io io = {.arg = t, .to_client = on_client, .to_server = on_server};
-    inbound_init_relay(&t->e, &cfg, &io, server_tls, caps);
-    return t;
-}
-
-static void test_relay_plaintext_server(void **state)
-{
-    struct t *t = start_relay(false, SMTP_CAP_PIPELINING);
-
-    /* Greeting and EHLO are done: nothing is owed, mail flows at once. */
-    assert_false(inbound_awaiting_server(&t->e));
-    client(t, "MAIL FROM:<a>\r\nSTARTTLS\r\n");
-    expect_srv(t, "MAIL FROM:<a>\r\n");
-    server(t, "250 ok\r\n");
-    expect_cli(t, "250 ok\r\n" R_NO_STARTTLS);
-    assert_int_equal(actions(t), 0);
-    /* No credentials to a plaintext server. */
-    client(t, "AUTH PLAIN AGEAYg==\r\n");
-    expect_cli(t, R_NEED_TLS);
-    /* The server offered no CHUNKING. */
-    client(t, "BDAT 3 LAST\r\nabc");
-    expect_cli(t, R_BDAT_NO_CHUNKING);
-    expect_srv(t, "");
-    /* A repeated EHLO: the reply loses STARTTLS and AUTH, gains nothing. */
-    client(t, EHLO);
-    expect_srv(t, EHLO);
-    server(t, EHLO_REPLY);
-    expect_cli(t, "250-mx.example Hello client.example\r\n"
-                  "250-PIPELINING\r\n"
-                  "250-SIZE 10240000\r\n"
-                  "250-8BITMIME\r\n"
-                  "250 ENHANCEDSTATUSCODES\r\n");
-    release(t);
-}
-
-static void test_relay_tls_server(void **state)
-{
-    struct t *t = start_relay(true, SMTP_CAP_CHUNKING);
-
-    client(t, "AUTH PLAIN AGEAYg==\r\n");
-    expect_srv(t, "AUTH PLAIN AGEAYg==\r\n");
-    server(t, "235 ok\r\n");
-    expect_cli(t, "235 ok\r\n");
-    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 3 LAST\r\nabc");
-    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 3 LAST\r\nabc");
-    server(t, "250 ok\r\n250 ok\r\n250 queued\r\n");
-    expect_cli(t, "250 ok\r\n250 ok\r\n250 queued\r\n");
-    client(t, "STARTTLS\r\n");
-    expect_cli(t, R_NO_STARTTLS);
-    assert_int_equal(actions(t), 0);
-    client(t, EHLO);
-    server(t, EHLO_REPLY);
-    expect_cli(t, EHLO_REPLY_TLS);
-    release(t);
-}
-
 /* ---------- bounds and helpers ---------- */
 
 static void test_pipelining_depth_bound(void **state)
@@ -1302,7 +1050,7 @@ static void test_pipelining_depth_bound(void **state)
     many[240] = '\0';
     client(t, many);
     size_t first = (t->nsrv - t->rsrv) / 6;
-    assert_true(first >= 8 && first < INBOUND_FIFO_MAX);
+    assert_true(first >= 8 && first < RELAY_FIFO_MAX);
     assert_true(t->ncpend > 0);
     /* Replies let the rest through, in order. */
     for (int i = 0; i < 40; i++)
@@ -1310,35 +1058,150 @@ static void test_pipelining_depth_bound(void **state)
     assert_int_equal(t->nsrv - t->rsrv, 240);
     assert_int_equal(t->ncpend, 0);
     assert_int_equal(t->ncli - t->rcli, 40 * 8);
-    assert_false(inbound_awaiting_server(&t->e));
+    assert_false(OPS.awaiting_server(&t->e));
     release(t);
 }
 
 static void test_state_names(void **state)
 {
-    assert_string_equal(inbound_state_str(INBOUND_COMMAND), "COMMAND");
-    assert_string_equal(inbound_state_str(INBOUND_HOLD), "HOLD");
-    assert_string_equal(inbound_state_str(INBOUND_SKIP), "SKIP");
-    assert_string_equal(inbound_state_str(INBOUND_DATA), "DATA");
-    assert_string_equal(inbound_state_str(INBOUND_BDAT), "BDAT");
-    assert_string_equal(inbound_state_str(INBOUND_AUTH), "AUTH");
+    /* The relay engine's states, which inbound's used to be. */
+    assert_string_equal(relay_state_str(RELAY_COMMAND), "COMMAND");
+    assert_string_equal(relay_state_str(RELAY_HOLD), "HOLD");
+    assert_string_equal(relay_state_str(RELAY_SKIP), "SKIP");
+    assert_string_equal(relay_state_str(RELAY_DATA), "DATA");
+    assert_string_equal(relay_state_str(RELAY_BDAT), "BDAT");
+    assert_string_equal(relay_state_str(RELAY_AUTH), "AUTH");
     assert_string_equal(inbound_state_str(INBOUND_STARTTLS), "STARTTLS");
     assert_string_equal(inbound_state_str(INBOUND_HANDSHAKE), "HANDSHAKE");
     assert_string_equal(inbound_state_str(INBOUND_CLOSED), "CLOSED");
     assert_string_equal(inbound_state_str((enum inbound_state)99), "?");
+    assert_string_equal(inbound_state_str(INBOUND_GREETING), "GREETING");
+    assert_string_equal(inbound_state_str(INBOUND_XEHLO), "XEHLO");
+    assert_string_equal(inbound_state_str(INBOUND_XCLIENT), "XCLIENT");
+    assert_string_equal(inbound_state_str(INBOUND_RELAY), "RELAY");
+}
+
+/* Every state change reaches io.on_state, front end and relay alike. */
+static void test_state_log(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "STARTTLS\r\n");
+    tls_ready(t);
+    assert_string_equal(t->states, "inbound:GREETING>RELAY inbound:RELAY>STARTTLS "
+                                   "relay:COMMAND>YIELDED inbound:STARTTLS>HANDSHAKE "
+                                   "relay:YIELDED>COMMAND inbound:HANDSHAKE>RELAY ");
+    release(t);
+}
+
+/* ---------- deadlines and TLS failures (engine_ops) ---------- */
+
+#define R_BACKEND_TIMEOUT "421 4.4.2 Backend timeout, closing connection\r\n"
+#define R_IDLE "421 4.4.2 Idle timeout exceeded, closing connection\r\n"
+
+static void test_deadline_idle(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, R_IDLE);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_TIMEOUT);
+    release(t);
+}
+
+static void test_deadline_backend(void **state)
+{
+    struct t *t = start(NULL);
+
+    /* The greeting is owed from the start. */
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, R_BACKEND_TIMEOUT);
+    assert_int_equal(OPS.reason(&t->e), REASON_BACKEND_TIMEOUT);
+    release(t);
+
+    t = session_after_ehlo(NULL);
+    client(t, "NOOP\r\n");
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, R_BACKEND_TIMEOUT);
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_BACKEND_TIMEOUT);
+    release(t);
+}
+
+static void test_tls_failed_closes_silently(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    actions(t);
+    OPS.tls_failed(&t->e, ENGINE_TLS_HANDSHAKE, "alert");
+    collect(t);
+    expect_cli(t, "");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_TLS_FAILED);
+    release(t);
+
+    t = session_after_ehlo(NULL);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    actions(t);
+    /* A deadline in the handshake is a handshake timeout: no plaintext. */
+    OPS.deadline(&t->e);
+    collect(t);
+    expect_cli(t, "");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_TLS_TIMEOUT);
+    release(t);
+}
+
+static void test_xclient_handshake(void **state)
+{
+    struct inbound_cfg cfg = {
+        .xclient = "XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]\r\n",
+        .helo_name = "proxy.example",
+    };
+    struct t *t = start(&cfg);
+
+    client(t, EHLO); /* held until the XCLIENT greeting */
+    server(t, GREETING);
+    expect_cli(t, "");
+    expect_srv(t, "EHLO proxy.example\r\nXCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]\r\n");
+    assert_int_equal(t->e.state, INBOUND_XEHLO);
+    assert_true(OPS.awaiting_server(&t->e));
+    server(t, EHLO_REPLY);
+    expect_cli(t, "");
+    server(t, "220 mx.example ESMTP as 192.0.2.7\r\n");
+    expect_cli(t, "220 mx.example ESMTP as 192.0.2.7\r\n");
+    expect_srv(t, EHLO);
+    server(t, EHLO_REPLY);
+    expect_cli(t, EHLO_REPLY_PLAIN);
+    release(t);
+
+    t = start(&cfg);
+    server(t, GREETING);
+    server(t, EHLO_REPLY "550 5.7.0 not authorized\r\n");
+    expect_cli(t, "421 4.3.0 Backend refused XCLIENT, closing connection\r\n");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_XCLIENT_REFUSED);
+    release(t);
 }
 
 static void test_awaiting_server(void **state)
 {
     struct t *t = start(NULL);
 
-    assert_true(inbound_awaiting_server(&t->e));
+    assert_true(OPS.awaiting_server(&t->e));
     greet(t);
-    assert_false(inbound_awaiting_server(&t->e));
+    assert_false(OPS.awaiting_server(&t->e));
     client(t, "XCLIENT x\r\n");
-    assert_false(inbound_awaiting_server(&t->e));
+    assert_false(OPS.awaiting_server(&t->e));
     client(t, EHLO);
-    assert_true(inbound_awaiting_server(&t->e));
+    assert_true(OPS.awaiting_server(&t->e));
     release(t);
 }
 
@@ -1435,8 +1298,8 @@ static void test_session_every_chunk_size(void **state)
     assert_false(contains(ref->srv, ref->nsrv, "early"));
     assert_false(contains(ref->srv, ref->nsrv, "LLLL"));
     assert_false(contains(ref->srv, ref->nsrv, "XFORWARD"));
-    assert_int_equal(ref->actions, INBOUND_ACT_START_TLS | INBOUND_ACT_CLOSE);
-    assert_string_equal(ref->e.reason, "quit");
+    assert_int_equal(ref->actions, ENGINE_ACT_START_TLS_CLIENT | ENGINE_ACT_CLOSE);
+    assert_string_equal(reason_str(ref->e.reason), "quit");
 
     for (size_t i = 0; i < sizeof(session_steps) / sizeof(session_steps[0]); i++) {
         size_t len = session_steps[i].bytes ? strlen(session_steps[i].bytes) : 0;
@@ -1522,11 +1385,14 @@ int main(void)
         cmocka_unit_test_teardown(test_abort, teardown),
         cmocka_unit_test_teardown(test_implicit_tls, teardown),
         cmocka_unit_test_teardown(test_implicit_tls_commands_before_ehlo, teardown),
-        cmocka_unit_test_teardown(test_relay_plaintext_server, teardown),
-        cmocka_unit_test_teardown(test_relay_tls_server, teardown),
         cmocka_unit_test_teardown(test_pipelining_depth_bound, teardown),
         cmocka_unit_test_teardown(test_state_names, teardown),
         cmocka_unit_test_teardown(test_awaiting_server, teardown),
+        cmocka_unit_test_teardown(test_state_log, teardown),
+        cmocka_unit_test_teardown(test_deadline_idle, teardown),
+        cmocka_unit_test_teardown(test_deadline_backend, teardown),
+        cmocka_unit_test_teardown(test_tls_failed_closes_silently, teardown),
+        cmocka_unit_test_teardown(test_xclient_handshake, teardown),
         cmocka_unit_test_teardown(test_session_every_chunk_size, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,161 @@
+/*
+ * relay: the engine that relays an SMTP session once greeting (and, for
+ * outbound, EHLO) are done. Pure: bytes in, bytes out through engine_io, no
+ * I/O. Both negotiation engines use it: the inbound front end for the whole
+ * session after the greeting, the outbound engine after its negotiation.
+ *
+ * It matches every server reply to the command it answers with a FIFO (RFC
+ * 2920 keeps replies in command order), so only the EHLO reply is ever
+ * rewritten, and replies the proxy owns (refusals, errors) take their place
+ * in that order too. It tracks DATA (RFC 5321 §4.1.1.4, bare CR/LF repaired
+ * or refused), BDAT (RFC 3030) and AUTH exchanges (RFC 4954: relayed only
+ * when cfg.tls says the session is encrypted).
+ *
+ * What differs between its users is configuration and one hook: a user that
+ * intercepts some verbs (the inbound front end owns STARTTLS and
+ * require_tls) sees each command line first and says whether the relay
+ * handles it, refuses it, or yields to the user. The relay itself never
+ * offers STARTTLS: unless the hook takes it, it is refused with 502.
+ */
+#ifndef SMTP_TLS_PROXY_RELAY_H
+#define SMTP_TLS_PROXY_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/core/engine.h"
+#include "proxy/core/reason.h"
+#include "proxy/core/smtp.h"
+
+/* Replies the relay writes that its users write too (static, with CRLF). */
+extern const char RELAY_R_NEED_TLS[]; /* 530 5.7.0 Must issue a STARTTLS command first */
+extern const char RELAY_R_PROTOCOL[]; /* 421 4.5.0 Backend protocol error, ... */
+extern const char RELAY_R_LOST[];     /* 421 4.4.2 Backend connection lost */
+
+struct relay_cfg {
+    /* The session is encrypted where it matters: AUTH is relayed and the
+     * EHLO reply keeps AUTH (RFC 4954 §4). Inbound: the client leg; outbound:
+     * the server leg. */
+    bool tls;
+    /* While !tls, the EHLO reply offers STARTTLS (SMTP_EHLO_ADD_STARTTLS):
+     * the user answers STARTTLS itself through hooks.command. */
+    bool offer_starttls;
+    bool reject_bare_newline; /* bare CR/LF in content: 521 and close */
+    unsigned caps;            /* SMTP_CAP_* of an EHLO reply the user already read */
+};
+
+enum relay_state {
+    RELAY_COMMAND, /* reading command lines */
+    RELAY_HOLD,    /* a reply decides what the next bytes are */
+    RELAY_SKIP,    /* discarding the rest of an overlong line */
+    RELAY_DATA,    /* message content after 354 */
+    RELAY_BDAT,    /* counted BDAT chunk octets */
+    RELAY_AUTH,    /* the next line answers an AUTH challenge */
+    RELAY_YIELDED, /* the hook took over the client's bytes (STARTTLS) */
+    RELAY_CLOSED,
+};
+
+const char *relay_state_str(enum relay_state s);
+
+/* One complete command line, as the hook sees it (borrowed for the call). */
+struct relay_command {
+    enum smtp_verb verb;
+    const uint8_t *line; /* CRLF included */
+    size_t len;
+    size_t arg;          /* offset of the arguments (len - 2 when none) */
+};
+
+/* What the hook decides about a command line. */
+enum relay_verdict {
+    RELAY_PASS,   /* the relay handles it as usual */
+    RELAY_REFUSE, /* refused with *reply (static), in its place in the reply
+                     order; a BDAT's chunk is skipped, a malformed BDAT still
+                     gets its syntax error */
+    RELAY_YIELD,  /* the user takes it: the relay reads no more client bytes
+                     until relay_tls_started(), and calls hooks.turn once
+                     every reply owed before this command is delivered */
+};
+
+struct relay_hooks {
+    void *arg;
+    /* Optional: every command line before the relay acts on it. It may write
+     * nothing itself; it must not call into the relay. */
+    enum relay_verdict (*command)(void *arg, const struct relay_command *c, const char **reply);
+    /* Required when command may yield: the user's turn to speak has come. */
+    void (*turn)(void *arg);
+};
+
+#define RELAY_FIFO_MAX 32
+
+enum relay_pending {
+    PEND_EHLO,
+    PEND_HELO,
+    PEND_MAIL,
+    PEND_RCPT,
+    PEND_DATA,
+    PEND_DOT,
+    PEND_BDAT,
+    PEND_BDAT_LAST,
+    PEND_RSET,
+    PEND_AUTH,
+    PEND_QUIT,
+    PEND_OTHER,
+    PEND_LOCAL, /* a reply of the proxy's own, text in the entry */
+    PEND_TURN,  /* the place of a yielded command */
+};
+
+struct relay_entry {
+    uint8_t kind;     /* enum relay_pending */
+    const char *text; /* PEND_LOCAL: static reply text with CRLF */
+};
+
+/* The session may read the fields marked (ro); the rest is private. */
+struct relay {
+    struct relay_cfg cfg;
+    struct engine_io io;
+    struct relay_hooks hooks;
+    enum relay_state state; /* (ro) */
+    bool ehlo_sent;         /* (ro) EHLO/HELO relayed since init or TLS start */
+    bool need_ehlo;         /* (ro) after STARTTLS, until the client greets again */
+    bool in_txn;            /* (ro) a MAIL was sent and not yet ended */
+    bool bdat_discard;      /* (ro) the current BDAT chunk is dropped */
+    bool quit;              /* (ro) QUIT relayed */
+    bool skip_pending;      /* an overlong line's tail is still to be dropped */
+    unsigned caps;          /* (ro) SMTP_CAP_* of the server's last EHLO reply */
+    uint64_t bdat_left;
+    struct smtp_data data;
+    struct relay_entry fifo[RELAY_FIFO_MAX];
+    unsigned head, count;   /* (ro) count: entries in the FIFO */
+    enum reason reason;     /* (ro) why it closed; REASON_NONE while it runs */
+    uint64_t progress;      /* (ro) complete lines/chunks/replies seen */
+};
+
+/* Sets up r to read commands with nothing owed. cfg, io and hooks are
+ * copied (hooks may be NULL: no hook). */
+void relay_init(struct relay *r, const struct relay_cfg *cfg, const struct engine_io *io,
+                const struct relay_hooks *hooks);
+
+/* Client bytes. Returns how many were consumed; the caller keeps the rest
+ * and offers them again, with whatever arrives next, after the next server
+ * reply (at most one command line's worth is left while reading commands).
+ * In RELAY_YIELDED nothing is consumed; in RELAY_CLOSED everything is. May
+ * call hooks.command and hooks.turn. */
+size_t relay_client(struct relay *r, const uint8_t *p, size_t n);
+
+/* Server bytes; same contract. May call hooks.turn. */
+size_t relay_server(struct relay *r, const uint8_t *p, size_t n);
+
+/* The server leg closed: 421 to the client unless QUIT was relayed. */
+void relay_server_eof(struct relay *r);
+
+/* TLS now protects the session (RFC 3207 §4.2): everything learnt before
+ * (EHLO capabilities, the transaction) is forgotten, AUTH may be relayed,
+ * and reading resumes after a yield. ehlo_again: until the client sends
+ * EHLO or HELO, transaction and unknown verbs are refused with 503. */
+void relay_tls_started(struct relay *r, bool ehlo_again);
+
+/* True while a reply from the server is owed. */
+bool relay_awaiting_server(const struct relay *r);
+
+#endif
