@@ -67,7 +67,7 @@ static void dial_destination(struct session *s)
     struct destination *d = &s->d.out.dest;
 
     s->d.out.policy = policy_for(&s->p->out->policy, d->host, (const struct sockaddr *)&d->sa);
-    outbound_set_policy(&s->engine.out, s->d.out.policy);
+    s->engine.out.cfg.policy = s->d.out.policy; /* before the greeting arrives (outbound.h) */
     session_dial(s);
 }
 

@@ -47,6 +47,13 @@ static const char *const phase_names[] = {
 
 static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 
+const struct direction session_dir_in = {
+    .server_down = "421 4.4.1 Backend not available, try again later\r\n",
+};
+const struct direction session_dir_out = {
+    .server_down = "421 4.4.1 Destination not reachable, try again later\r\n",
+};
+
 static void arm(struct session *s, uint64_t ms);
 
 void session_enter_phase(struct session *s, enum session_phase p)

@@ -31,17 +31,8 @@ enum session_phase {
 /* The proxy's own replies for what happens around the engine, per direction. */
 struct direction {
     const char *server_down;
-    const char *server_word; /* for actions in logs */
 };
 
-static const struct direction dir_in = {
-    .server_down = "421 4.4.1 Backend not available, try again later\r\n",
-    .server_word = "backend",
-};
-static const struct direction dir_out = {
-    .server_down = "421 4.4.1 Destination not reachable, try again later\r\n",
-    .server_word = "destination",
-};
 extern const struct direction session_dir_in, session_dir_out;
 extern const struct conn_cb session_conn_cb;
 

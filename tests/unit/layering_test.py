@@ -39,12 +39,12 @@ INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
 
 def root():
-    # Under Bazel the sources are in the runfiles tree; by hand, the repo.
-    for base in (os.environ.get("TEST_SRCDIR", ""), os.path.dirname(__file__)):
-        for cand in (os.path.join(base, "smtp_tls_proxy"), os.path.join(base, "..", "..")):
-            if os.path.isdir(os.path.join(cand, "proxy", "core")):
-                return os.path.abspath(cand)
-    raise RuntimeError("cannot find proxy/ sources")
+    # The runfiles entry of this file links to the source tree (Bazel globs
+    # stop at package boundaries, so the tree itself is read, not a copy).
+    cand = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..")
+    if not os.path.isdir(os.path.join(cand, "proxy", "core")):
+        raise RuntimeError("cannot find proxy/ sources from %s" % __file__)
+    return os.path.abspath(cand)
 
 
 ROOT = root()

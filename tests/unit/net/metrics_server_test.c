@@ -24,25 +24,6 @@
 /* The registry is process-wide and never shrinks, so every test uses
  * listener names of its own. */
 
-/* The value of the sample whose line starts with prefix, or -1. */
-static long long sample(const char *text, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    for (const char *p = text; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-        if (strncmp(p, prefix, n) == 0 && p[n] == ' ')
-            return strtoll(p + n + 1, NULL, 10);
-    }
-    return -1;
-}
-
-static char *render(void)
-{
-    size_t len = 0;
-    char *text = metrics_render(&len);
-    assert_non_null(text);
-    assert_int_equal(strlen(text), len);
-    return text;
-}
 
 
 /* --- HTTP ------------------------------------------------------------- */
