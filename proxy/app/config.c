@@ -53,12 +53,13 @@ static void timeouts_set(struct session_timeouts *t, unsigned connect, unsigned 
     t->connect = connect;
     t->handshake = handshake;
     t->idle = idle;
+    t->min_data_rate = 500; /* Postfix's smtpd_min_data_rate default */
 }
 
 static void load_timeouts(struct loader *ld, const config_setting_t *g, const char *prefix,
                           struct session_timeouts *t)
 {
-    static const char *const keys[] = {"connect", "handshake", "idle", NULL};
+    static const char *const keys[] = {"connect", "handshake", "idle", "min_data_rate", NULL};
     const config_setting_t *blk = cfg_get_group(ld, g, prefix, "timeouts");
     char kp[PATH_LEN];
 
@@ -69,6 +70,7 @@ static void load_timeouts(struct loader *ld, const config_setting_t *g, const ch
     cfg_get_uint(ld, blk, kp, "connect", 1, MAX_TIMEOUT, &t->connect);
     cfg_get_uint(ld, blk, kp, "handshake", 1, MAX_TIMEOUT, &t->handshake);
     cfg_get_uint(ld, blk, kp, "idle", 1, MAX_TIMEOUT, &t->idle);
+    cfg_get_uint(ld, blk, kp, "min_data_rate", 0, 1000000000, &t->min_data_rate);
 }
 
 /* Name and position of another listener, for "already used by" messages. */

@@ -68,6 +68,9 @@ struct engine_ops {
     void (*abort)(void *e, const char *reply, enum reason reason);
     /* True while a reply from the server is owed. */
     bool (*awaiting_server)(const void *e);
+    /* True while client bytes are message content (DATA after the 354, a
+     * BDAT chunk): the session then times the client by data rate. */
+    bool (*in_content)(const void *e);
     /* Lines, chunks and replies seen so far (deadlines are re-armed when
      * this changes). */
     uint64_t (*progress)(const void *e);

@@ -290,6 +290,13 @@ static bool op_awaiting_server(const void *v)
     return e->state != INBOUND_CLOSED && relay_awaiting_server(&e->relay);
 }
 
+static bool op_in_content(const void *v)
+{
+    const struct inbound *e = v;
+
+    return e->state == INBOUND_RELAY && relay_in_content(&e->relay);
+}
+
 static void op_deadline(void *v)
 {
     struct inbound *e = v;
@@ -339,6 +346,7 @@ const struct engine_ops inbound_engine_ops = {
     .deadline = op_deadline,
     .abort = op_abort,
     .awaiting_server = op_awaiting_server,
+    .in_content = op_in_content,
     .progress = op_progress,
     .reason = op_reason,
     .take_actions = op_take_actions,

@@ -515,6 +515,13 @@ static bool op_awaiting_server(const void *v)
     }
 }
 
+static bool op_in_content(const void *v)
+{
+    const struct outbound *o = v;
+
+    return o->state == OUTBOUND_RELAY && relay_in_content(&o->relay);
+}
+
 static void op_deadline(void *v)
 {
     struct outbound *o = v;
@@ -567,6 +574,7 @@ const struct engine_ops outbound_engine_ops = {
     .deadline = op_deadline,
     .abort = op_abort,
     .awaiting_server = op_awaiting_server,
+    .in_content = op_in_content,
     .progress = op_progress,
     .reason = op_reason,
     .take_actions = op_take_actions,

@@ -587,3 +587,8 @@ bool relay_awaiting_server(const struct relay *r)
     }
     return false;
 }
+
+bool relay_in_content(const struct relay *r)
+{
+    return r->state == RELAY_DATA || r->state == RELAY_BDAT;
+}

@@ -171,4 +171,7 @@ void relay_close(struct relay *r, const char *reply, enum reason reason);
 /* True while a reply from the server is owed. */
 bool relay_awaiting_server(const struct relay *r);
 
+/* True while the client's bytes are message content (DATA or a BDAT chunk). */
+bool relay_in_content(const struct relay *r);
+
 #endif

@@ -16,6 +16,7 @@ struct session_timeouts {
     unsigned connect;     /* seconds */
     unsigned handshake;
     unsigned idle;
+    unsigned min_data_rate; /* bytes/s inside DATA/BDAT content; 0 = off */
 };
 
 enum session_tls_mode { SESSION_TLS_STARTTLS, SESSION_TLS_IMPLICIT };

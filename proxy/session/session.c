@@ -46,6 +46,8 @@ static const char *const phase_names[] = {
 #define SESSION_LINGER_MS 5000
 
 static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
+static const char R_SLOW_DATA[] =
+    "421 4.4.2 Message content arrived too slowly, closing connection\r\n";
 
 const struct direction session_dir_in = {
     .server_down = "421 4.4.1 Backend not available, try again later\r\n",
@@ -218,7 +220,8 @@ void session_close(struct session *s, enum reason reason)
     conn_pause(&s->client);
     conn_pause(&s->server);
     conn_close(&s->server);
-    if (s->client.open && !s->client.eof && s->client.connected) {
+    /* A client that only half-closed still reads: its last replies go out. */
+    if (s->client.open && s->client.connected && (!s->client.eof || s->client_eof)) {
         conn_tls_shutdown(&s->client);
         conn_flush(&s->client);
         if (conn_backlog(&s->client) > 0) {
@@ -260,6 +263,13 @@ static void on_timer(uv_timer_t *t)
         s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
         break;
     case PHASE_RUNNING:
+        if (s->content) {
+            /* Below min_data_rate: a dribbler, not a slow backend. */
+            log_warn("session=%s listener=%s event=data_rate_timeout client=%s min_data_rate=%u",
+                     s->id, s->p->name, s->client_addr, s->timeouts->min_data_rate);
+            s->ops->abort(s->eng, R_SLOW_DATA, REASON_TIMEOUT);
+            break;
+        }
         if (s->ops->awaiting_server(s->eng))
             log_warn("session=%s listener=%s event=server_timeout peer=%s "
                      "action=\"waiting for a reply\"",
@@ -285,6 +295,50 @@ static void arm_idle(struct session *s)
 {
     s->progress = s->ops->progress(s->eng);
     arm(s, (uint64_t)s->timeouts->idle * 1000);
+}
+
+/*
+ * Inside message content the client is timed by data rate, as Postfix's
+ * smtpd_min_data_rate: on entering content the deadline is `idle` away,
+ * and every read moves it on by the time its bytes take at min_data_rate,
+ * never further than `idle` from now. A client sending at least that rate
+ * is never cut, however large the message; one dribbling a byte every few
+ * seconds is, even though every byte "progresses". With min_data_rate = 0
+ * any read re-arms the idle timeout.
+ */
+static void track_content(struct session *s, size_t n)
+{
+    uint64_t now = uv_now(s->set->loop), idle = (uint64_t)s->timeouts->idle * 1000;
+    bool content = s->phase == PHASE_RUNNING && s->ops->in_content(s->eng);
+
+    if (!content) {
+        if (s->content) {
+            s->content = false;
+            arm_idle(s);
+        }
+        return;
+    }
+    if (!s->content) {
+        s->content = true;
+        s->content_deadline = now + idle;
+    } else if (s->timeouts->min_data_rate == 0) {
+        s->content_deadline = now + idle;
+    } else {
+        s->content_deadline += (uint64_t)n * 1000 / s->timeouts->min_data_rate;
+        if (s->content_deadline > now + idle)
+            s->content_deadline = now + idle;
+    }
+    arm(s, s->content_deadline > now ? s->content_deadline - now : 0);
+}
+
+/* A client that half-closed after its last command (".", QUIT) still gets
+ * every reply owed to it: the sender must see the 250 for its message, or
+ * it retries and the mail arrives twice. Once nothing is owed (and nothing
+ * it sent can still be relayed), the session ends. */
+static void finish_half_closed(struct session *s)
+{
+    if (s->client_eof && !s->closing && !s->ops->awaiting_server(s->eng))
+        session_close(s, REASON_CLIENT_CLOSED);
 }
 
 /* ---- running the engine ---- */
@@ -401,7 +455,7 @@ void session_run_actions(struct session *s)
         return;
     }
     apply_backpressure(s);
-    if (s->phase == PHASE_RUNNING && s->ops->progress(s->eng) != s->progress)
+    if (s->phase == PHASE_RUNNING && !s->content && s->ops->progress(s->eng) != s->progress)
         arm_idle(s);
 }
 
@@ -450,12 +504,17 @@ static size_t on_data(struct conn *c, const uint8_t *p, size_t n)
     if (c == &s->client) {
         used = s->ops->client(s->eng, p, n);
         session_run_actions(s);
+        if (!s->closing)
+            track_content(s, used);
     } else {
         used = s->ops->server(s->eng, p, n);
         session_run_actions(s);
+        if (!s->closing)
+            track_content(s, 0);
         /* A reply may have released bytes the client sent ahead. */
         if (!s->closing && buf_len(&s->client.in) > 0)
             kick_client(s);
+        finish_half_closed(s);
     }
     return used;
 }
@@ -467,10 +526,14 @@ static void on_eof(struct conn *c, int err)
     if (s->closing)
         return;
     if (c == &s->client) {
-        if (err != UV_EOF)
+        if (err != UV_EOF) {
             log_debug("session=%s event=client_error error=\"%s\"", s->id, uv_strerror(err));
-        /* A reset is a close too: the client is gone either way. */
-        session_close(s, REASON_CLIENT_CLOSED);
+            /* A reset: the client is gone and can hear nothing more. */
+            session_close(s, REASON_CLIENT_CLOSED);
+            return;
+        }
+        s->client_eof = true;
+        finish_half_closed(s);
         return;
     }
     if (s->reconnecting)

@@ -74,6 +74,9 @@ struct session {
     bool reconnecting;
     bool pp_wait;                     /* a PROXY header is still expected */
     bool tls_deferred;                /* STARTTLS accepted; waits for the 220 to be written */
+    bool client_eof;                  /* the client half-closed; owed replies still go out */
+    bool content;                     /* the client is sending message content */
+    uint64_t content_deadline;        /* loop time (ms) when content must have arrived */
     enum reason reason;
     const char *action;               /* what the proxy was doing, for warnings */
     uint64_t start_ms;

@@ -308,6 +308,7 @@ class Proxy:
         self.log_path = os.path.join(self.dir, "proxy.stderr")
         self.out_path = os.path.join(self.dir, "proxy.stdout")
         self.args = list(args or [])
+        self.wrapper = []  # a command the binary runs under, e.g. unshare
         self.proc = None
         self.returncode = None
         self.write()
@@ -338,7 +339,7 @@ class Proxy:
         return self.listen_ports()[0]
 
     def start(self):
-        cmd = [proxy_binary(), "-c", self.config_path] + self.args
+        cmd = self.wrapper + [proxy_binary(), "-c", self.config_path] + self.args
         self._err = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._out,
