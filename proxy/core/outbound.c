@@ -153,7 +153,8 @@ static void finish_ehlo(struct outbound *o, const uint8_t *r, size_t len)
         while (eol < len && r[eol] != '\r')
             eol++;
         to_client(o, "250 ", 4);
-        to_client(o, r + 4, eol > 4 ? eol - 4 : 0);
+        if (eol > 4) /* "250\r\n" has no domain: write nothing for it */
+            to_client(o, r + 4, eol - 4);
         to_client(o, "\r\n", 2);
         o->caps = 0; /* no extensions for a HELO session */
     } else {

@@ -429,6 +429,20 @@ static void test_helo_client_ehlo_refused(void **state)
     release(t);
 }
 
+/* A reply line with no domain gives the HELO client one without either
+ * (found by outbound_fuzz: no empty write for the missing domain). */
+static void test_helo_reply_without_domain(void **state)
+{
+    struct t *t = start(OUTBOUND_NONE);
+
+    server(t, GREETING);
+    client(t, "HELO legacy.example\r\n");
+    server(t, "250\r\n");
+    expect_cli(t, GREETING "250 \r\n");
+    assert_int_equal(t->e.state, OUTBOUND_RELAY);
+    release(t);
+}
+
 /* ---------- before EHLO, deadlines, the destination going away ---------- */
 
 static void test_commands_before_ehlo(void **state)
@@ -584,6 +598,7 @@ int main(void)
         cmocka_unit_test_teardown(test_opportunistic_greeting_refused_relayed, teardown),
         cmocka_unit_test_teardown(test_helo_client, teardown),
         cmocka_unit_test_teardown(test_helo_client_ehlo_refused, teardown),
+        cmocka_unit_test_teardown(test_helo_reply_without_domain, teardown),
         cmocka_unit_test_teardown(test_commands_before_ehlo, teardown),
         cmocka_unit_test_teardown(test_deadlines, teardown),
         cmocka_unit_test_teardown(test_destination_eof, teardown),
