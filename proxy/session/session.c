@@ -337,7 +337,10 @@ static void track_content(struct session *s, size_t n)
  * it sent can still be relayed), the session ends. */
 static void finish_half_closed(struct session *s)
 {
-    if (s->client_eof && !s->closing && !s->ops->awaiting_server(s->eng))
+    /* A client that never sent a byte is owed nothing (a greeting is not
+     * an answer to it). */
+    if (s->client_eof && !s->closing &&
+        (s->client.bytes_read == 0 || !s->ops->awaiting_server(s->eng)))
         session_close(s, REASON_CLIENT_CLOSED);
 }
 
