@@ -20,7 +20,8 @@ set -eu
 pkgs="${DEPS_PACKAGES:-bazel-bootstrap bazel-rules-java gcc clang libc6-dev python3 openssl
 libuv1-dev android-libboringssl-dev libconfig-dev libcmocka-dev
 swaks libnet-ssleay-perl libio-socket-inet6-perl postfix iproute2 iptables procps ca-certificates
-testssl.sh bsdmainutils dnsutils}"
+testssl.sh bsdmainutils dnsutils
+buildah debootstrap debian-archive-keyring python3-yaml}"
 apt_get="${DEPS_APT_GET:-apt-get}"
 policy="${DEPS_POLICY_RC_D:-/usr/sbin/policy-rc.d}"
 saved="$policy.smtp-tls-proxy-saved"
