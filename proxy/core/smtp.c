@@ -308,7 +308,9 @@ enum data_state {
     D_CR,     /* a CR inside a line, held back */
     D_DOT,    /* a '.' at the start of a line */
     D_DOT_CR, /* ".<CR>" at the start of a line, CR held back */
-    D_FIXBOL, /* after a CRLF we made up: a line start for the server only */
+    D_FIXBOL, /* after a CRLF made of a bare CR: a line start for the server only */
+    D_LFBOL,  /* after a CRLF made of a bare LF: a line start for both */
+    D_LFDOT,  /* a '.' right after it */
 };
 
 void smtp_data_init(struct smtp_data *d, bool reject_bare)
@@ -335,6 +337,28 @@ int smtp_data_scan(struct smtp_data *d, const uint8_t *in, size_t len, size_t *u
         bool bare_lf = false, bare_cr = false;
 
         switch ((enum data_state)d->state) {
+        case D_LFBOL:
+            /* A bare LF ends a line, as Postfix's "normalize" has it: the
+             * client dot-stuffed the line after it (smtplib does), so its
+             * leading '.' is a stuffing dot, relayed as it is... */
+            if (c == '.') {
+                d->state = D_LFDOT;
+                i++;
+                break;
+            }
+            d->state = D_MID;
+            continue;
+        case D_LFDOT:
+            /* ...except a lone "." there: under RFC 5321 it ends nothing
+             * (no CRLF before it), so it is relayed stuffed and the server
+             * does not end the message either. */
+            if (c == '\r' || c == '\n') {
+                flush(emit, arg, in, run, i);
+                emit(arg, dot, 1);
+                run = i;
+            }
+            d->state = D_MID;
+            continue;
         case D_FIXBOL:
             if (c == '.') {
                 /* Under the strict reading this '.' sits inside a line; a
@@ -442,7 +466,7 @@ int smtp_data_scan(struct smtp_data *d, const uint8_t *in, size_t len, size_t *u
         if (bare_lf)
             i++;
         run = i;
-        d->state = D_FIXBOL;
+        d->state = bare_lf ? D_LFBOL : D_FIXBOL;
     }
     flush(emit, arg, in, run, i);
     *used = len;

@@ -159,6 +159,25 @@ class StartTlsOrderTest(ProxyTestCase):
         self.assertReply(c.cmd(b"QUIT"), 221)
 
 
+class LenientSenderTest(ProxyTestCase):
+
+    def test_smtplib_lf_message_keeps_its_dots(self):
+        # smtplib.sendmail(from, to, bytes) sends the bytes' LF line ends as
+        # they are and dot-stuffs after every LF. Through the proxy the
+        # backend must store what the sender meant, as Postfix would.
+        import smtplib
+        b, p = self.start()
+        msg = (b"Subject: dots\n\n.starts with a dot\n..two dots\nplain\n.\n"
+               b"after a lone dot\n")
+        with smtplib.SMTP(harness.HOST, p.port, timeout=5) as s:
+            s.sendmail("a@x.test", ["b@y.test"], msg)
+        self.assertTrue(b.wait_messages(1))
+        got = b.messages[0].data
+        # smtplib ends data that does not end in CRLF with one more CRLF: an
+        # empty last line, as a Postfix with "normalize" stores it too.
+        self.assertEqual(got, msg.replace(b"\n", b"\r\n") + b"\r\n")
+
+
 def _can_unshare():
     return os.geteuid() == 0 and shutil.which("unshare") is not None
 

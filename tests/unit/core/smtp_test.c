@@ -834,6 +834,12 @@ static void test_data_bare_lf_normalised(void **state)
     /* A real CRLF.CRLF after a repaired line still ends the message. */
     expect_scan("a\nb\r\n.\r\n", false, SMTP_OK, 8, "a\r\nb\r\n.\r\n");
     expect_scan("a\n\r\n.\r\n", false, SMTP_OK, 7, "a\r\n\r\n.\r\n");
+    /* A bare LF ends a line for dot-stuffing too (Postfix's "normalize"):
+     * smtplib.sendmail(bytes) sends LF lines stuffed after each LF, so the
+     * stuffing dot is relayed as it is and the backend removes it. */
+    expect_scan("a\n..x\r\n", false, SMTP_AGAIN, 7, "a\r\n..x\r\n");
+    expect_scan("a\n.x\r\n", false, SMTP_AGAIN, 6, "a\r\n.x\r\n");
+    expect_scan("a\n..\n.\r\n", false, SMTP_AGAIN, 8, "a\r\n..\r\n..\r\n");
 }
 
 static void test_data_bare_cr_normalised(void **state)
