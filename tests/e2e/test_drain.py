@@ -4,19 +4,10 @@ SIGINT ends them at once with 421 4.3.2."""
 
 import signal
 import time
-import urllib.error
-import urllib.request
 
 import harness
 from harness import ProxyTestCase
-
-
-def http_get(port, path):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+from ops_harness import http_get
 
 
 class DrainTest(ProxyTestCase):

@@ -6,31 +6,12 @@ cannot be bound refuses the whole reload; what needs a restart is logged
 
 import re
 import signal
-import socket
-import urllib.error
-import urllib.request
 
 import harness
 from harness import Client, ProxyTestCase
+from ops_harness import http_get, refused, reuseport_holder
 
 MSG = b"Subject: reload\r\n\r\nthrough a listener a reload changed\r\n"
-
-
-def http_get(port, path):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def refused(port):
-    try:
-        s = socket.create_connection((harness.HOST, port), timeout=2)
-    except ConnectionRefusedError:
-        return True
-    s.close()
-    return False
 
 
 class ReloadListenersTest(ProxyTestCase):
@@ -124,12 +105,7 @@ class ReloadListenersTest(ProxyTestCase):
         p = self.proxy(harness.base_config([l1]))
         # Somebody else holds the new address, with SO_REUSEPORT as a second
         # instance of the proxy would.
-        holder = socket.socket()
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind((harness.HOST, 0))
-        holder.listen(1)
-        self.addCleanup(holder.close)
-        taken = holder.getsockname()[1]
+        taken = reuseport_holder(self)
         l2 = harness.inbound_listener(b2.port, name="new", listen_port=taken)
         log = self.reload(p, harness.base_config([dict(l1, backend=b2.addr), l2]))
         self.assertIn("event=reload_failed", log)
@@ -198,12 +174,7 @@ class AddressInUseTest(ProxyTestCase):
             c.close()
 
     def test_reuseport_holder_exits_3(self):
-        holder = socket.socket()
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind((harness.HOST, 0))
-        holder.listen(1)
-        self.addCleanup(holder.close)
-        port = holder.getsockname()[1]
+        port = reuseport_holder(self)
         l1 = harness.inbound_listener(harness.free_port(), listen_port=port, name="mx")
         rc, err = self.run_second(harness.base_config([l1]))
         self.assertEqual(rc, 3, err)
