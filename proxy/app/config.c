@@ -19,7 +19,9 @@
 #include "proxy/policy/rules.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -413,11 +415,59 @@ static int config_defaults(struct config *c)
     return cfg_tls_defaults(&c->tls);
 }
 
+/* user and group (DESIGN.md "Contract, second part"), looked up now so that
+ * a typo is a FILE:LINE error at `-t` and not a failure after binding. */
+static void load_identity(struct loader *ld, const config_setting_t *root)
+{
+    struct config *c = ld->c;
+    const char *user = NULL, *group = NULL;
+    int hu = cfg_get_string(ld, root, "", "user", &user);
+    int hg = cfg_get_string(ld, root, "", "group", &group);
+    char buf[16384], shown[128];
+    struct passwd pw, *pwp = NULL;
+    struct group gr, *grp = NULL;
+
+    if (hu < 0 || hg < 0)
+        return;
+    if (hg > 0 && hu == 0) {
+        cfg_fail(ld, cfg_member(root, "group"), "group: \"%s\" is set without user: set user "
+                 "too (the account to run as after binding)", cfg_shown(group, shown, sizeof shown));
+        return;
+    }
+    if (hu == 0)
+        return;
+    if (user[0] == '\0' || getpwnam_r(user, &pw, buf, sizeof buf, &pwp) != 0 || pwp == NULL) {
+        cfg_fail(ld, cfg_member(root, "user"), "user: unknown user \"%s\"",
+                 cfg_shown(user, shown, sizeof shown));
+        return;
+    }
+    c->uid = pw.pw_uid;
+    c->gid = pw.pw_gid;
+    if (hg > 0) {
+        if (group[0] == '\0' || getgrnam_r(group, &gr, buf, sizeof buf, &grp) != 0 ||
+            grp == NULL) {
+            cfg_fail(ld, cfg_member(root, "group"), "group: unknown group \"%s\"",
+                     cfg_shown(group, shown, sizeof shown));
+            return;
+        }
+        c->gid = gr.gr_gid;
+    } else if (getgrgid_r(c->gid, &gr, buf, sizeof buf, &grp) == 0 && grp != NULL) {
+        group = gr.gr_name;
+    } else {
+        snprintf(shown, sizeof shown, "%u", (unsigned)c->gid);
+        group = shown;
+    }
+    c->user = cfg_strdup(ld, user);
+    c->group = cfg_strdup(ld, group);
+    c->drop_privileges = true;
+}
+
 static void load_root(struct loader *ld, const config_setting_t *root)
 {
     static const char *const keys[] = {"workers",          "log_level", "log_format",
                                        "metrics_listen",   "tls",       "inbound",
-                                       "outbound",         "shutdown_timeout", NULL};
+                                       "outbound",         "shutdown_timeout", "user",
+                                       "group",            NULL};
     struct config *c = ld->c;
     const config_setting_t *in, *out;
     bool bad_in, bad_out;
@@ -433,6 +483,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
     if (cfg_get_addr(ld, root, "", "metrics_listen", false, &c->metrics_listen) > 0)
         c->metrics_enabled = true;
     cfg_get_uint(ld, root, "", "shutdown_timeout", 0, MAX_SHUTDOWN, &c->shutdown_timeout);
+    load_identity(ld, root);
 
     /* Before the listeners: each of them starts from a copy of this block. */
     ld->global_tls = cfg_get_group(ld, root, "", "tls");
@@ -634,6 +685,8 @@ void config_free(struct config *c)
     free(c->inbound);
     free(c->outbound);
     cfg_tls_clear(&c->tls);
+    free(c->user);
+    free(c->group);
     free(c->file);
     free(c);
 }

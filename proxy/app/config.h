@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "proxy/core/addr.h"
 #include "proxy/obs/log.h"
@@ -41,6 +42,12 @@ struct config {
     bool metrics_enabled;
     struct addr metrics_listen;
     unsigned shutdown_timeout;
+    /* user/group: who to become after binding when started as root. Names
+     * are resolved at load time (an unknown one is a config error). */
+    bool drop_privileges;         /* user is set */
+    char *user, *group;           /* group: as written, or user's primary group */
+    uid_t uid;
+    gid_t gid;
     struct tls_options tls;        /* global defaults */
     struct config_inbound *inbound;
     size_t ninbound;

@@ -54,6 +54,9 @@ static uv_tcp_t *server;
 static struct metrics_client *clients;
 static size_t nclients;
 static atomic_int server_port = -1;
+/* Set when the proxy drains after SIGTERM: /healthz then answers 503 so
+ * that a load balancer stops sending new connections. */
+static atomic_bool draining;
 
 static void on_server_close(uv_handle_t *h)
 {
@@ -220,7 +223,10 @@ static void handle_request(struct metrics_client *c)
         return;
     }
     if (is_health) {
-        respond_text(c, 200, "OK", "", "ok\n", head_only);
+        if (atomic_load(&draining))
+            respond_text(c, 503, "Service Unavailable", "", "draining\n", head_only);
+        else
+            respond_text(c, 200, "OK", "", "ok\n", head_only);
         return;
     }
 
@@ -334,7 +340,8 @@ err:
     client_close(c);
 }
 
-int metrics_server_start(uv_loop_t *loop, const struct addr *addr)
+/* A new listening handle on addr in *out, and the port it got. */
+static int listen_on(uv_loop_t *loop, const struct addr *addr, uv_tcp_t **out, int *port)
 {
     struct sockaddr_storage bound;
     int boundlen = sizeof(bound);
@@ -342,8 +349,6 @@ int metrics_server_start(uv_loop_t *loop, const struct addr *addr)
     uv_tcp_t *tcp;
     int err;
 
-    if (server != NULL)
-        return UV_EALREADY;
     tcp = malloc(sizeof(*tcp));
     if (tcp == NULL)
         return UV_ENOMEM;
@@ -363,12 +368,11 @@ int metrics_server_start(uv_loop_t *loop, const struct addr *addr)
     if (err < 0)
         goto fail_listen;
 
-    int port = ntohs(bound.ss_family == AF_INET6
-                         ? ((const struct sockaddr_in6 *)&bound)->sin6_port
-                         : ((const struct sockaddr_in *)&bound)->sin_port);
-    server = tcp;
-    atomic_store(&server_port, port);
-    addr_format_spec(addr, (unsigned)port, where, sizeof(where));
+    *port = ntohs(bound.ss_family == AF_INET6
+                      ? ((const struct sockaddr_in6 *)&bound)->sin6_port
+                      : ((const struct sockaddr_in *)&bound)->sin_port);
+    *out = tcp;
+    addr_format_spec(addr, (unsigned)*port, where, sizeof(where));
     log_info("metrics listen=%s", where);
     return 0;
 
@@ -378,6 +382,72 @@ fail_init:
     addr_format_spec(addr, (unsigned)addr->port, where, sizeof(where));
     log_error("metrics listen=%s error=\"%s\"", where, uv_strerror(err));
     return err;
+}
+
+int metrics_server_start(uv_loop_t *loop, const struct addr *addr)
+{
+    uv_tcp_t *tcp;
+    int port, err;
+
+    if (server != NULL)
+        return UV_EALREADY;
+    if ((err = listen_on(loop, addr, &tcp, &port)) != 0)
+        return err;
+    server = tcp;
+    atomic_store(&server_port, port);
+    return 0;
+}
+
+int metrics_server_move(uv_loop_t *loop, const struct addr *addr)
+{
+    uv_tcp_t *tcp, *old = server;
+    int port, err;
+
+    if (old == NULL)
+        return metrics_server_start(loop, addr);
+    err = listen_on(loop, addr, &tcp, &port);
+    if (err == UV_EADDRINUSE) {
+        /* Perhaps with our own socket, the new address overlapping the old
+         * one ("0.0.0.0:9925" for "127.0.0.1:9925"): uv_close() closes the
+         * socket at once, so the old one can be let go first, and taken
+         * back if the new address still fails. */
+        struct sockaddr_storage was;
+        int waslen = sizeof(was);
+        if (uv_tcp_getsockname(old, (struct sockaddr *)&was, &waslen) != 0)
+            return err;
+        uv_close((uv_handle_t *)old, on_server_close);
+        server = NULL;
+        atomic_store(&server_port, -1);
+        err = listen_on(loop, addr, &tcp, &port);
+        if (err != 0) {
+            struct addr back;
+            int rc;
+
+            memset(&back, 0, sizeof(back));
+            memcpy(&back.sa, &was, sizeof(was));
+            back.salen = (socklen_t)waslen;
+            addr_format_ip((const struct sockaddr *)&was, back.host, sizeof(back.host));
+            back.port = (unsigned short)addr_port((const struct sockaddr *)&was);
+            if ((rc = listen_on(loop, &back, &tcp, &port)) == 0) {
+                server = tcp;
+                atomic_store(&server_port, port);
+            }
+            return err;
+        }
+        old = NULL;
+    } else if (err != 0) {
+        return err;
+    }
+    if (old != NULL)
+        uv_close((uv_handle_t *)old, on_server_close);
+    server = tcp;
+    atomic_store(&server_port, port);
+    return 0;
+}
+
+void metrics_server_set_draining(bool on)
+{
+    atomic_store(&draining, on);
 }
 
 int metrics_server_port(void)

@@ -30,16 +30,29 @@ static void init_salt(void)
     session_salt = r | 1;
 }
 
-void session_accept(struct session_set *set, uv_stream_t *server,
-                    const struct session_profile *profile)
+/* The client leg takes over the descriptor the listener accepted: what
+ * conn_accept() does after uv_accept(). */
+static int adopt_client(struct conn *c, int fd)
+{
+    int rc = uv_tcp_open(&c->tcp, fd);
+
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    c->connected = true;
+    uv_tcp_nodelay(&c->tcp, 1);
+    return 0;
+}
+
+void session_accept(struct session_set *set, int fd, const struct session_profile *profile)
 {
     struct session *s = calloc(1, sizeof(*s));
 
     if (s == NULL) {
-        /* Not accepting leaves the connection queued; libuv stops polling
-         * the listener until the next accept, so nothing spins. */
         log_error("listener=%s event=accept_failed error=\"out of memory\"",
                   profile ? profile->name : "-");
+        close(fd);
         return;
     }
     uv_once(&salt_once, init_salt);
@@ -62,9 +75,13 @@ void session_accept(struct session_set *set, uv_stream_t *server,
     uv_timer_init(set->loop, &s->timer);
     s->timer.data = s;
     s->handles = 1;
-    if (conn_init(&s->client, set->loop, &session_conn_cb, s) == 0)
+    if (conn_init(&s->client, set->loop, &session_conn_cb, s) == 0) {
         s->handles++;
-    if (conn_accept(&s->client, server) != 0 || profile == NULL) {
+    } else {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0 || adopt_client(&s->client, fd) != 0 || profile == NULL) {
         s->reason = profile ? REASON_ACCEPT_FAILED : REASON_LISTENER_REMOVED;
         s->closing = true;
         session_close_handles(s);

@@ -64,11 +64,10 @@ void session_set_stop(struct session_set *set);
 /* Ends every session now: 421 4.3.2 to each client, then close. */
 void session_set_shutdown(struct session_set *set);
 
-/* Accepts a pending connection on server into a new session of set, using
- * profile (NULL: the listener was removed by a reload; the connection is
- * closed). Never fails visibly: a failure is logged and the connection
- * dropped. */
-void session_accept(struct session_set *set, uv_stream_t *server,
-                    const struct session_profile *profile);
+/* Makes fd, a connection the caller accepted (non-blocking), a new session
+ * of set, using profile (NULL: the listener was removed by a reload; the
+ * connection is closed). The session owns fd from the call on. Never fails
+ * visibly: a failure is logged and the connection dropped. */
+void session_accept(struct session_set *set, int fd, const struct session_profile *profile);
 
 #endif

@@ -198,6 +198,21 @@ static void test_http_healthz(void **state)
     assert_string_equal(body_of(buf), "ok\n");
 }
 
+/* After SIGTERM a load balancer must see the proxy as unavailable. */
+static void test_http_healthz_draining(void **state)
+{
+    struct http_fixture *f = *state;
+    char buf[4096];
+
+    metrics_server_set_draining(true);
+    HTTP(f, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", buf);
+    metrics_server_set_draining(false);
+    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
+    assert_string_equal(body_of(buf), "draining\n");
+    HTTP(f, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", buf);
+    assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
+}
+
 static void test_http_errors(void **state)
 {
     struct http_fixture *f = *state;
@@ -375,6 +390,7 @@ int main(void)
     const struct CMUnitTest endpoint[] = {
         cmocka_unit_test(test_http_metrics),
         cmocka_unit_test(test_http_healthz),
+        cmocka_unit_test(test_http_healthz_draining),
         cmocka_unit_test(test_http_errors),
         cmocka_unit_test(test_http_split_request),
         cmocka_unit_test(test_http_garbage),
