@@ -4,6 +4,8 @@
  */
 #include "proxy/net/conn.h"
 
+#include <unistd.h>
+
 #include <string.h>
 
 
@@ -126,14 +128,17 @@ int conn_init(struct conn *c, uv_loop_t *loop, const struct conn_cb *cb, void *o
     return 0;
 }
 
-int conn_accept(struct conn *c, uv_stream_t *server)
+int conn_open(struct conn *c, int fd)
 {
-    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
-    if (rc == 0) {
-        c->connected = true;
-        uv_tcp_nodelay(&c->tcp, 1);
+    int rc = uv_tcp_open(&c->tcp, fd);
+
+    if (rc != 0) {
+        close(fd);
+        return rc;
     }
-    return rc;
+    c->connected = true;
+    uv_tcp_nodelay(&c->tcp, 1);
+    return 0;
 }
 
 static void on_connect(uv_connect_t *req, int status)

@@ -70,8 +70,9 @@ struct conn {
 
 /* Initialises the handle on loop; 0 or a libuv code. */
 int conn_init(struct conn *c, uv_loop_t *loop, const struct conn_cb *cb, void *owner);
-/* Accepts a pending connection from server into c (already initialised). */
-int conn_accept(struct conn *c, uv_stream_t *server);
+/* The leg takes over fd, a connected socket the listener accepted (closed
+ * here on failure). 0 or a libuv code. */
+int conn_open(struct conn *c, int fd);
 int conn_connect(struct conn *c, const struct sockaddr *sa);
 
 /* Start or stop delivering input. conn_resume also re-offers the input

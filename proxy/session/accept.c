@@ -30,21 +30,6 @@ static void init_salt(void)
     session_salt = r | 1;
 }
 
-/* The client leg takes over the descriptor the listener accepted: what
- * conn_accept() does after uv_accept(). */
-static int adopt_client(struct conn *c, int fd)
-{
-    int rc = uv_tcp_open(&c->tcp, fd);
-
-    if (rc != 0) {
-        close(fd);
-        return rc;
-    }
-    c->connected = true;
-    uv_tcp_nodelay(&c->tcp, 1);
-    return 0;
-}
-
 void session_accept(struct session_set *set, int fd, const struct session_profile *profile)
 {
     struct session *s = calloc(1, sizeof(*s));
@@ -81,7 +66,7 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
         close(fd);
         fd = -1;
     }
-    if (fd < 0 || adopt_client(&s->client, fd) != 0 || profile == NULL) {
+    if (fd < 0 || conn_open(&s->client, fd) != 0 || profile == NULL) {
         s->reason = profile ? REASON_ACCEPT_FAILED : REASON_LISTENER_REMOVED;
         s->closing = true;
         session_close_handles(s);
