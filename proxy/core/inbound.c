@@ -59,6 +59,7 @@ static void close_with(struct inbound *e, const char *reply, enum reason reason)
     enter_state(e, INBOUND_CLOSED);
     e->actions |= ENGINE_ACT_CLOSE;
     e->reason = reason;
+    relay_close(&e->relay, NULL, reason); /* nothing more from it either */
 }
 
 /* After every call into the relay: its close is the session's. */
@@ -142,30 +143,12 @@ static void on_turn(void *arg)
     e->actions |= ENGINE_ACT_START_TLS_CLIENT;
 }
 
-void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io)
-{
-    memset(e, 0, sizeof(*e));
-    e->cfg = *cfg;
-    e->io = *io;
-    /* RFC 5321 §3.1: the client waits for the greeting. Whatever it sends
-     * ahead is held, so nothing reaches the backend before the greeting
-     * (and XCLIENT, when configured) is through. */
-    e->state = INBOUND_GREETING;
-    e->tls_active = cfg->implicit_tls;
-    struct relay_cfg rcfg = {
-        .tls = cfg->implicit_tls,
-        .offer_starttls = true,
-        .reject_bare_newline = cfg->reject_bare_newline,
-    };
-    struct relay_hooks hooks = {.arg = e, .command = on_command, .turn = on_turn};
-    relay_init(&e->relay, &rcfg, io, &hooks);
-}
+/* ---- the greeting and XCLIENT (replies the relay hands back) ---- */
 
-/* ---- the greeting and XCLIENT ---- */
-
-static void greeting_reply(struct inbound *e, const uint8_t *p, size_t len, int code)
+static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
 {
-    e->progress++;
+    struct inbound *e = arg;
+
     switch (e->state) {
     case INBOUND_GREETING:
         if (code == 220 && e->cfg.xclient != NULL) {
@@ -175,16 +158,14 @@ static void greeting_reply(struct inbound *e, const uint8_t *p, size_t len, int 
             to_server_str(e, e->cfg.helo_name);
             to_server_str(e, "\r\n");
             to_server_str(e, e->cfg.xclient);
+            relay_expect(&e->relay);
+            relay_expect(&e->relay);
             enter_state(e, INBOUND_XEHLO);
             return;
         }
-        to_client(e, p, len);
-        if (code == 421) {
-            close_with(e, NULL, REASON_BACKEND_CLOSED);
-            return;
-        }
         /* Even a refusal is the backend's to make: the client hears it
-         * out and the relay takes over. */
+         * out and the relay takes over (a 421 closes it). */
+        to_client(e, p, len);
         enter_state(e, INBOUND_RELAY);
         return;
     case INBOUND_XEHLO:
@@ -206,10 +187,26 @@ static void greeting_reply(struct inbound *e, const uint8_t *p, size_t len, int 
     }
 }
 
-static bool greeting_owed(const struct inbound *e)
+void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io)
 {
-    return e->state == INBOUND_GREETING || e->state == INBOUND_XEHLO ||
-           e->state == INBOUND_XCLIENT;
+    memset(e, 0, sizeof(*e));
+    e->cfg = *cfg;
+    e->io = *io;
+    /* RFC 5321 §3.1: the client waits for the greeting. Whatever it sends
+     * ahead is held, so nothing reaches the backend before the greeting
+     * (and XCLIENT, when configured) is through. */
+    e->state = INBOUND_GREETING;
+    e->tls_active = cfg->implicit_tls;
+    struct relay_cfg rcfg = {
+        .tls = cfg->implicit_tls,
+        .offer_starttls = true,
+        .reject_bare_newline = cfg->reject_bare_newline,
+    };
+    struct relay_hooks hooks = {
+        .arg = e, .command = on_command, .turn = on_turn, .reply = on_reply};
+    relay_init(&e->relay, &rcfg, io, &hooks);
+    /* The backend speaks first: its greeting is the first reply owed. */
+    relay_expect(&e->relay);
 }
 
 /* ---- the engine operations ---- */
@@ -241,26 +238,12 @@ static size_t op_client(void *v, const uint8_t *p, size_t n)
 static size_t op_server(void *v, const uint8_t *p, size_t n)
 {
     struct inbound *e = v;
-    size_t off = 0;
 
-    while (off < n && greeting_owed(e)) {
-        size_t k;
-        int code;
-        int rc = smtp_reply(p + off, n - off, &k, &code);
-        if (rc == SMTP_AGAIN)
-            return off;
-        if (rc != SMTP_OK) {
-            close_with(e, RELAY_R_PROTOCOL, REASON_PROTOCOL_ERROR);
-            return n;
-        }
-        greeting_reply(e, p + off, k, code);
-        off += k;
-    }
-    if (e->state != INBOUND_CLOSED && off < n) {
-        off += relay_server(&e->relay, p + off, n - off);
-        follow(e);
-    }
-    return e->state == INBOUND_CLOSED ? n : off;
+    if (e->state == INBOUND_CLOSED)
+        return n;
+    size_t k = relay_server(&e->relay, p, n);
+    follow(e);
+    return e->state == INBOUND_CLOSED ? n : k;
 }
 
 static void op_server_eof(void *v)
@@ -269,10 +252,6 @@ static void op_server_eof(void *v)
 
     if (e->state == INBOUND_CLOSED)
         return;
-    if (greeting_owed(e)) {
-        close_with(e, RELAY_R_LOST, REASON_BACKEND_CLOSED);
-        return;
-    }
     relay_server_eof(&e->relay);
     follow(e);
 }
@@ -308,8 +287,6 @@ static bool op_awaiting_server(const void *v)
 {
     const struct inbound *e = v;
 
-    if (greeting_owed(e))
-        return true;
     return e->state != INBOUND_CLOSED && relay_awaiting_server(&e->relay);
 }
 
@@ -334,7 +311,7 @@ static uint64_t op_progress(const void *v)
 {
     const struct inbound *e = v;
 
-    return e->progress + e->relay.progress;
+    return e->relay.progress;
 }
 
 static enum reason op_reason(const void *v)

@@ -8,7 +8,9 @@
  * XCLIENT handshake behind it), STARTTLS (offered in the EHLO reply while
  * the client leg is plaintext, answered by the proxy, RFC 3207), the TLS
  * handshake and require_tls. Everything else is the relay engine's (see
- * relay.h), which it runs from the greeting on.
+ * relay.h), which it runs from the start: the greeting and the XCLIENT
+ * replies take their place in the relay's reply order and come back to the
+ * front end through a hook.
  *
  * The session drives it through inbound_engine_ops (engine.h), whose
  * functions take a struct inbound *.
@@ -57,7 +59,6 @@ struct inbound {
     struct relay relay;       /* (ro) its state, caps, FIFO */
     unsigned actions;         /* ENGINE_ACT_*, taken by take_actions */
     enum reason reason;       /* (ro) why it closed; REASON_NONE while it runs */
-    uint64_t progress;        /* greeting replies seen (the relay counts the rest) */
 };
 
 /* Sets up e for a new session; the backend's greeting is the first reply

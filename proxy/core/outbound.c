@@ -73,6 +73,8 @@ static void close_with(struct outbound *o, const char *reply, enum reason reason
         return;
     if (reply != NULL)
         to_client_str(o, reply);
+    if (o->state == OUTBOUND_RELAY)
+        relay_close(&o->relay, NULL, reason); /* nothing more from it either */
     enter_state(o, OUTBOUND_CLOSED);
     o->actions |= ENGINE_ACT_CLOSE;
     o->reason = reason;

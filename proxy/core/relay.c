@@ -516,6 +516,9 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
     case PEND_OTHER:
         to_client(r, p, len);
         break;
+    case PEND_USER:
+        r->hooks.reply(r->hooks.arg, p, len, code);
+        break;
     case PEND_LOCAL:
     case PEND_TURN:
         break;
@@ -563,6 +566,16 @@ void relay_tls_started(struct relay *r, bool ehlo_again)
     r->in_txn = false;
     r->caps = 0;
     enter_state(r, RELAY_COMMAND);
+}
+
+void relay_expect(struct relay *r)
+{
+    fifo_push(r, PEND_USER, NULL);
+}
+
+void relay_close(struct relay *r, const char *reply_text, enum reason reason)
+{
+    close_with(r, reply_text, reason);
 }
 
 bool relay_awaiting_server(const struct relay *r)

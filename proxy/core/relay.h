@@ -84,6 +84,10 @@ struct relay_hooks {
     enum relay_verdict (*command)(void *arg, const struct relay_command *c, const char **reply);
     /* Required when command may yield: the user's turn to speak has come. */
     void (*turn)(void *arg);
+    /* Required with relay_expect(): a reply the user awaits (p[0, len) one
+     * whole reply, code its code). It may write, call relay_expect() and
+     * relay_close(). A 421 closes the relay after the hook returns. */
+    void (*reply)(void *arg, const uint8_t *p, size_t len, int code);
 };
 
 #define RELAY_FIFO_MAX 32
@@ -103,6 +107,7 @@ enum relay_pending {
     PEND_OTHER,
     PEND_LOCAL, /* a reply of the proxy's own, text in the entry */
     PEND_TURN,  /* the place of a yielded command */
+    PEND_USER,  /* a reply the user reads (relay_expect) */
 };
 
 struct relay_entry {
@@ -154,6 +159,14 @@ void relay_server_eof(struct relay *r);
  * and reading resumes after a yield. ehlo_again: until the client sends
  * EHLO or HELO, transaction and unknown verbs are refused with 503. */
 void relay_tls_started(struct relay *r, bool ehlo_again);
+
+/* The next reply owed (after those already owed) is the user's: it goes
+ * to hooks.reply, not to the client (the inbound greeting, XCLIENT). */
+void relay_expect(struct relay *r);
+
+/* Closes the relay: reply (static, or NULL) to the client, then nothing
+ * more is read or written. Idempotent. */
+void relay_close(struct relay *r, const char *reply, enum reason reason);
 
 /* True while a reply from the server is owed. */
 bool relay_awaiting_server(const struct relay *r);

@@ -123,7 +123,11 @@ bool fuzz_check_tail_is(const struct fuzz_check *c, const char *s)
 
 bool fuzz_lenient(void)
 {
-    return getenv("INBOUND_FUZZ_STRICT_ONLY") == NULL && getenv("FUZZ_STRICT_ONLY") == NULL;
+    static int lenient = -1; /* the environment is read once */
+
+    if (lenient < 0)
+        lenient = getenv("INBOUND_FUZZ_STRICT_ONLY") == NULL && getenv("FUZZ_STRICT_ONLY") == NULL;
+    return lenient;
 }
 
 /* The first word of a command line as Postfix's tokenizer sees it. */

@@ -164,17 +164,13 @@ static struct drv drv;
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct drv *d = &drv;
-    static int lenient = -1;
-
     if (size < 1)
         return 0;
-    if (lenient < 0)
-        lenient = fuzz_lenient();
     memset(d, 0, sizeof(*d));
     d->cfg.implicit_tls = data[0] & 1;
     d->cfg.require_tls = (data[0] >> 1) & 1;
     d->cfg.reject_bare_newline = (data[0] >> 2) & 1;
-    d->check.lenient = lenient;
+    d->check.lenient = fuzz_lenient();
     d->check.require_tls = d->cfg.require_tls;
     d->check.relay = &d->e.relay;
     d->s = (struct fuzz_session){.arg = d, .client = client, .server = server, .event = event};

@@ -226,15 +226,11 @@ static struct drv drv;
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct drv *d = &drv;
-    static int lenient = -1;
-
     if (size < 1)
         return 0;
-    if (lenient < 0)
-        lenient = fuzz_lenient();
     memset(d, 0, sizeof(*d));
     d->policy = (enum outbound_policy)(data[0] & 3);
-    d->check.lenient = lenient;
+    d->check.lenient = fuzz_lenient();
     struct outbound_cfg cfg = {.policy = d->policy, .reject_bare_newline = (data[0] >> 2) & 1};
     struct engine_io io = {.arg = d, .to_client = on_client, .to_server = on_server};
     outbound_init(&d->o, &cfg, &io);

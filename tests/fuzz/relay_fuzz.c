@@ -148,17 +148,13 @@ static struct drv drv;
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct drv *d = &drv;
-    static int lenient = -1;
-
     if (size < 1)
         return 0;
-    if (lenient < 0)
-        lenient = fuzz_lenient();
     memset(d, 0, sizeof(*d));
     bool hooked = data[0] & 3;
     d->yield_starttls = data[0] & 1;
     d->check.require_tls = (data[0] >> 1) & 1;
-    d->check.lenient = lenient;
+    d->check.lenient = fuzz_lenient();
     d->check.relay = &d->r;
     struct relay_cfg cfg = {
         .tls = (data[0] >> 4) & 1,

@@ -23,16 +23,9 @@
 #include <string.h>
 
 #include "proxy/core/smtp.h"
+#include "tests/fuzz/fuzz_session.h" /* CHECK */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                             \
-    do {                                                                                     \
-        if (!(c)) {                                                                          \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);        \
-            abort();                                                                         \
-        }                                                                                    \
-    } while (0)
 
 static uint8_t *dup_exact(const uint8_t *p, size_t n)
 {
