@@ -515,9 +515,9 @@ static bool helo_fallback(struct relay *r)
     if (!r->cfg.helo_fallback || r->count > 0 || r->state != RELAY_COMMAND ||
         r->client_helo[0] == '\0')
         return false;
-    to_server(r, "HELO ", 5);
-    to_server(r, r->client_helo, strlen(r->client_helo));
-    to_server(r, "\r\n", 2);
+    char line[sizeof(r->client_helo) + 8];
+    int n = snprintf(line, sizeof(line), "HELO %s\r\n", r->client_helo);
+    to_server(r, line, (size_t)n); /* one write, one line */
     fifo_push(r, PEND_HELO_FALLBACK, NULL);
     return true;
 }
