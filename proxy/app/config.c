@@ -207,7 +207,8 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
 {
     static const char *const keys[] = {"name", "listen", "backend", "tls_mode", "require_tls",
                                        "proxy_protocol", "backend_client_info", "bare_newline",
-                                       "max_connections", "timeouts", "tls", NULL};
+                                       "received_header", "max_connections", "timeouts", "tls",
+                                       NULL};
     static const char *const required[] = {"name", "listen", "backend", NULL};
     struct config_inbound *in = &ld->c->inbound[i];
     char prefix[PATH_LEN];
@@ -237,6 +238,7 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
         in->opts.backend_client_info = (enum session_client_info)v;
     if (cfg_get_enum(ld, g, prefix, "bare_newline", bare_newline_names, &v) > 0)
         in->opts.bare_newline = (enum session_bare_newline)v;
+    cfg_get_bool(ld, g, prefix, "received_header", &in->opts.received_header);
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &in->opts.max_connections);
     load_timeouts(ld, g, prefix, &in->opts.timeouts);
     cfg_listener_tls(ld, g, prefix, &in->tls);

@@ -24,6 +24,11 @@ struct engine_io {
      * state, for debug logs. engine is "inbound", "outbound" or "relay";
      * from and to are the *_state_str() names. */
     void (*on_state)(void *arg, const char *engine, const char *from, const char *to);
+    /* Optional (NULL: off): something only the engine sees that the
+     * session logs at warn, with the server leg's address. event is a
+     * static name ("xclient_refused", "xclient_not_offered"); detail is the
+     * server's reply on one line (CR/LF gone), valid for the call only. */
+    void (*on_event)(void *arg, const char *event, const char *detail);
 };
 
 /* Actions for the session, read and cleared by take_actions(). */

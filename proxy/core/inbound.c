@@ -5,7 +5,9 @@
  */
 #include "proxy/core/inbound.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Replies the proxy owns. Enhanced status codes per RFC 3463. */
 static const char R_STARTTLS[] = "220 2.0.0 Ready to start TLS\r\n";
@@ -145,20 +147,107 @@ static void on_turn(void *arg)
 
 /* ---- the greeting and XCLIENT (replies the relay hands back) ---- */
 
+static bool ieq(const uint8_t *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = a[i];
+        if (c >= 'a' && c <= 'z')
+            c = (uint8_t)(c - 'a' + 'A');
+        if (c != (uint8_t)b[i])
+            return false;
+    }
+    return true;
+}
+
+/* Whether an EHLO reply lists keyword (upper case) on a line of its own
+ * (RFC 5321 §4.1.1.1: "250-KEYWORD params"). */
+static bool ehlo_offers(const uint8_t *p, size_t len, const char *keyword)
+{
+    size_t k = strlen(keyword);
+    bool first = true;
+
+    for (size_t i = 0; i < len;) {
+        const uint8_t *nl = memchr(p + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - p) + 1 : len;
+        size_t w = i + 4;
+        if (!first && end - w >= k && ieq(p + w, keyword, k) &&
+            (end - w == k || p[w + k] == ' ' || p[w + k] == '\r'))
+            return true;
+        first = false;
+        i = end;
+    }
+    return false;
+}
+
+/* Reports a reply of the backend's through io.on_event, on one line. */
+static void report(struct inbound *e, const char *event, const uint8_t *p, size_t len)
+{
+    char line[512];
+    size_t n = 0;
+
+    if (e->io.on_event == NULL)
+        return;
+    for (size_t i = 0; i < len && n < sizeof(line) - 1; i++) {
+        if (p[i] == '\r')
+            continue;
+        if (p[i] == '\n') {
+            if (i + 1 < len && n < sizeof(line) - 1)
+                line[n++] = ' ';
+            continue;
+        }
+        line[n++] = (char)p[i];
+    }
+    line[n] = '\0';
+    e->io.on_event(e->io.arg, event, line);
+}
+
+/* The domain a greeting names first (RFC 5321 §4.3.1: "220 domain ..."),
+ * for the EHLO reply the relay writes for a HELO-only backend. */
+static void keep_domain(struct inbound *e, const uint8_t *p, size_t len)
+{
+    size_t n = 0;
+
+    while (4 + n < len && n < sizeof(e->relay.server_domain) - 1 && p[4 + n] != ' ' &&
+           p[4 + n] != '\r' && p[4 + n] != '\n')
+        n++;
+    memcpy(e->relay.server_domain, p + 4, n);
+    e->relay.server_domain[n] = '\0';
+}
+
+/* Keeps the first greeting for a backend that turns out not to offer
+ * XCLIENT; one longer than the buffer is cut to its first line. */
+static void keep_greeting(struct inbound *e, const uint8_t *p, size_t len)
+{
+    bool cut = len > sizeof(e->greeting);
+
+    if (cut) {
+        const uint8_t *nl = memchr(p, '\n', len);
+        len = nl ? (size_t)(nl - p) + 1 : 0; /* a line is at most SMTP_REPLY_LINE_MAX */
+    }
+    if (len > sizeof(e->greeting) || len < 4)
+        len = 0;
+    memcpy(e->greeting, p, len);
+    if (cut && len > 0)
+        e->greeting[3] = ' '; /* now the only, so the last, line */
+    e->greeting_len = len;
+}
+
 static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
 {
     struct inbound *e = arg;
 
     switch (e->state) {
     case INBOUND_GREETING:
+        keep_domain(e, p, len);
         if (code == 220 && e->cfg.xclient != NULL) {
             /* Postfix XCLIENT: tell the backend who the client really is;
-             * its answer is a new greeting, which the client gets. */
+             * its answer is a new greeting, which the client gets. First
+             * EHLO alone: XCLIENT is sent only once the reply offers it
+             * (Postfix >= 3.9 answers pipelined commands with 554). */
+            keep_greeting(e, p, len);
             to_server_str(e, "EHLO ");
             to_server_str(e, e->cfg.helo_name);
             to_server_str(e, "\r\n");
-            to_server_str(e, e->cfg.xclient);
-            relay_expect(&e->relay);
             relay_expect(&e->relay);
             enter_state(e, INBOUND_XEHLO);
             return;
@@ -169,22 +258,152 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
         enter_state(e, INBOUND_RELAY);
         return;
     case INBOUND_XEHLO:
-        if (code / 100 != 2)
-            close_with(e, R_XCLIENT, REASON_XCLIENT_REFUSED);
-        else
+        if (code == 421) {
+            to_client(e, p, len); /* the relay closes behind it */
+            return;
+        }
+        if (code / 100 == 2 && ehlo_offers(p, len, "XCLIENT")) {
+            to_server_str(e, e->cfg.xclient);
+            relay_expect(&e->relay);
             enter_state(e, INBOUND_XCLIENT);
+            return;
+        }
+        /* Configured but not offered (not in the backend's
+         * smtpd_authorized_xclient_hosts, or no Postfix at all): the
+         * session still works, the backend just sees the proxy's address. */
+        report(e, "xclient_not_offered", p, len);
+        to_client(e, e->greeting, e->greeting_len);
+        enter_state(e, INBOUND_RELAY);
         return;
     case INBOUND_XCLIENT:
         if (code != 220) {
+            report(e, "xclient_refused", p, len);
             close_with(e, R_XCLIENT, REASON_XCLIENT_REFUSED);
             return;
         }
+        keep_domain(e, p, len);
         to_client(e, p, len);
         enter_state(e, INBOUND_RELAY);
         return;
     default:
         return;
     }
+}
+
+/* ---- the Received: line (received_header) ---- */
+
+/* A line being folded (RFC 5322 §2.2.3): words go on the current line
+ * while it stays under 78 characters, else on a new one after CRLF TAB. */
+struct fold {
+    char *out;
+    size_t cap, n, col;
+    bool full;
+};
+
+static void put(struct fold *f, const char *s)
+{
+    size_t k = strlen(s);
+
+    if (f->full || f->n + k >= f->cap) {
+        f->full = true;
+        return;
+    }
+    memcpy(f->out + f->n, s, k);
+    f->n += k;
+    f->col += k;
+}
+
+/* A new line of the header (CRLF TAB), then s. */
+static void line(struct fold *f, const char *s)
+{
+    put(f, "\r\n\t");
+    f->col = 1;
+    put(f, s);
+}
+
+/* " " and the words a, b, c (concatenated: one word), folded before them
+ * when they would make the line too long. */
+static void word(struct fold *f, const char *a, const char *b, const char *c)
+{
+    size_t k = strlen(a) + strlen(b) + strlen(c);
+
+    if (f->col + 1 + k >= 78 && f->col > 1) {
+        put(f, "\r\n\t");
+        f->col = 1;
+    } else {
+        put(f, " ");
+    }
+    put(f, a);
+    put(f, b);
+    put(f, c);
+}
+
+static bool domain_or_literal(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        char c = *s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_' || c == '[' || c == ']' || c == ':'))
+            return false;
+    }
+    return true;
+}
+
+size_t inbound_received_format(char *out, size_t cap, const struct inbound_received *ri,
+                               const char *helo)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct fold f = {.out = out, .cap = cap};
+    struct tm tm;
+    time_t t = (time_t)ri->when;
+    char date[64];
+
+    if (gmtime_r(&t, &tm) == NULL)
+        return 0;
+    /* RFC 5322 §3.3 date-time, in UTC. */
+    snprintf(date, sizeof(date), "%s, %d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday % 7],
+             tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+             tm.tm_sec);
+    put(&f, "Received: from");
+    word(&f, domain_or_literal(helo) ? helo : "unknown", "", "");
+    word(&f, "(", domain_or_literal(ri->client_name) ? ri->client_name : "unknown", "");
+    word(&f, "[", ri->client_ip, "])");
+    line(&f, "by");
+    word(&f, ri->by, "", "");
+    word(&f, "(smtp-tls-proxy)", "", "");
+    word(&f, "with", "", "");
+    word(&f, "ESMTPS", "", "");
+    word(&f, "id", "", "");
+    word(&f, ri->id, "", "");
+    line(&f, "(version=");
+    put(&f, ri->tls_version);
+    word(&f, "cipher=", ri->tls_cipher, ");");
+    line(&f, date);
+    put(&f, "\r\n");
+    if (f.full)
+        return 0;
+    out[f.n] = '\0';
+    return f.n;
+}
+
+void inbound_set_received(struct inbound *e, const struct inbound_received *ri)
+{
+    e->received = *ri;
+    e->received_on = true;
+}
+
+/* The relay asks at the start of every message's content. */
+static size_t on_prefix(void *arg, uint8_t *out, size_t cap)
+{
+    struct inbound *e = arg;
+
+    if (!e->received_on || !e->tls_active)
+        return 0;
+    return inbound_received_format((char *)out, cap, &e->received, e->relay.client_helo);
 }
 
 void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io)
@@ -201,9 +420,13 @@ void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct
         .tls = cfg->implicit_tls,
         .offer_starttls = true,
         .reject_bare_newline = cfg->reject_bare_newline,
+        .helo_fallback = true,
     };
-    struct relay_hooks hooks = {
-        .arg = e, .command = on_command, .turn = on_turn, .reply = on_reply};
+    struct relay_hooks hooks = {.arg = e,
+                                .command = on_command,
+                                .turn = on_turn,
+                                .reply = on_reply,
+                                .prefix = on_prefix};
     relay_init(&e->relay, &rcfg, io, &hooks);
     /* The backend speaks first: its greeting is the first reply owed. */
     relay_expect(&e->relay);

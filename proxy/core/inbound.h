@@ -31,16 +31,46 @@ struct inbound_cfg {
     bool require_tls;         /* no mail transaction before STARTTLS (530) */
     bool reject_bare_newline; /* bare CR/LF in content: 521 and close */
     /* backend_client_info = "xclient": after the backend's 220 the engine
-     * sends "EHLO <helo_name>" and this line (CRLF included; both borrowed,
-     * they must outlive the engine), and the XCLIENT 220 becomes the
-     * client's greeting. NULL: off. */
+     * sends "EHLO <helo_name>", and after its reply this line (CRLF
+     * included; both borrowed, they must outlive the engine) -- never both
+     * at once: Postfix >= 3.9 refuses unauthorised pipelining. The XCLIENT
+     * 220 becomes the client's greeting. A backend whose EHLO reply does
+     * not offer XCLIENT is reported (io.on_event "xclient_not_offered") and
+     * the session goes on without it, the client getting the first
+     * greeting; a refused XCLIENT is reported ("xclient_refused") and closes
+     * the session with 421 4.3.0. NULL: off. */
     const char *xclient;
     const char *helo_name;
 };
 
+/* What the Received: line of a message relayed over TLS names (copied by
+ * inbound_set_received; every field NUL-terminated). */
+struct inbound_received {
+    char by[256];          /* the proxy's host name */
+    char id[32];           /* the session id */
+    char client_name[256]; /* the client's forward-confirmed name, "" when none */
+    char client_ip[64];
+    char tls_version[32];  /* "TLSv1.3" */
+    char tls_cipher[96];   /* "TLS_AES_256_GCM_SHA384" */
+    int64_t when;          /* seconds since the epoch, for the date */
+};
+
+/* Writes the Received: line (RFC 5321 §4.4, folded as RFC 5322 §2.2.3 so
+ * that lines stay under 78 characters where words allow) for a message
+ * from a client that said EHLO helo ("unknown" when helo is empty or not a
+ * domain or address literal), e.g.
+ *   Received: from mail.example.org (mail.example.org [192.0.2.7])
+ *   \tby mx.example.net (smtp-tls-proxy) with ESMTPS id 3f2a
+ *   \t(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384);
+ *   \tTue, 2 Jan 2024 10:00:00 +0000
+ * each line ending in CRLF, the date in UTC. Pure (the time is an
+ * argument). Returns the length, or 0 when it does not fit in cap. */
+size_t inbound_received_format(char *out, size_t cap, const struct inbound_received *ri,
+                               const char *helo);
+
 enum inbound_state {
     INBOUND_GREETING,  /* the backend's greeting is owed; the client waits */
-    INBOUND_XEHLO,     /* EHLO and XCLIENT sent: the EHLO reply is owed */
+    INBOUND_XEHLO,     /* EHLO sent for XCLIENT: its reply is owed */
     INBOUND_XCLIENT,   /* ... then the XCLIENT reply, the client's greeting */
     INBOUND_RELAY,     /* the relay engine runs the session */
     INBOUND_STARTTLS,  /* STARTTLS accepted, its 220 waits for earlier replies */
@@ -59,11 +89,24 @@ struct inbound {
     struct relay relay;       /* (ro) its state, caps, FIFO */
     unsigned actions;         /* ENGINE_ACT_*, taken by take_actions */
     enum reason reason;       /* (ro) why it closed; REASON_NONE while it runs */
+    /* The backend's first greeting, kept while XCLIENT is negotiated: the
+     * client gets it when XCLIENT is not offered (a greeting longer than
+     * this becomes its first line). */
+    uint8_t greeting[SMTP_REPLY_LINE_MAX];
+    size_t greeting_len;
+    bool received_on;                /* inbound_set_received() was called */
+    struct inbound_received received;
 };
 
 /* Sets up e for a new session; the backend's greeting is the first reply
  * awaited. cfg and io are copied (cfg's strings are borrowed). */
 void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io);
+
+/* received_header = true: from now on (the session calls it when the client
+ * leg's TLS is up) every message relayed starts with the Received: line of
+ * ri and the client's latest EHLO. ri is copied. Plaintext sessions never
+ * get one: the prefix is only written while tls_active. */
+void inbound_set_received(struct inbound *e, const struct inbound_received *ri);
 
 /* The engine operations; e is a struct inbound *. tls_failed closes
  * without a reply (nothing can be said in plaintext mid-handshake), with

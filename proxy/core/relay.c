@@ -6,12 +6,14 @@
 #include "proxy/core/relay.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Replies the proxy owns. Enhanced status codes per RFC 3463. */
 const char RELAY_R_NEED_TLS[] = "530 5.7.0 Must issue a STARTTLS command first\r\n";
 const char RELAY_R_PROTOCOL[] = "421 4.5.0 Backend protocol error, closing connection\r\n";
 const char RELAY_R_LOST[] = "421 4.4.2 Backend connection lost\r\n";
+const char RELAY_R_TOO_MANY_ERRORS[] = "421 4.7.0 Too many errors, closing connection\r\n";
 static const char R_EHLO_AFTER_TLS[] = "503 5.5.1 Send EHLO again after STARTTLS\r\n";
 static const char R_NO_STARTTLS[] = "502 5.5.1 STARTTLS not offered\r\n";
 static const char R_RESERVED[] = "550 5.7.0 Command reserved for the proxy\r\n";
@@ -102,6 +104,9 @@ static void drain(struct relay *r)
         if (x->kind == PEND_LOCAL) {
             to_client_str(r, x->text);
             fifo_pop(r);
+        } else if (x->kind == PEND_CLOSE) {
+            fifo_pop(r);
+            close_with(r, x->text, REASON_PROTOCOL_ERROR);
         } else if (x->kind == PEND_TURN) {
             /* Every earlier reply has been delivered: the user may speak
              * (RFC 3207 §4 lets TLS start right after its 220). */
@@ -113,9 +118,17 @@ static void drain(struct relay *r)
     }
 }
 
+/* A reply of the proxy's own. Each one is an error the client made; the
+ * RELAY_ERROR_LIMIT-th is followed by the 421 and the close, and nothing
+ * the client sends after it is read. */
 static void reply_local(struct relay *r, const char *text)
 {
     fifo_push(r, PEND_LOCAL, text);
+    if ((text[0] == '4' || text[0] == '5') && ++r->errors >= RELAY_ERROR_LIMIT &&
+        !r->error_limit) {
+        r->error_limit = true;
+        fifo_push(r, PEND_CLOSE, RELAY_R_TOO_MANY_ERRORS);
+    }
     drain(r);
 }
 
@@ -180,9 +193,24 @@ static void cmd_forward(struct relay *r, const struct relay_command *c,
     forward(r, c->line, c->len, (enum relay_pending)v->kind);
 }
 
+/* The first word of the client's EHLO/HELO argument, kept for a HELO
+ * fallback and the Received: line; "" when it does not fit. */
+static void keep_helo(struct relay *r, const struct relay_command *c)
+{
+    size_t n = 0, end = c->len - 2;
+
+    while (c->arg + n < end && c->line[c->arg + n] != ' ')
+        n++;
+    if (n >= sizeof(r->client_helo))
+        n = 0;
+    memcpy(r->client_helo, c->line + c->arg, n);
+    r->client_helo[n] = '\0';
+}
+
 static void cmd_ehlo(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
                      const char *refuse)
 {
+    keep_helo(r, c);
     r->ehlo_sent = true;
     r->need_ehlo = false;
     cmd_forward(r, c, v, refuse);
@@ -192,6 +220,7 @@ static void cmd_mail(struct relay *r, const struct relay_command *c, const struc
                      const char *refuse)
 {
     r->in_txn = true;
+    r->prefix_done = false; /* a new message: its content gets the prefix */
     cmd_forward(r, c, v, refuse);
 }
 
@@ -204,6 +233,36 @@ static void cmd_hold(struct relay *r, const struct relay_command *c, const struc
         r->quit = true;
     cmd_forward(r, c, v, refuse);
     enter_state(r, RELAY_HOLD);
+}
+
+/* The prefix (hooks.prefix) for the message now starting, or 0 bytes. */
+static size_t message_prefix(struct relay *r, uint8_t *out)
+{
+    if (r->prefix_done || r->hooks.prefix == NULL)
+        return 0;
+    r->prefix_done = true;
+    size_t n = r->hooks.prefix(r->hooks.arg, out, RELAY_PREFIX_MAX);
+    return n <= RELAY_PREFIX_MAX ? n : 0;
+}
+
+/* RFC 3030 §2: a chunk is exactly as long as its BDAT says. The first
+ * chunk of a message carries the prefix in front of the client's octets,
+ * and the command sent says so; the server's one reply still answers the
+ * client's one command, so nothing is added to the reply order. */
+static void bdat_forward(struct relay *r, const struct relay_command *c, uint64_t size, bool last)
+{
+    uint8_t pre[RELAY_PREFIX_MAX];
+    size_t n = message_prefix(r, pre);
+
+    if (n == 0) {
+        forward(r, c->line, c->len, last ? PEND_BDAT_LAST : PEND_BDAT);
+        return;
+    }
+    char line[64];
+    int k = snprintf(line, sizeof(line), "BDAT %llu%s\r\n", (unsigned long long)(size + n),
+                     last ? " LAST" : "");
+    forward(r, (const uint8_t *)line, (size_t)k, last ? PEND_BDAT_LAST : PEND_BDAT);
+    to_server(r, pre, n);
 }
 
 static void cmd_bdat(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
@@ -227,7 +286,7 @@ static void cmd_bdat(struct relay *r, const struct relay_command *c, const struc
         /* The chunk octets are content, never commands: drop them. */
         reply_local(r, refuse);
     } else {
-        forward(r, c->line, c->len, last ? PEND_BDAT_LAST : PEND_BDAT);
+        bdat_forward(r, c, size, last);
         r->in_txn = true;
     }
     if (size > 0)
@@ -365,6 +424,8 @@ size_t relay_client(struct relay *r, const uint8_t *p, size_t n)
         size_t k = 0;
         int rc;
 
+        if (r->error_limit && r->state != RELAY_CLOSED)
+            return off; /* the 421 is coming: nothing more is read */
         switch (r->state) {
         case RELAY_CLOSED:
             return n; /* after close nothing matters */
@@ -441,6 +502,54 @@ static void reply_ehlo(struct relay *r, const uint8_t *p, size_t len)
     to_client(r, out, outlen);
 }
 
+/*
+ * A HELO-only server (RFC 5321 §4.1.1.1 lets an old one answer EHLO with
+ * 500 or 502) would leave the client without STARTTLS. The proxy sends it
+ * the client's HELO instead and answers the EHLO itself. Only when nothing
+ * else is pending (a client that pipelined behind its EHLO gets the
+ * server's refusal as it is: the order of what the server has read cannot
+ * be changed any more), and with a domain to say.
+ */
+static bool helo_fallback(struct relay *r)
+{
+    if (!r->cfg.helo_fallback || r->count > 0 || r->state != RELAY_COMMAND ||
+        r->client_helo[0] == '\0')
+        return false;
+    char line[sizeof(r->client_helo) + 8];
+    int n = snprintf(line, sizeof(line), "HELO %s\r\n", r->client_helo);
+    to_server(r, line, (size_t)n); /* one write, one line */
+    fifo_push(r, PEND_HELO_FALLBACK, NULL);
+    return true;
+}
+
+static bool domain_char(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '-' || c == '_' || c == '[' || c == ']' || c == ':';
+}
+
+/* The EHLO reply for a HELO-only server: its domain (the HELO reply's first
+ * word, else the greeting's) and STARTTLS while the client leg is
+ * plaintext, nothing else: every other keyword would be a promise the
+ * server behind cannot keep (not even 8BITMIME: a BODY= parameter would
+ * reach a server that never heard of it). */
+static void reply_own_ehlo(struct relay *r, const uint8_t *p, size_t len)
+{
+    char domain[256];
+    size_t n = 0;
+
+    for (size_t i = 4; i < len && n < sizeof(domain) - 1 && domain_char(p[i]); i++)
+        domain[n++] = (char)p[i];
+    domain[n] = '\0';
+    if (n == 0 || (len > 4 + n && p[4 + n] != ' ' && p[4 + n] != '\r'))
+        snprintf(domain, sizeof(domain), "%s",
+                 r->server_domain[0] ? r->server_domain : "localhost");
+    bool starttls = !r->cfg.tls && r->cfg.offer_starttls;
+    to_client_str(r, starttls ? "250-" : "250 ");
+    to_client_str(r, domain);
+    to_client_str(r, starttls ? "\r\n250 STARTTLS\r\n" : "\r\n");
+}
+
 static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
 {
     struct relay_entry *x = fifo_head(r);
@@ -459,7 +568,16 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
         return;
     }
     enum relay_pending kind = x->kind;
-    assert(kind != PEND_LOCAL && kind != PEND_TURN);
+    assert(kind != PEND_LOCAL && kind != PEND_TURN && kind != PEND_CLOSE);
+    if (code / 100 == 3 && !(kind == PEND_DATA && code == 354) &&
+        !(kind == PEND_AUTH && code == 334) && kind != PEND_USER) {
+        /* RFC 5321 §4.2.1: 3xx means "send more". After any other command
+         * than DATA (354) and AUTH (334) the server would read what
+         * follows as something the proxy reads as commands: the two would
+         * frame the session differently (XEXCH50 -> 354). Never relayed. */
+        close_with(r, RELAY_R_PROTOCOL, REASON_PROTOCOL_ERROR);
+        return;
+    }
     fifo_pop(r);
 
     switch (kind) {
@@ -469,7 +587,18 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
             reply_ehlo(r, p, len);
             break;
         }
+        if ((code == 500 || code == 502) && helo_fallback(r))
+            break;
         to_client(r, p, len);
+        break;
+    case PEND_HELO_FALLBACK:
+        if (!ok) {
+            to_client(r, p, len); /* the client's EHLO fails as HELO did */
+            break;
+        }
+        r->in_txn = false;
+        r->caps = 0; /* no EHLO, no extensions: BDAT is refused */
+        reply_own_ehlo(r, p, len);
         break;
     case PEND_HELO:
         if (ok) {
@@ -486,8 +615,12 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
     case PEND_DATA:
         to_client(r, p, len);
         if (code == 354) {
+            uint8_t pre[RELAY_PREFIX_MAX];
+            size_t n = message_prefix(r, pre);
             smtp_data_init(&r->data, r->cfg.reject_bare_newline);
             enter_state(r, RELAY_DATA);
+            if (n > 0)
+                to_server(r, pre, n); /* whole lines: the data scan is at a line start */
         } else if (r->state == RELAY_HOLD) {
             enter_state(r, RELAY_COMMAND);
         }
@@ -521,6 +654,7 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
         break;
     case PEND_LOCAL:
     case PEND_TURN:
+    case PEND_CLOSE:
         break;
     }
     if (code == 421) {
@@ -582,7 +716,7 @@ bool relay_awaiting_server(const struct relay *r)
 {
     for (unsigned i = 0; i < r->count; i++) {
         uint8_t k = r->fifo[(r->head + i) % RELAY_FIFO_MAX].kind;
-        if (k != PEND_LOCAL && k != PEND_TURN)
+        if (k != PEND_LOCAL && k != PEND_TURN && k != PEND_CLOSE)
             return true;
     }
     return false;

@@ -43,6 +43,10 @@ struct relay_cfg {
     bool offer_starttls;
     bool reject_bare_newline; /* bare CR/LF in content: 521 and close */
     unsigned caps;            /* SMTP_CAP_* of an EHLO reply the user already read */
+    /* A backend that answers EHLO with 500 or 502 (HELO only) gets the
+     * client's HELO from the proxy, and the client an EHLO reply of the
+     * proxy's own (see relay_server()). Inbound only. */
+    bool helo_fallback;
 };
 
 enum relay_state {
@@ -88,7 +92,22 @@ struct relay_hooks {
      * whole reply, code its code). It may write, call relay_expect() and
      * relay_close(). A 421 closes the relay after the hook returns. */
     void (*reply)(void *arg, const uint8_t *p, size_t len, int code);
+    /* Optional: bytes to put first in the content of each message (a
+     * Received: line), asked once per message when its content starts (the
+     * 354, or the first BDAT chunk, whose size then counts them). Writes at
+     * most cap bytes to out and returns how many; 0: nothing. */
+    size_t (*prefix)(void *arg, uint8_t *out, size_t cap);
 };
+
+/* Longest content prefix asked of hooks.prefix. */
+#define RELAY_PREFIX_MAX 1024
+
+/* After this many commands answered with an error by the proxy itself
+ * (syntax, overlong lines, refused verbs), the client hears
+ * RELAY_R_TOO_MANY_ERRORS once every earlier reply is delivered, and the
+ * session closes (REASON_PROTOCOL_ERROR), as Postfix's smtpd_hard_error_limit. */
+#define RELAY_ERROR_LIMIT 20
+extern const char RELAY_R_TOO_MANY_ERRORS[]; /* 421 4.7.0 Too many errors, ... */
 
 #define RELAY_FIFO_MAX 32
 
@@ -108,6 +127,8 @@ enum relay_pending {
     PEND_LOCAL, /* a reply of the proxy's own, text in the entry */
     PEND_TURN,  /* the place of a yielded command */
     PEND_USER,  /* a reply the user reads (relay_expect) */
+    PEND_HELO_FALLBACK, /* the proxy's HELO after an EHLO the server refused */
+    PEND_CLOSE, /* the error limit: text in the entry, then close */
 };
 
 struct relay_entry {
@@ -134,6 +155,15 @@ struct relay {
     unsigned head, count;   /* (ro) count: entries in the FIFO */
     enum reason reason;     /* (ro) why it closed; REASON_NONE while it runs */
     uint64_t progress;      /* (ro) complete lines/chunks/replies seen */
+    unsigned errors;        /* (ro) commands the proxy itself answered with an error */
+    bool error_limit;       /* (ro) RELAY_ERROR_LIMIT reached: no more commands are read */
+    bool prefix_done;       /* the current message has had its prefix */
+    /* (ro) the first word of the client's last EHLO/HELO argument ("" when
+     * none or too long). */
+    char client_helo[256];
+    /* The server's domain from its greeting: the user (inbound) sets it, the
+     * HELO fallback names it when the HELO reply does not. */
+    char server_domain[256];
 };
 
 /* Sets up r to read commands with nothing owed. cfg, io and hooks are

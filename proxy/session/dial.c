@@ -6,7 +6,9 @@
 #include "proxy/session/session_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy/core/proxyproto.h"
 #include "proxy/obs/log.h"
@@ -33,7 +35,10 @@ static void client_info_for_backend(struct session *s)
         hlen = proxyproto_v2(hdr, sizeof(hdr), peer, local);
         break;
     case SESSION_CLIENT_INFO_XCLIENT:
-        xclient_line(s->d.in.xclient, sizeof(s->d.in.xclient), peer);
+        xclient_line(s->d.in.xclient, sizeof(s->d.in.xclient), peer,
+                     s->d.in.client_name[0] ? s->d.in.client_name
+                     : s->d.in.name_tempfail ? XCLIENT_NAME_TEMPUNAVAIL
+                                             : NULL);
         break;
     case SESSION_CLIENT_INFO_NONE:
         break;
@@ -42,11 +47,154 @@ static void client_info_for_backend(struct session *s)
         conn_emit(&s->server, hdr, hlen);
 }
 
+/*
+ * The client's name, forward-confirmed (FCrDNS, as Postfix's
+ * reject_unknown_client_hostname wants it): the PTR name of its address,
+ * then that name's addresses, which must include the client's. Both are
+ * thread-pool requests that cannot be cancelled once started, so each is
+ * counted in s->handles until its callback; the connect timeout (armed
+ * while they run) bounds the session meanwhile.
+ */
+struct name_lookup {
+    uv_getnameinfo_t ni;
+    uv_getaddrinfo_t ai;
+    struct session *s;
+};
+
+static bool lookup_wanted(const struct session *s)
+{
+    const struct session_inbound_opts *in = s->p->in;
+
+    return !s->p->outbound && !s->d.in.name_known &&
+           (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT || in->received_header);
+}
+
+/* The lookup is over: name is the confirmed name or NULL. Dial. */
+static void name_done(struct session *s, const char *name, bool tempfail)
+{
+    if (name == NULL)
+        s->d.in.client_name[0] = '\0';
+    else if (name != s->d.in.client_name)
+        snprintf(s->d.in.client_name, sizeof(s->d.in.client_name), "%s", name);
+    s->d.in.name_tempfail = tempfail;
+    s->d.in.name_known = true;
+    log_debug("session=%s event=client_name client=%s name=%s", s->id, s->client_addr,
+              name ? name : tempfail ? XCLIENT_NAME_TEMPUNAVAIL : XCLIENT_NAME_UNAVAILABLE);
+    if (s->engine.in.tls_active)
+        session_set_received(s); /* implicit TLS: the handshake came first */
+    session_dial(s);
+}
+
+static bool has_address(const struct addrinfo *res, const struct sockaddr *peer)
+{
+    for (const struct addrinfo *a = res; a != NULL; a = a->ai_next) {
+        if (a->ai_family != peer->sa_family)
+            continue;
+        if (peer->sa_family == AF_INET &&
+            memcmp(&((const struct sockaddr_in *)a->ai_addr)->sin_addr,
+                   &((const struct sockaddr_in *)peer)->sin_addr, sizeof(struct in_addr)) == 0)
+            return true;
+        if (peer->sa_family == AF_INET6 &&
+            memcmp(&((const struct sockaddr_in6 *)a->ai_addr)->sin6_addr,
+                   &((const struct sockaddr_in6 *)peer)->sin6_addr,
+                   sizeof(struct in6_addr)) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void on_forward(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct name_lookup *l = req->data;
+    struct session *s = l->s;
+    bool ok = status == 0 && has_address(res, (const struct sockaddr *)&s->peer);
+
+    uv_freeaddrinfo(res);
+    free(l);
+    if (s->closing) {
+        session_drop_handle(s); /* nothing calls back any more: it may be freed */
+        return;
+    }
+    s->handles--; /* never the last: the legs and the timer are open */
+    name_done(s, ok ? s->d.in.client_name : NULL, status == UV_EAI_AGAIN);
+}
+
+static void on_reverse(uv_getnameinfo_t *req, int status, const char *host, const char *service)
+{
+    struct name_lookup *l = req->data;
+    struct session *s = l->s;
+
+    (void)service;
+    if (s->closing) {
+        free(l);
+        session_drop_handle(s);
+        return;
+    }
+    if (status != 0 || host == NULL || !addr_valid_hostname(host)) {
+        free(l);
+        s->handles--;
+        name_done(s, NULL, status == UV_EAI_AGAIN);
+        return;
+    }
+    snprintf(s->d.in.client_name, sizeof(s->d.in.client_name), "%s", host);
+    struct addrinfo hints = {.ai_family = s->peer.ss_family, .ai_socktype = SOCK_STREAM};
+    l->ai.data = l;
+    int rc = uv_getaddrinfo(s->set->loop, &l->ai, on_forward, s->d.in.client_name, NULL, &hints);
+    if (rc != 0) {
+        free(l);
+        s->handles--;
+        name_done(s, NULL, rc == UV_EAI_AGAIN);
+    }
+    /* else the count stays: one request done, the next outstanding */
+}
+
+static void start_name_lookup(struct session *s)
+{
+    struct name_lookup *l = malloc(sizeof(*l));
+    int rc = UV_ENOMEM;
+
+    if (l != NULL) {
+        l->s = s;
+        l->ni.data = l;
+        rc = uv_getnameinfo(s->set->loop, &l->ni, on_reverse, (const struct sockaddr *)&s->peer,
+                            NI_NAMEREQD);
+    }
+    if (rc != 0) {
+        free(l);
+        name_done(s, NULL, true);
+        return;
+    }
+    s->handles++; /* the request calls back even when the session is closing */
+    s->action = "looking up the client's name";
+    session_arm_phase(s, PHASE_CONNECTING, s->timeouts->connect);
+}
+
+/* received_header: what the Received: line of each message names, from
+ * the client leg's TLS and the lookup above (see inbound_set_received). */
+void session_set_received(struct session *s)
+{
+    struct inbound_received ri = {.when = (int64_t)time(NULL)};
+
+    if (s->p->outbound || !s->p->in->received_header)
+        return;
+    snprintf(ri.by, sizeof(ri.by), "%s", session_host_name());
+    snprintf(ri.id, sizeof(ri.id), "%s", s->id);
+    snprintf(ri.client_name, sizeof(ri.client_name), "%s", s->d.in.client_name);
+    addr_format_ip((const struct sockaddr *)&s->peer, ri.client_ip, sizeof(ri.client_ip));
+    snprintf(ri.tls_version, sizeof(ri.tls_version), "%s", s->tls_version ? s->tls_version : "");
+    snprintf(ri.tls_cipher, sizeof(ri.tls_cipher), "%s", s->tls_cipher ? s->tls_cipher : "");
+    inbound_set_received(&s->engine.in, &ri);
+}
+
 void session_dial(struct session *s)
 {
     const struct sockaddr *sa = s->p->outbound ? (const struct sockaddr *)&s->d.out.dest.sa
                                                : (const struct sockaddr *)&s->p->in->backend.sa;
 
+    if (lookup_wanted(s)) {
+        start_name_lookup(s);
+        return;
+    }
     if (!s->p->outbound)
         client_info_for_backend(s);
     s->action = s->p->outbound ? "connecting to the destination" : "connecting to the backend";

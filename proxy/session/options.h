@@ -42,6 +42,7 @@ struct session_inbound_opts {
     bool proxy_protocol;
     enum session_client_info backend_client_info;
     enum session_bare_newline bare_newline;
+    bool received_header;         /* a Received: line in each message relayed over TLS */
     unsigned max_connections;
     struct session_timeouts timeouts;
 };

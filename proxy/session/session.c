@@ -87,6 +87,18 @@ static void on_engine_state(void *arg, const char *engine, const char *from, con
     log_debug("session=%s event=state engine=%s from=%s to=%s", s->id, engine, from, to);
 }
 
+/* What only the engine sees and an operator must (a backend refusing
+ * XCLIENT): one warning, with the backend's reply. */
+static void on_engine_event(void *arg, const char *event, const char *detail)
+{
+    const struct session *s = arg;
+    char q[600];
+
+    log_quote(detail, q, sizeof(q));
+    log_warn("session=%s listener=%s event=%s backend=%s reply=%s", s->id, s->p->name, event,
+             s->server_addr, q);
+}
+
 static char helo_name[256];
 static uv_once_t helo_once = UV_ONCE_INIT;
 
@@ -96,6 +108,12 @@ static void init_helo_name(void)
         snprintf(helo_name, sizeof(helo_name), "smtp-tls-proxy");
 }
 
+const char *session_host_name(void)
+{
+    uv_once(&helo_once, init_helo_name);
+    return helo_name;
+}
+
 void session_init_engine(struct session *s)
 {
     struct engine_io io = {
@@ -103,6 +121,7 @@ void session_init_engine(struct session *s)
         .to_client = emit_client,
         .to_server = emit_server,
         .on_state = on_engine_state,
+        .on_event = on_engine_event,
     };
 
     if (s->p->outbound) {
@@ -595,6 +614,7 @@ static void on_tls_ready(struct conn *c)
     const char *sni = tls_sni(c->tls);
     snprintf(s->d.in.sni, sizeof(s->d.in.sni), "%s", sni ? sni : "");
     s->ops->tls_ready(s->eng);
+    session_set_received(s); /* received_header: dial.c */
     if (s->phase == PHASE_HANDSHAKE_IMPLICIT) {
         session_dial(s);
         return;

@@ -54,6 +54,11 @@ struct session {
         struct {                      /* inbound */
             char sni[128];
             char xclient[XCLIENT_LINE_MAX];
+            /* The client's forward-confirmed reverse name (dial.c), for
+             * XCLIENT and the Received: line: "" when none. */
+            char client_name[256];
+            bool name_tempfail;      /* the lookup failed temporarily */
+            bool name_known;         /* the lookup is over (or not wanted) */
         } in;
         struct {                      /* outbound */
             struct destination dest;
@@ -103,5 +108,9 @@ void session_init_engine(struct session *s);
 void session_dial(struct session *s);
 void session_start_outbound(struct session *s);
 void session_start_implicit_tls(struct session *s, const uint8_t *early, size_t n);
+void session_set_received(struct session *s);
+
+/* session.c: the proxy's host name (EHLO to the backend, Received: lines). */
+const char *session_host_name(void);
 
 #endif

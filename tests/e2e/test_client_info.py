@@ -121,7 +121,10 @@ class BackendClientInfoTest(ProxyTestCase):
         self.assertEqual(c.cmd("VRFY marker").raw, b"252 2.0.0 marker\r\n")
 
     def test_xclient_refused_by_backend(self):
+        # The backend offers XCLIENT, then refuses it (one that does not
+        # offer it is used without: test_backend_dialogue.py).
         b, p = self.start(backend_client_info="xclient", backend=self.backend(
+            ehlo=harness.DEFAULT_EHLO + ["XCLIENT NAME ADDR PORT"],
             actions={"XCLIENT": b"550 5.7.0 not authorized"}))
         c = self.client(greet=False)
         try:

@@ -177,6 +177,7 @@ static void test_example_config(void **state)
     assert_int_equal(c->inbound[0].tls.ncertificates, 2);
     assert_int_equal(c->inbound[0].opts.tls_mode, SESSION_TLS_STARTTLS);
     assert_int_equal(c->inbound[0].opts.bare_newline, SESSION_BARE_NEWLINE_NORMALIZE);
+    assert_false(c->inbound[0].opts.received_header);
 
     assert_string_equal(c->inbound[1].name, "submissions");
     assert_int_equal(c->inbound[1].listen.sa.ss_family, AF_INET6);
@@ -186,6 +187,7 @@ static void test_example_config(void **state)
     assert_true(c->inbound[1].opts.require_tls);
     assert_int_equal(c->inbound[1].opts.backend_client_info, SESSION_CLIENT_INFO_XCLIENT);
     assert_int_equal(c->inbound[1].opts.bare_newline, SESSION_BARE_NEWLINE_REJECT);
+    assert_true(c->inbound[1].opts.received_header);
     assert_int_equal(c->inbound[1].opts.max_connections, 500);
     assert_int_equal(c->inbound[1].opts.timeouts.connect, 10);
     assert_int_equal(c->inbound[1].opts.timeouts.handshake, 30);
@@ -254,6 +256,7 @@ static void test_defaults(void **state)
     assert_false(in->opts.proxy_protocol);
     assert_int_equal(in->opts.backend_client_info, SESSION_CLIENT_INFO_NONE);
     assert_int_equal(in->opts.bare_newline, SESSION_BARE_NEWLINE_NORMALIZE);
+    assert_false(in->opts.received_header);
     assert_int_equal(in->opts.max_connections, 10000);
     assert_int_equal(in->opts.timeouts.connect, 10);
     assert_int_equal(in->opts.timeouts.handshake, 30);
@@ -305,6 +308,7 @@ static void test_all_values(void **state)
         "inbound = ( { name = \"a.b_c-1\"; listen = \"[::1]:2525\"; backend = \"localhost:25\";\n"
         "  tls_mode = \"implicit\"; require_tls = true; proxy_protocol = true;\n"
         "  backend_client_info = \"proxy-v2\"; bare_newline = \"reject\"; max_connections = 1000000;\n"
+        "  received_header = true;\n"
         "  timeouts = { connect = 1; handshake = 86400; idle = 7; }; } );\n"
         "outbound = ( { name = \"o1\"; listen = \"127.0.0.1:10025\"; destination = \"192.0.2.1:25\"; policy = \"none\"; },\n"
         "  { name = \"o2\"; listen = \"127.0.0.1:10026\"; destination = \"[2001:db8::1]:2525\"; policy = \"required\"; },\n"
@@ -330,6 +334,7 @@ static void test_all_values(void **state)
     assert_true(c->inbound[0].opts.proxy_protocol);
     assert_int_equal(c->inbound[0].opts.backend_client_info, SESSION_CLIENT_INFO_PROXY_V2);
     assert_int_equal(c->inbound[0].opts.bare_newline, SESSION_BARE_NEWLINE_REJECT);
+    assert_true(c->inbound[0].opts.received_header);
     assert_int_equal(c->inbound[0].opts.max_connections, 1000000);
     assert_int_equal(c->inbound[0].opts.timeouts.connect, 1);
     assert_int_equal(c->inbound[0].opts.timeouts.handshake, 86400);
@@ -484,9 +489,10 @@ static void test_wrong_types(void **state)
                "t.conf:1: inbound: expected a list of groups, e.g. inbound = ( { ... }, { ... } );");
     expect_err(IN_OK "outbound = ( \"relay\" );\n", "t.conf:2: outbound[0]: expected a group { ... }");
     expect_err("inbound = ( { name = \"in\"; listen = \"127.0.0.1:2525\"; backend = \"127.0.0.1:25\";\n"
-               "  require_tls = \"yes\"; proxy_protocol = 1; timeouts = 5; } );\n",
+               "  require_tls = \"yes\"; proxy_protocol = 1; received_header = \"on\"; timeouts = 5; } );\n",
                "t.conf:2: inbound[0].require_tls: expected true or false\n"
                "t.conf:2: inbound[0].proxy_protocol: expected true or false\n"
+               "t.conf:2: inbound[0].received_header: expected true or false\n"
                "t.conf:2: inbound[0].timeouts: expected a group { ... }");
     expect_err("inbound = ( { name = 1; listen = \"127.0.0.1:2525\"; backend = \"127.0.0.1:25\"; } );\n",
                "t.conf:1: inbound[0].name: expected a string");

@@ -185,7 +185,9 @@ static void test_ehlo_refused_passthrough(void **state)
     struct t *t = start(NULL);
 
     greet(t);
-    ehlo_with(t, "502 5.5.1 EHLO not supported\r\n", "502 5.5.1 EHLO not supported\r\n");
+    /* A refusal other than "unknown command" (500/502: see
+     * test_helo_fallback) is the backend's to make. */
+    ehlo_with(t, "554 5.7.1 EHLO refused\r\n", "554 5.7.1 EHLO refused\r\n");
     client(t, "HELO client.example\r\n");
     expect_srv(t, "HELO client.example\r\n");
     server(t, "250 mx.example\r\n");
@@ -1170,11 +1172,15 @@ static void test_xclient_handshake(void **state)
     client(t, EHLO); /* held until the XCLIENT greeting */
     server(t, GREETING);
     expect_cli(t, "");
-    expect_srv(t, "EHLO proxy.example\r\nXCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]\r\n");
+    /* EHLO alone: Postfix >= 3.9 (smtpd_forbid_unauth_pipelining) answers
+     * a pipelined XCLIENT with 554. */
+    expect_srv(t, "EHLO proxy.example\r\n");
     assert_int_equal(t->e.state, INBOUND_XEHLO);
     assert_true(OPS.awaiting_server(&t->e));
     server(t, EHLO_REPLY);
     expect_cli(t, "");
+    expect_srv(t, "XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]\r\n");
+    assert_int_equal(t->e.state, INBOUND_XCLIENT);
     server(t, "220 mx.example ESMTP as 192.0.2.7\r\n");
     expect_cli(t, "220 mx.example ESMTP as 192.0.2.7\r\n");
     expect_srv(t, EHLO);
@@ -1188,6 +1194,352 @@ static void test_xclient_handshake(void **state)
     expect_cli(t, "421 4.3.0 Backend refused XCLIENT, closing connection\r\n");
     assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
     assert_int_equal(OPS.reason(&t->e), REASON_XCLIENT_REFUSED);
+    release(t);
+}
+
+/* ---------- XCLIENT: what the session is told (io.on_event) ---------- */
+
+static char events[1024];
+
+static void record_event(void *arg, const char *event, const char *detail)
+{
+    size_t n = strlen(events);
+
+    (void)arg;
+    snprintf(events + n, sizeof(events) - n, "%s:%s|", event, detail);
+}
+
+static struct t *start_xclient(void)
+{
+    static const struct inbound_cfg cfg = {
+        .xclient = "XCLIENT ADDR=192.0.2.7 PORT=40512 NAME=mail.example.org\r\n",
+        .helo_name = "proxy.example",
+    };
+    struct t *t = alloc_t();
+    struct engine_io io = transcript_io(t);
+
+    io.on_event = record_event;
+    events[0] = '\0';
+    inbound_init(&t->e, &cfg, &io);
+    return t;
+}
+
+static void test_xclient_not_offered(void **state)
+{
+    struct t *t = start_xclient();
+
+    server(t, "220-mx.example ESMTP\r\n220 no UCE\r\n");
+    expect_srv(t, "EHLO proxy.example\r\n");
+    client(t, EHLO);
+    server(t, EHLO_REPLY_CHUNKING);
+    /* No XCLIENT: reported once, the first greeting is the client's, and the session goes on without XCLIENT: the client's
+     * EHLO, held until now, is relayed. */
+    assert_string_equal(events, "xclient_not_offered:250-mx.example 250-PIPELINING "
+                                "250-CHUNKING 250 8BITMIME|");
+    expect_cli(t, "220-mx.example ESMTP\r\n220 no UCE\r\n");
+    expect_srv(t, EHLO);
+    server(t, EHLO_REPLY);
+    expect_cli(t, EHLO_REPLY_PLAIN);
+    assert_int_equal(actions(t), 0);
+    release(t);
+
+    /* An EHLO the backend refuses offers nothing either. */
+    t = start_xclient();
+    server(t, GREETING);
+    server(t, "502 5.5.1 EHLO not implemented\r\n");
+    expect_cli(t, GREETING);
+    assert_string_equal(events, "xclient_not_offered:502 5.5.1 EHLO not implemented|");
+    assert_int_equal(t->e.state, INBOUND_RELAY);
+    release(t);
+}
+
+static void test_xclient_refused_reported(void **state)
+{
+    struct t *t = start_xclient();
+
+    server(t, GREETING);
+    server(t, EHLO_REPLY);
+    expect_srv(t, "EHLO proxy.example\r\n"
+                  "XCLIENT ADDR=192.0.2.7 PORT=40512 NAME=mail.example.org\r\n");
+    server(t, "554 5.5.0 Error: SMTP protocol synchronization\r\n");
+    expect_cli(t, "421 4.3.0 Backend refused XCLIENT, closing connection\r\n");
+    assert_string_equal(events, "xclient_refused:554 5.5.0 Error: SMTP protocol synchronization|");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_XCLIENT_REFUSED);
+    release(t);
+}
+
+static void test_xclient_keyword_match(void **state)
+{
+    struct t *t = start_xclient();
+
+    /* XCLIENTX is another keyword; the domain line is not a keyword. */
+    server(t, GREETING);
+    server(t, "250-XCLIENT.example\r\n250-XCLIENTX NAME\r\n250 8BITMIME\r\n");
+    assert_string_equal(events, "xclient_not_offered:250-XCLIENT.example 250-XCLIENTX NAME "
+                                "250 8BITMIME|");
+    release(t);
+
+    t = start_xclient();
+    server(t, GREETING);
+    server(t, "250-mx.example\r\n250 xclient\r\n");
+    assert_int_equal(t->e.state, INBOUND_XCLIENT);
+    assert_string_equal(events, "");
+    release(t);
+}
+
+/* ---------- HELO-only backends ---------- */
+
+static void test_helo_fallback(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    client(t, EHLO);
+    expect_srv(t, EHLO);
+    server(t, "502 5.5.2 Error: command not recognized\r\n");
+    /* The backend gets the client's HELO; the client an EHLO reply of the
+     * proxy's own, with STARTTLS. */
+    expect_cli(t, "");
+    expect_srv(t, "HELO client.example\r\n");
+    assert_true(OPS.awaiting_server(&t->e));
+    server(t, "250 mx.example\r\n");
+    expect_cli(t, "250-mx.example\r\n250 STARTTLS\r\n");
+    assert_int_equal(t->e.relay.caps, 0);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    assert_int_equal(actions(t), ENGINE_ACT_START_TLS_CLIENT);
+    tls_ready(t);
+    /* After TLS the same, without STARTTLS. */
+    client(t, "EHLO again.example\r\n");
+    server(t, "500 5.5.1 unknown command\r\n");
+    expect_srv(t, "EHLO again.example\r\nHELO again.example\r\n");
+    server(t, "250 mx.example Hello\r\n");
+    expect_cli(t, "250 mx.example\r\n");
+    client(t, "MAIL FROM:<a>\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\n");
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n");
+    client(t, "BDAT 3 LAST\r\nabc");
+    expect_cli(t, R_BDAT_NO_CHUNKING);
+    release(t);
+}
+
+static void test_helo_fallback_domain_from_greeting(void **state)
+{
+    struct t *t = start(NULL);
+
+    greet(t);
+    client(t, EHLO);
+    server(t, "500 unknown\r\n");
+    server(t, "250 \r\n"); /* no domain in the HELO reply */
+    expect_cli(t, "250-mx.example\r\n250 STARTTLS\r\n");
+    release(t);
+}
+
+static void test_helo_fallback_refused_or_pipelined(void **state)
+{
+    struct t *t = start(NULL);
+
+    /* HELO refused too: the client's EHLO gets that answer. */
+    greet(t);
+    client(t, EHLO);
+    server(t, "502 no\r\n");
+    server(t, "550 5.7.1 go away\r\n");
+    expect_cli(t, "550 5.7.1 go away\r\n");
+    release(t);
+
+    /* The client pipelined behind its EHLO: the server has read more than
+     * the EHLO, its refusal goes through as it is. */
+    t = start(NULL);
+    greet(t);
+    client(t, EHLO "NOOP\r\n");
+    expect_srv(t, EHLO "NOOP\r\n");
+    server(t, "502 no\r\n250 ok\r\n");
+    expect_cli(t, "502 no\r\n250 ok\r\n");
+    expect_srv(t, "");
+    release(t);
+
+    /* No argument, nothing to say in a HELO. */
+    t = start(NULL);
+    greet(t);
+    client(t, "EHLO\r\n");
+    server(t, "502 no\r\n");
+    expect_cli(t, "502 no\r\n");
+    expect_srv(t, "EHLO\r\n");
+    release(t);
+}
+
+/* ---------- 3xx to commands that take no content ---------- */
+
+static void test_3xx_to_unknown_verb_closes(void **state)
+{
+    static const char *const cases[][2] = {
+        {"XEXCH50 2 2\r\n", "354 Send binary data\r\n"},
+        {"RCPT TO:<b>\r\n", "354 go ahead\r\n"},
+        {"NOOP\r\n", "334 VXNlcm5hbWU6\r\n"},
+        {"DATA\r\n", "334 what\r\n"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct t *t = session_after_ehlo(NULL);
+        client(t, cases[i][0]);
+        expect_srv(t, cases[i][0]);
+        server(t, cases[i][1]);
+        /* Never the 3xx: the client would send what the backend reads as
+         * content while the proxy reads commands. */
+        expect_cli(t, R_PROTOCOL);
+        assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+        assert_int_equal(OPS.reason(&t->e), REASON_PROTOCOL_ERROR);
+        client(t, "MAIL FROM:<x>\r\n");
+        expect_srv(t, "");
+        release(t);
+    }
+}
+
+/* ---------- the error limit ---------- */
+
+#define R_TOO_MANY "421 4.7.0 Too many errors, closing connection\r\n"
+
+static void test_error_limit(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    for (int i = 0; i < 19; i++) {
+        client(t, "TURN\r\n");
+        expect_cli(t, R_NOT_IMPL);
+    }
+    client(t, "NOOP\r\n"); /* relayed, answered by the backend: no error */
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n");
+    assert_int_equal(actions(t), 0);
+    /* The 20th: its error, then the 421; nothing more is read. */
+    client(t, " NOOP\r\nMAIL FROM:<a>\r\n");
+    expect_cli(t, "500 5.5.2 Syntax error in command\r\n" R_TOO_MANY);
+    expect_srv(t, "NOOP\r\n");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    assert_int_equal(OPS.reason(&t->e), REASON_PROTOCOL_ERROR);
+    release(t);
+
+    /* Behind a reply still owed: the 421 waits for it. */
+    t = session_after_ehlo(NULL);
+    for (int i = 0; i < 19; i++)
+        client(t, "XCLIENT x\r\n");
+    t->rcli = t->ncli;
+    client(t, "NOOP\r\nTURN\r\nRSET\r\n");
+    expect_srv(t, "NOOP\r\n");
+    expect_cli(t, "");
+    assert_int_equal(actions(t), 0);
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n" R_NOT_IMPL R_TOO_MANY);
+    expect_srv(t, "");
+    assert_int_equal(actions(t), ENGINE_ACT_CLOSE);
+    release(t);
+}
+
+/* ---------- the Received: line (received_header) ---------- */
+
+static const struct inbound_received RECEIVED = {
+    .by = "proxy.example.net",
+    .id = "3f2a",
+    .client_name = "mail.example.org",
+    .client_ip = "192.0.2.7",
+    .tls_version = "TLSv1.3",
+    .tls_cipher = "TLS_AES_256_GCM_SHA384",
+    .when = 1704189600, /* Tue, 2 Jan 2024 10:00:00 UTC */
+};
+
+#define RECEIVED_LINE                                                                        \
+    "Received: from client.example (mail.example.org [192.0.2.7])\r\n"                       \
+    "\tby proxy.example.net (smtp-tls-proxy) with ESMTPS id 3f2a\r\n"                        \
+    "\t(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384);\r\n"                                 \
+    "\tTue, 2 Jan 2024 10:00:00 +0000\r\n"
+
+static void test_received_format(void **state)
+{
+    char out[1024];
+    struct inbound_received ri = RECEIVED;
+
+    assert_int_equal(inbound_received_format(out, sizeof(out), &ri, "client.example"),
+                     strlen(RECEIVED_LINE));
+    assert_string_equal(out, RECEIVED_LINE);
+    /* Unknown names; too small a buffer. */
+    ri.client_name[0] = '\0';
+    ri.when = 0;
+    inbound_received_format(out, sizeof(out), &ri, "bad(name");
+    assert_string_equal(out, "Received: from unknown (unknown [192.0.2.7])\r\n"
+                             "\tby proxy.example.net (smtp-tls-proxy) with ESMTPS id 3f2a\r\n"
+                             "\t(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384);\r\n"
+                             "\tThu, 1 Jan 1970 00:00:00 +0000\r\n");
+    assert_int_equal(inbound_received_format(out, 40, &ri, "x"), 0);
+    /* Long names fold: every line under 78 characters where words allow. */
+    ri = RECEIVED;
+    snprintf(ri.client_name, sizeof(ri.client_name), "%s",
+             "a-rather-long-reverse-name.mail-servers.example.org");
+    snprintf(ri.by, sizeof(ri.by), "%s", "a-long-proxy-host-name.relays.example.net");
+    size_t n = inbound_received_format(out, sizeof(out), &ri, "helo-name.example.org");
+    assert_true(n > 0);
+    assert_string_equal(out, "Received: from helo-name.example.org\r\n"
+                             "\t(a-rather-long-reverse-name.mail-servers.example.org [192.0.2.7])\r\n"
+                             "\tby a-long-proxy-host-name.relays.example.net (smtp-tls-proxy) with ESMTPS id\r\n"
+                             "\t3f2a\r\n"
+                             "\t(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384);\r\n"
+                             "\tTue, 2 Jan 2024 10:00:00 +0000\r\n");
+    for (const char *l = out; *l != '\0';) {
+        const char *e = strstr(l, "\r\n");
+        assert_non_null(e);
+        assert_true(e - l < 78);
+        l = e + 2;
+    }
+}
+
+static void test_received_data_and_bdat(void **state)
+{
+    struct t *t = session_after_ehlo(NULL);
+
+    upgrade(t);
+    inbound_set_received(&t->e, &RECEIVED);
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    server(t, "250 ok\r\n250 ok\r\n354 go\r\n");
+    /* First in the content, before the client's own header lines. */
+    expect_srv(t, RECEIVED_LINE "Subject: x\r\n\r\nhi\r\n.\r\n");
+    server(t, "250 queued\r\n");
+    expect_cli(t, "250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n");
+    release(t);
+
+    /* BDAT: the first chunk carries it, and its size counts it. */
+    t = start(NULL);
+    greet(t);
+    ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING_PLAIN);
+    client(t, "STARTTLS\r\n");
+    expect_cli(t, R_STARTTLS);
+    actions(t);
+    tls_ready(t);
+    ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING);
+    inbound_set_received(&t->e, &RECEIVED);
+    char want[1024];
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 5\r\nhelloBDAT 3 LAST\r\nabc");
+    snprintf(want, sizeof(want),
+             "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT %zu\r\n" RECEIVED_LINE
+             "helloBDAT 3 LAST\r\nabc",
+             strlen(RECEIVED_LINE) + 5);
+    expect_srv(t, want);
+    server(t, "250 ok\r\n250 ok\r\n250 more\r\n250 queued\r\n");
+    /* A second message gets its own line; BDAT 0 LAST counts it too. */
+    client(t, "MAIL FROM:<c>\r\nBDAT 0 LAST\r\n");
+    snprintf(want, sizeof(want), "MAIL FROM:<c>\r\nBDAT %zu LAST\r\n" RECEIVED_LINE,
+             strlen(RECEIVED_LINE));
+    expect_srv(t, want);
+    release(t);
+
+    /* Plaintext: never. */
+    t = session_after_ehlo(NULL);
+    inbound_set_received(&t->e, &RECEIVED);
+    client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+    server(t, "250 ok\r\n250 ok\r\n354 go\r\n");
+    client(t, "hi\r\n.\r\n");
+    expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nhi\r\n.\r\n");
     release(t);
 }
 
@@ -1390,6 +1742,16 @@ int main(void)
         cmocka_unit_test_teardown(test_awaiting_server, teardown),
         cmocka_unit_test_teardown(test_state_log, teardown),
         cmocka_unit_test_teardown(test_deadline_idle, teardown),
+        cmocka_unit_test_teardown(test_xclient_not_offered, teardown),
+        cmocka_unit_test_teardown(test_xclient_refused_reported, teardown),
+        cmocka_unit_test_teardown(test_xclient_keyword_match, teardown),
+        cmocka_unit_test_teardown(test_helo_fallback, teardown),
+        cmocka_unit_test_teardown(test_helo_fallback_domain_from_greeting, teardown),
+        cmocka_unit_test_teardown(test_helo_fallback_refused_or_pipelined, teardown),
+        cmocka_unit_test_teardown(test_3xx_to_unknown_verb_closes, teardown),
+        cmocka_unit_test_teardown(test_error_limit, teardown),
+        cmocka_unit_test_teardown(test_received_format, teardown),
+        cmocka_unit_test_teardown(test_received_data_and_bdat, teardown),
         cmocka_unit_test_teardown(test_deadline_backend, teardown),
         cmocka_unit_test_teardown(test_tls_failed_closes_silently, teardown),
         cmocka_unit_test_teardown(test_xclient_handshake, teardown),
