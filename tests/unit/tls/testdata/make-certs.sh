@@ -9,6 +9,11 @@
 #   expired.pem/.key        ECDSA P-256 leaf from the CA for mx.test, valid 2000-2001 only
 #   selfsigned.pem/.key     self-signed ECDSA P-256 for mx.test (issued by nobody we trust)
 #   broken.pem              a PEM block that is not a certificate
+#   cn-only.pem/.key        ECDSA P-256 leaf from the CA with CN mx.test and no subjectAltName
+#   sni-a-rsa.pem/.key      RSA 2048 leaf from the CA for a.test (certificate choice by SNI)
+#   sni-a-ecdsa.pem/.key    ECDSA P-256 leaf from the CA for a.test
+#   sni-b-ecdsa.pem/.key    ECDSA P-256 leaf from the CA for b.w.test (exact beats wildcard)
+#   sni-wild-ecdsa.pem/.key ECDSA P-256 leaf from the CA for *.w.test
 #
 # Everything is signed with "openssl ca" because "openssl x509" (3.0) cannot
 # back-date: a notBefore of "now" would make the fixtures fail on a machine
@@ -53,6 +58,21 @@ authorityKeyIdentifier = keyid
 basicConstraints = CA:FALSE
 extendedKeyUsage = serverAuth
 subjectAltName = DNS:mx.test
+[cn_ext]
+basicConstraints = CA:FALSE
+extendedKeyUsage = serverAuth
+[a_ext]
+basicConstraints = CA:FALSE
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:a.test
+[b_ext]
+basicConstraints = CA:FALSE
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:b.w.test
+[wild_ext]
+basicConstraints = CA:FALSE
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:*.w.test
 CNF
 openssl ecparam -name prime256v1 -out "$tmp/p256"
 
@@ -78,5 +98,15 @@ csr expired "ec:$tmp/p256"
 sign expired mx_ext 20000101000000Z 20010101000000Z -cert ca.pem -keyfile ca.key
 csr selfsigned "ec:$tmp/p256"
 sign selfsigned mx_ext $from $until -selfsign -keyfile selfsigned.key
+csr cn-only "ec:$tmp/p256"
+sign cn-only cn_ext $from $until -cert ca.pem -keyfile ca.key
+csr sni-a-rsa rsa:2048 a.test
+sign sni-a-rsa a_ext $from $until -cert ca.pem -keyfile ca.key
+csr sni-a-ecdsa "ec:$tmp/p256" a.test
+sign sni-a-ecdsa a_ext $from $until -cert ca.pem -keyfile ca.key
+csr sni-b-ecdsa "ec:$tmp/p256" b.w.test
+sign sni-b-ecdsa b_ext $from $until -cert ca.pem -keyfile ca.key
+csr sni-wild-ecdsa "ec:$tmp/p256" "*.w.test"
+sign sni-wild-ecdsa wild_ext $from $until -cert ca.pem -keyfile ca.key
 
 printf -- '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n' >broken.pem
