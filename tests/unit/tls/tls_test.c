@@ -917,6 +917,205 @@ static void test_alpn_refused(void **state)
     tls_ctx_unref(sctx);
 }
 
+/* ---- session resumption ------------------------------------------------------ */
+
+static SSL_SESSION *saved_session;
+
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    (void)ssl;
+    SSL_SESSION_free(saved_session);
+    saved_session = sess; /* ours now */
+    return 1;
+}
+
+/* One handshake of a raw client (TLS 1.2..max) with a new engine of sctx,
+ * offering offer (NULL: none). Returns whether the engine resumed it, and
+ * leaves the ticket it was given in saved_session. */
+static bool resume_once(struct tls_ctx *sctx, uint16_t max, SSL_SESSION *offer)
+{
+    SSL_CTX *cctx = raw_client_ctx(TLS1_2_VERSION, max);
+    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(cctx, on_new_session);
+    struct raw r;
+    int rs;
+    uint8_t tmp[256];
+    raw_init(&r, cctx, false);
+    if (offer != NULL)
+        assert_true(SSL_set_session(r.ssl, offer));
+    struct tls *s = tls_new_server(sctx);
+    int st = raw_handshake(s, &r, &rs);
+    if (st != TLS_OK || rs != 1)
+        fail_msg("handshake: %d %s", st, tls_error(s));
+    /* TLS 1.3 tickets come after the handshake: let the client read them. */
+    assert_true(SSL_read(r.ssl, tmp, sizeof tmp) <= 0);
+    ERR_clear_error();
+    bool resumed = tls_resumed(s);
+    assert_int_equal(resumed, SSL_session_reused(r.ssl) != 0);
+    tls_free(s);
+    raw_free(&r);
+    return resumed;
+}
+
+/* A fresh ticket from a, then whether b resumes it, in TLS 1.3 and 1.2. */
+static void expect_resume(struct tls_ctx *a, struct tls_ctx *b, bool want)
+{
+    static const uint16_t versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+    for (size_t i = 0; i < 2; i++) {
+        SSL_SESSION_free(saved_session);
+        saved_session = NULL;
+        assert_false(resume_once(a, versions[i], NULL));
+        assert_non_null(saved_session);
+        SSL_SESSION *ticket = saved_session;
+        saved_session = NULL;
+        if (resume_once(b, versions[i], ticket) != want)
+            fail_msg("TLS %s: resumed %s", versions[i] == TLS1_3_VERSION ? "1.3" : "1.2",
+                     want ? "no" : "yes");
+        SSL_SESSION_free(ticket);
+    }
+    SSL_SESSION_free(saved_session);
+    saved_session = NULL;
+}
+
+/* Writes n bytes of keys (pattern-filled from seed) to a temporary file. */
+static const char *key_file(const char *name, size_t n, uint8_t seed)
+{
+    static char path[4][512];
+    static int next;
+    const char *dir = getenv("TEST_TMPDIR");
+    char *p = path[next++ % 4];
+    snprintf(p, sizeof path[0], "%s/%s", dir != NULL ? dir : "/tmp", name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++)
+        fputc((int)(uint8_t)(seed + i * 31 + (i / 80) * 7), f);
+    assert_int_equal(fclose(f), 0);
+    return p;
+}
+
+/* Concatenates files a and b into a new one (a key list in another order). */
+static const char *key_cat(const char *name, const char *a, const char *b)
+{
+    static char path[512];
+    const char *dir = getenv("TEST_TMPDIR");
+    snprintf(path, sizeof path, "%s/%s", dir != NULL ? dir : "/tmp", name);
+    FILE *out = fopen(path, "wb");
+    assert_non_null(out);
+    const char *in[] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(in[i], "rb");
+        int ch;
+        assert_non_null(f);
+        while ((ch = fgetc(f)) != EOF)
+            fputc(ch, out);
+        fclose(f);
+    }
+    assert_int_equal(fclose(out), 0);
+    return path;
+}
+
+static struct tls_ctx *ticket_ctx(const char *keys, char *err, size_t errlen)
+{
+    struct cfg c;
+    cfg_init(&c, 12);
+    cfg_add(&c, TD "server-ecdsa.pem", TD "server-ecdsa.key");
+    c.tls.ticket_keys = (char *)keys;
+    return tls_ctx_server_new(&c.tls, err, errlen);
+}
+
+/* Without a key file: BoringSSL's own keys, per context. */
+static void test_resume_default_keys(void **state)
+{
+    struct tls_ctx *a = server_ctx("server-ecdsa", 12), *b = server_ctx("server-ecdsa", 12);
+    expect_resume(a, a, true);
+    expect_resume(a, b, false);
+    tls_ctx_unref(a);
+    tls_ctx_unref(b);
+}
+
+/* Two contexts (two instances of a fleet, or before and after SIGHUP) from
+ * the same key file resume each other's sessions; the first key encrypts,
+ * every key decrypts, and a key that is gone no longer resumes. */
+static void test_resume_shared_keys(void **state)
+{
+    char err[512] = "";
+    const char *one = key_file("one.keys", 80, 1), *two = key_file("two.keys", 160, 2);
+    struct tls_ctx *a = ticket_ctx(two, err, sizeof err);
+    if (a == NULL)
+        fail_msg("%s", err);
+    struct tls_ctx *b = ticket_ctx(two, err, sizeof err);
+    assert_non_null(b);
+    expect_resume(a, b, true);
+    expect_resume(b, a, true);
+
+    /* Rotation: a new key first, the old ones after it. */
+    const char *rotated = key_cat("rotated.keys", one, two);
+    struct tls_ctx *r = ticket_ctx(rotated, err, sizeof err);
+    assert_non_null(r);
+    expect_resume(a, r, true);  /* an old ticket, decrypted with a later key */
+    expect_resume(r, r, true);
+    expect_resume(r, a, false); /* a does not have the new key */
+    struct tls_ctx *o = ticket_ctx(one, err, sizeof err);
+    assert_non_null(o);
+    expect_resume(a, o, false); /* the old keys dropped */
+    expect_resume(r, o, true);
+
+    /* nginx's 48-byte key. */
+    const char *k48 = key_file("k48.keys", 48, 3);
+    struct tls_ctx *x = ticket_ctx(k48, err, sizeof err), *y = ticket_ctx(k48, err, sizeof err);
+    assert_non_null(x);
+    assert_non_null(y);
+    expect_resume(x, y, true);
+    expect_resume(x, a, false);
+
+    tls_ctx_unref(a);
+    tls_ctx_unref(b);
+    tls_ctx_unref(r);
+    tls_ctx_unref(o);
+    tls_ctx_unref(x);
+    tls_ctx_unref(y);
+}
+
+static void test_ticket_key_errors(void **state)
+{
+    char err[512] = "", want[1024];
+    const char *bad = key_file("bad.keys", 81, 1);
+    assert_null(ticket_ctx(bad, err, sizeof err));
+    snprintf(want, sizeof want,
+             "tls.ticket_keys: \"%s\": 81 bytes: expected 1 to 64 records of 80 bytes, or one key of 48 bytes",
+             bad);
+    assert_string_equal(err, want);
+
+    bad = key_file("empty.keys", 0, 1);
+    assert_null(ticket_ctx(bad, err, sizeof err));
+    snprintf(want, sizeof want,
+             "tls.ticket_keys: \"%s\": 0 bytes: expected 1 to 64 records of 80 bytes, or one key of 48 bytes",
+             bad);
+    assert_string_equal(err, want);
+
+    bad = key_file("big.keys", 65 * 80, 1);
+    assert_null(ticket_ctx(bad, err, sizeof err));
+    assert_non_null(strstr(err, "more than 5120 bytes"));
+
+    /* 96 = two 48-byte keys: only 80-byte records come in lists. */
+    bad = key_file("two48.keys", 96, 1);
+    assert_null(ticket_ctx(bad, err, sizeof err));
+    assert_non_null(strstr(err, "96 bytes"));
+
+    assert_null(ticket_ctx(TD "missing.keys", err, sizeof err));
+    assert_string_equal(err, "tls.ticket_keys: cannot load \"" TD "missing.keys\": No such file or directory");
+
+    /* With the place in the configuration, the message starts with it. */
+    struct cfg c;
+    cfg_init(&c, 12);
+    cfg_add(&c, TD "server-ecdsa.pem", TD "server-ecdsa.key");
+    c.tls.ticket_keys = TD "missing.keys";
+    c.tls.ticket_keys_at = "proxy.conf:9";
+    assert_null(tls_ctx_server_new(&c.tls, err, sizeof err));
+    assert_string_equal(err, "proxy.conf:9: tls.ticket_keys: cannot load \"" TD
+                             "missing.keys\": No such file or directory");
+}
+
 /* ---- configuration errors -------------------------------------------------- */
 
 static void expect_server_error(struct cfg *c, const char *want)
@@ -963,6 +1162,22 @@ static void test_config_errors(void **state)
     cfg_add(&c, TD "server-ecdsa.pem", TD "expired.key");
     expect_server_error(&c, "tls.key: \"" TD "expired.key\" does not match tls.certificate \"" TD
                             "server-ecdsa.pem\"");
+
+    /* Where the configuration names the files, messages start with it. */
+    char *cert_at[] = {"p.conf:3", "p.conf:4"}, *key_at[] = {"p.conf:5", "p.conf:6"};
+    cfg_init(&c, 12);
+    cfg_add(&c, TD "server-rsa.pem", TD "server-rsa.key");
+    cfg_add(&c, TD "server-ecdsa.pem", TD "expired.key");
+    c.tls.certificate_at = cert_at;
+    c.tls.key_at = key_at;
+    expect_server_error(&c, "p.conf:6: tls.key: \"" TD "expired.key\" does not match tls.certificate \"" TD
+                            "server-ecdsa.pem\"");
+    cfg_init(&c, 12);
+    cfg_add(&c, TD "server-rsa.pem", TD "server-rsa.key");
+    cfg_add(&c, TD "broken.pem", TD "server-rsa.key");
+    c.tls.certificate_at = cert_at;
+    c.tls.key_at = key_at;
+    expect_server_error(&c, "p.conf:4: tls.certificate: cannot load \"" TD "broken.pem\": invalid PEM certificate");
 
     cfg_init(&c, 12);
     cfg_add(&c, TD "server-rsa.pem", TD "server-rsa.key");
@@ -1177,6 +1392,9 @@ int main(void)
         cmocka_unit_test(test_rsa_and_ecdsa),
         cmocka_unit_test(test_certificate_by_sni),
         cmocka_unit_test(test_alpn_refused),
+        cmocka_unit_test(test_resume_default_keys),
+        cmocka_unit_test(test_resume_shared_keys),
+        cmocka_unit_test(test_ticket_key_errors),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_cipher_list),
         cmocka_unit_test(test_self_signed_default),
