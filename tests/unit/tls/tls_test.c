@@ -708,9 +708,12 @@ static struct tls_ctx *dual_ctx(void)
     return ctx;
 }
 
-/* Which key type a raw client restricted as given receives from sctx. */
-static int served_key(struct tls_ctx *sctx, uint16_t max, const uint16_t *sigalgs, size_t nsigalgs,
-                      const char *ciphers)
+/* The certificate a raw client restricted as given (max version, sigalgs
+ * and TLS 1.2 ciphers if not NULL) and sending sni (NULL: none) receives
+ * from sctx: its key type, returned, and, if name is not NULL, its first
+ * dNSName written there. */
+static int served(struct tls_ctx *sctx, uint16_t max, const uint16_t *sigalgs, size_t nsigalgs,
+                  const char *ciphers, const char *sni, char *name, size_t cap)
 {
     SSL_CTX *cctx = raw_client_ctx(TLS1_2_VERSION, max);
     if (sigalgs != NULL)
@@ -719,15 +722,36 @@ static int served_key(struct tls_ctx *sctx, uint16_t max, const uint16_t *sigalg
         assert_true(SSL_CTX_set_strict_cipher_list(cctx, ciphers));
     struct raw r;
     raw_init(&r, cctx, false);
+    if (sni != NULL)
+        assert_true(SSL_set_tlsext_host_name(r.ssl, sni));
     struct tls *s = tls_new_server(sctx);
     int rs;
     int st = raw_handshake(s, &r, &rs);
     if (st != TLS_OK || rs != 1)
-        fail_msg("handshake: %d %s", st, tls_error(s));
+        fail_msg("handshake with SNI %s: %d %s", sni ? sni : "-", st, tls_error(s));
+    if (name != NULL) {
+        X509 *x = SSL_get_peer_certificate(r.ssl);
+        assert_non_null(x);
+        GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+        assert_non_null(sans);
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, 0);
+        assert_int_equal(gn->type, GEN_DNS);
+        snprintf(name, cap, "%.*s", ASN1_STRING_length(gn->d.dNSName),
+                 (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
+        GENERAL_NAMES_free(sans);
+        X509_free(x);
+    }
     int type = raw_peer_key_type(&r);
     tls_free(s);
     raw_free(&r);
     return type;
+}
+
+/* Which key type a raw client restricted as given receives from sctx. */
+static int served_key(struct tls_ctx *sctx, uint16_t max, const uint16_t *sigalgs, size_t nsigalgs,
+                      const char *ciphers)
+{
+    return served(sctx, max, sigalgs, nsigalgs, ciphers, NULL, NULL, 0);
 }
 
 static void test_rsa_and_ecdsa(void **state)
@@ -790,32 +814,7 @@ static struct tls_ctx *sni_ctx(void)
 static int served_name(struct tls_ctx *sctx, const char *sni, const uint16_t *sigalgs,
                        size_t nsigalgs, char *name, size_t cap)
 {
-    SSL_CTX *cctx = raw_client_ctx(TLS1_2_VERSION, TLS1_3_VERSION);
-    if (sigalgs != NULL)
-        assert_true(SSL_CTX_set_verify_algorithm_prefs(cctx, sigalgs, nsigalgs));
-    struct raw r;
-    raw_init(&r, cctx, false);
-    if (sni != NULL)
-        assert_true(SSL_set_tlsext_host_name(r.ssl, sni));
-    struct tls *s = tls_new_server(sctx);
-    int rs;
-    int st = raw_handshake(s, &r, &rs);
-    if (st != TLS_OK || rs != 1)
-        fail_msg("handshake with SNI %s: %d %s", sni ? sni : "-", st, tls_error(s));
-    X509 *x = SSL_get_peer_certificate(r.ssl);
-    assert_non_null(x);
-    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    assert_non_null(sans);
-    const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, 0);
-    assert_int_equal(gn->type, GEN_DNS);
-    snprintf(name, cap, "%.*s", ASN1_STRING_length(gn->d.dNSName),
-             (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
-    GENERAL_NAMES_free(sans);
-    X509_free(x);
-    int type = raw_peer_key_type(&r);
-    tls_free(s);
-    raw_free(&r);
-    return type;
+    return served(sctx, TLS1_3_VERSION, sigalgs, nsigalgs, NULL, sni, name, cap);
 }
 
 static void test_certificate_by_sni(void **state)

@@ -26,6 +26,11 @@ trap 'rm -rf "$tmp"' EXIT
 from=20200101000000Z
 until=21200101000000Z
 
+# san_ext takes its subjectAltName from $SAN (set per sni certificate);
+# openssl req parses the same file and needs it to have a value too.
+SAN=DNS:unused
+export SAN
+
 mkdir "$tmp/db"
 : >"$tmp/db/index.txt"
 echo 1000 >"$tmp/db/serial"
@@ -61,18 +66,10 @@ subjectAltName = DNS:mx.test
 [cn_ext]
 basicConstraints = CA:FALSE
 extendedKeyUsage = serverAuth
-[a_ext]
+[san_ext]
 basicConstraints = CA:FALSE
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:a.test
-[b_ext]
-basicConstraints = CA:FALSE
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:b.w.test
-[wild_ext]
-basicConstraints = CA:FALSE
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:*.w.test
+subjectAltName = \$ENV::SAN
 CNF
 openssl ecparam -name prime256v1 -out "$tmp/p256"
 
@@ -100,13 +97,13 @@ csr selfsigned "ec:$tmp/p256"
 sign selfsigned mx_ext $from $until -selfsign -keyfile selfsigned.key
 csr cn-only "ec:$tmp/p256"
 sign cn-only cn_ext $from $until -cert ca.pem -keyfile ca.key
-csr sni-a-rsa rsa:2048 a.test
-sign sni-a-rsa a_ext $from $until -cert ca.pem -keyfile ca.key
-csr sni-a-ecdsa "ec:$tmp/p256" a.test
-sign sni-a-ecdsa a_ext $from $until -cert ca.pem -keyfile ca.key
-csr sni-b-ecdsa "ec:$tmp/p256" b.w.test
-sign sni-b-ecdsa b_ext $from $until -cert ca.pem -keyfile ca.key
-csr sni-wild-ecdsa "ec:$tmp/p256" "*.w.test"
-sign sni-wild-ecdsa wild_ext $from $until -cert ca.pem -keyfile ca.key
+sni() { # name keyalg dnsname
+    csr "$1" "$2" "$3"
+    SAN="DNS:$3" sign "$1" san_ext $from $until -cert ca.pem -keyfile ca.key
+}
+sni sni-a-rsa rsa:2048 a.test
+sni sni-a-ecdsa "ec:$tmp/p256" a.test
+sni sni-b-ecdsa "ec:$tmp/p256" b.w.test
+sni sni-wild-ecdsa "ec:$tmp/p256" "*.w.test"
 
 printf -- '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n' >broken.pem
