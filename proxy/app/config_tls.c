@@ -4,6 +4,7 @@
  * block and applies its own block on top.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,10 @@ void cfg_tls_clear(struct tls_options *t)
     cfg_free_strings(t->keys, t->nkeys);
     free(t->ciphers);
     free(t->ca_file);
+    free(t->ticket_keys);
+    cfg_free_strings(t->certificate_at, t->ncertificates);
+    cfg_free_strings(t->key_at, t->nkeys);
+    free(t->ticket_keys_at);
     memset(t, 0, sizeof *t);
 }
 
@@ -72,6 +77,20 @@ int cfg_tls_copy(struct tls_options *dst, const struct tls_options *src)
     dst->ca_file = src->ca_file ? strdup(src->ca_file) : NULL;
     if ((src->ciphers && !dst->ciphers) || (src->ca_file && !dst->ca_file))
         goto err;
+    dst->ticket_keys = src->ticket_keys ? strdup(src->ticket_keys) : NULL;
+    dst->ticket_keys_at = src->ticket_keys_at ? strdup(src->ticket_keys_at) : NULL;
+    if ((src->ticket_keys && !dst->ticket_keys) || (src->ticket_keys_at && !dst->ticket_keys_at))
+        goto err;
+    if (src->certificate_at) {
+        dst->certificate_at = dup_strings(src->certificate_at, src->ncertificates);
+        if (src->ncertificates && !dst->certificate_at)
+            goto err;
+    }
+    if (src->key_at) {
+        dst->key_at = dup_strings(src->key_at, src->nkeys);
+        if (src->nkeys && !dst->key_at)
+            goto err;
+    }
     return 0;
 err:
     cfg_tls_clear(dst);
@@ -101,6 +120,80 @@ static void set_nonempty(struct loader *ld, const config_setting_t *blk, const c
     }
 }
 
+/* "FILE:LINE" of setting s, for the messages of the tls layer, which loads
+ * the files only when the runtime is built; NULL when out of memory
+ * (recorded). */
+static char *where(struct loader *ld, const config_setting_t *s)
+{
+    const char *file = config_setting_source_file(s) ? config_setting_source_file(s) : ld->name;
+    size_t len = strlen(file) + 16;
+    char *w = malloc(len);
+
+    if (!w) {
+        ld->oom = true;
+        return NULL;
+    }
+    snprintf(w, len, "%s:%u", file, config_setting_source_line(s));
+    return w;
+}
+
+/* The places of the n file names at s (one string, or a list). */
+static char **where_files(struct loader *ld, const config_setting_t *s, size_t n)
+{
+    bool single = config_setting_type(s) == CONFIG_TYPE_STRING;
+    char **v = calloc(n, sizeof *v);
+
+    if (!v) {
+        ld->oom = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        v[i] = where(ld, single ? s : config_setting_get_elem(s, (unsigned)i));
+        if (!v[i]) {
+            cfg_free_strings(v, i);
+            return NULL;
+        }
+    }
+    return v;
+}
+
+/* tls.ticket_keys: a readable file, resolved, with its place. */
+static void set_ticket_keys(struct loader *ld, const config_setting_t *blk, const char *prefix,
+                            struct tls_options *t)
+{
+    const config_setting_t *s = cfg_member(blk, "ticket_keys");
+    char kp[PATH_LEN];
+    char *path = NULL, *at = NULL;
+    const char *v;
+    int rc;
+
+    if (cfg_get_string(ld, blk, prefix, "ticket_keys", &v) <= 0)
+        return;
+    cfg_keypath(kp, sizeof kp, prefix, "ticket_keys");
+    if (!*v) {
+        cfg_fail(ld, s, "%s: must not be empty", kp);
+        return;
+    }
+    path = cfg_resolve_path(ld, v);
+    if (!path)
+        return;
+    rc = cfg_check_readable(path);
+    if (rc < 0) {
+        cfg_fail_unreadable(ld, s, kp, v, path, rc, NULL);
+        free(path);
+        return;
+    }
+    at = where(ld, s);
+    if (!at) {
+        free(path);
+        return;
+    }
+    free(t->ticket_keys);
+    free(t->ticket_keys_at);
+    t->ticket_keys = path;
+    t->ticket_keys_at = at;
+}
+
 /* Applies the keys of one tls block over t (the defaults, or a listener's copy
  * of the global block). certificate and key are one unit: overriding only one
  * of them would pair a listener's certificate with the global block's key. */
@@ -108,7 +201,7 @@ void cfg_apply_tls(struct loader *ld, const config_setting_t *blk, const char *p
                    struct tls_options *t)
 {
     static const char *const keys[] = {"certificate", "key", "min_version", "ciphers", "ca_file",
-                                       NULL};
+                                       "ticket_keys", NULL};
     static const char *const versions[] = {"1.2", "1.3", NULL};
     const config_setting_t *cert = cfg_member(blk, "certificate"), *key = cfg_member(blk, "key");
     char kp[PATH_LEN], kp2[PATH_LEN];
@@ -139,10 +232,17 @@ void cfg_apply_tls(struct loader *ld, const config_setting_t *blk, const char *p
         if (rc1 == 0 && rc2 == 0) {
             cfg_free_strings(t->certificates, t->ncertificates);
             cfg_free_strings(t->keys, t->nkeys);
+            cfg_free_strings(t->certificate_at, t->ncertificates);
+            cfg_free_strings(t->key_at, t->nkeys);
             t->certificates = certs;
             t->ncertificates = ncerts;
             t->keys = keyv;
             t->nkeys = nkeys;
+            /* Where each file is named, so that the tls layer's messages
+             * about a file (a key that does not match its certificate) carry
+             * FILE:LINE too. */
+            t->certificate_at = where_files(ld, cert, ncerts);
+            t->key_at = where_files(ld, key, nkeys);
         } else {
             cfg_free_strings(certs, ncerts);
             cfg_free_strings(keyv, nkeys);
@@ -156,6 +256,7 @@ void cfg_apply_tls(struct loader *ld, const config_setting_t *blk, const char *p
     /* Only named here; whether it is readable matters only to an outbound
      * listener that verifies, see check_ca_file(). */
     set_nonempty(ld, blk, prefix, "ca_file", true, &t->ca_file);
+    set_ticket_keys(ld, blk, prefix, t);
 }
 
 /* The listener's copy of the global block, with its own overrides on top. */

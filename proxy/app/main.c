@@ -48,6 +48,18 @@ static void usage(FILE *f)
             "  -h, --help          this text\n");
 }
 
+/* Whether msg already starts with its place, "FILE:LINE: " (the tls
+ * layer's messages about a file the configuration names do), so that it is
+ * printed as it is rather than under the config file's name once more. */
+static bool located(const char *msg)
+{
+    const char *p = strstr(msg, ": "), *d = p;
+
+    while (d != NULL && d > msg && d[-1] >= '0' && d[-1] <= '9')
+        d--;
+    return d != NULL && d < p && d > msg + 1 && d[-1] == ':';
+}
+
 /* Loads the file (or the built-in default) and builds its TLS contexts.
  * Problems go to stderr when start-up, to the log on reload. */
 static struct runtime *load(bool startup)
@@ -79,7 +91,10 @@ static struct runtime *load(bool startup)
     if (rt == NULL) {
         const char *file = config_file ? config_file : "(built-in)";
         if (startup) {
-            fprintf(stderr, "%s: %s\n", file, err);
+            if (located(err))
+                fprintf(stderr, "%s\n", err);
+            else
+                fprintf(stderr, "%s: %s\n", file, err);
         } else {
             char q[1024];
             log_error("event=reload_failed file=%s error=%s", file, log_quote(err, q, sizeof(q)));

@@ -400,7 +400,8 @@ static void start_tls_server_leg(struct session *s)
 {
     const struct destination *d = &s->d.out.dest;
     bool verify = s->d.out.policy == OUTBOUND_VERIFY;
-    struct tls *t = tls_new_client(s->p->tls, destination_sni(d), verify, d->host);
+    bool lenient = s->d.out.policy == OUTBOUND_OPPORTUNISTIC; /* RFC 7435: TLS 1.0+ and CBC too */
+    struct tls *t = tls_new_client(s->p->tls, destination_sni(d), verify, d->host, lenient);
 
     if (t == NULL) {
         s->ops->abort(s->eng, R_INTERNAL, REASON_INTERNAL_ERROR);

@@ -167,7 +167,7 @@ struct tls *tls_new_server(struct tls_ctx *ctx)
 }
 
 struct tls *tls_new_client(struct tls_ctx *ctx, const char *sni, bool verify,
-                           const char *verify_name)
+                           const char *verify_name, bool lenient)
 {
     struct tls *t = engine_new(ctx);
     if (t == NULL)
@@ -182,6 +182,13 @@ struct tls *tls_new_client(struct tls_ctx *ctx, const char *sni, bool verify,
         if (t->verify_name == NULL)
             goto err;
     }
+    /* Opportunistic delivery: the old versions and suites are still better
+     * than plaintext (RFC 7435 §3; Postfix allows the same). Set on this
+     * SSL only, and shed with the rest of its configuration after the
+     * handshake. */
+    if (lenient && (!SSL_set_min_proto_version(t->ssl, TLS1_VERSION) ||
+                    !SSL_set_strict_cipher_list(t->ssl, ctx->lenient_ciphers)))
+        goto err;
     SSL_set_custom_verify(t->ssl, SSL_VERIFY_PEER, tls_on_verify);
     return t;
 
@@ -346,6 +353,11 @@ const char *tls_cipher(const struct tls *t)
 const char *tls_sni(const struct tls *t)
 {
     return SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+bool tls_resumed(const struct tls *t)
+{
+    return SSL_session_reused(t->ssl) != 0;
 }
 
 

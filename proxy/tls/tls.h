@@ -31,7 +31,21 @@ struct tls_options {
     int min_version;      /* 12 or 13 */
     char *ciphers;        /* TLS 1.2 cipher list, BoringSSL syntax */
     char *ca_file;
+    char *ticket_keys;    /* server: session ticket key file; NULL = BoringSSL's own keys */
+    /* Where each file was named in the configuration ("FILE:LINE"), so that
+     * a message about it can say so; NULL arrays or entries when unknown.
+     * certificate_at has ncertificates entries, key_at nkeys. */
+    char **certificate_at;
+    char **key_at;
+    char *ticket_keys_at;
 };
+
+/* Session ticket key files (tls.ticket_keys): records of TLS_TICKET_KEY_LEN
+ * bytes (16-byte name, 32-byte HMAC-SHA256 key, 32-byte AES-256 key), or
+ * one record of TLS_TICKET_KEY_LEN_48 bytes (16-byte name, 16-byte AES-128
+ * key, 16-byte HMAC key: nginx's older format). */
+#define TLS_TICKET_KEY_LEN 80
+#define TLS_TICKET_KEY_LEN_48 48
 
 enum tls_status {
     TLS_OK = 0,      /* done / produced data */
@@ -44,12 +58,21 @@ enum tls_status {
 struct tls_ctx;
 
 /*
- * Server context from cfg: certificates[i] with keys[i] (several, e.g. RSA and
- * ECDSA side by side, chosen per handshake by what the client supports). With
- * no certificates, an in-memory self-signed ECDSA P-256 certificate for
- * "localhost" is made. TLS 1.2 minimum (1.3 if cfg->min_version == 13), no
- * renegotiation, no 0-RTT, cfg->ciphers for TLS 1.2 (forward-secret AEAD
- * default). Returns NULL and writes a message naming the file to err.
+ * Server context from cfg: certificates[i] with keys[i]. With several, each
+ * handshake picks by the client's SNI against the certificates' DNS names
+ * (subjectAltName dNSName; exact first, then a wildcard "*.example.net" for
+ * exactly one label), then among those by key type (ECDSA/Ed25519 when the
+ * client can use it, else RSA); no SNI, or no name that matches: by key type
+ * among all. With no certificates, an in-memory self-signed ECDSA P-256
+ * certificate for "localhost" is made. TLS 1.2 minimum (1.3 if
+ * cfg->min_version == 13), no renegotiation, no 0-RTT, cfg->ciphers for TLS
+ * 1.2 (forward-secret AEAD default). A client offering ALPN is refused with
+ * the no_application_protocol alert: SMTP has no ALPN identifier, so such a
+ * client means another protocol (RFC 7301 §3.2; the ALPACA cross-protocol
+ * attack). Session tickets (TLS 1.2 and 1.3) are encrypted with the first
+ * key of cfg->ticket_keys and decrypted with any of them, else with
+ * BoringSSL's automatic in-memory keys. Returns NULL and writes a message
+ * naming the file to err, prefixed with its "FILE:LINE: " when cfg knows it.
  */
 struct tls_ctx *tls_ctx_server_new(const struct tls_options *cfg, char *err, size_t errlen);
 
@@ -69,11 +92,17 @@ struct tls *tls_new_server(struct tls_ctx *ctx);
 
 /* A client engine sending SNI sni (may be NULL for an IP literal). With
  * verify, the chain must validate against ca_file and the certificate must
- * match verify_name (SAN dNSName, or IP address), else the handshake fails
- * with a reason starting "certificate". Without verify, the result is still
- * recorded for tls_verify_result(). */
+ * match verify_name (SAN dNSName, or IP address; a name only in the subject
+ * CN does not count, RFC 9525 §6.3), else the handshake fails with a reason
+ * starting "certificate"; a NULL or empty verify_name fails verification,
+ * never skips the name check. Without verify, the result is still recorded
+ * for tls_verify_result().
+ * lenient (opportunistic delivery, RFC 7435: any encryption beats
+ * plaintext): this connection also accepts TLS 1.0 and 1.1 and every suite
+ * BoringSSL still implements (CBC, RSA key exchange) after the context's
+ * own list; otherwise the context's minimum version and suites hold. */
 struct tls *tls_new_client(struct tls_ctx *ctx, const char *sni, bool verify,
-                           const char *verify_name);
+                           const char *verify_name, bool lenient);
 
 void tls_free(struct tls *t); /* accepts NULL */
 
@@ -106,6 +135,9 @@ struct buf *tls_out(struct tls *t);
 const char *tls_version(const struct tls *t);
 const char *tls_cipher(const struct tls *t);
 const char *tls_sni(const struct tls *t);
+
+/* After the handshake: whether it resumed an earlier session (a ticket). */
+bool tls_resumed(const struct tls *t);
 
 /* Client side: true if the peer chain verified and matched the name (*why
  * is then "ok"); else *why is a static string ("certificate has expired",

@@ -31,14 +31,16 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4)))
-static void say(char *err, size_t errlen, const char *fmt, ...)
+void tls_say(char *err, size_t errlen, const char *at, const char *fmt, ...)
 {
     if (err == NULL || errlen == 0)
         return;
+    int n = at != NULL ? snprintf(err, errlen, "%s: ", at) : 0;
+    if (n < 0 || (size_t)n >= errlen)
+        n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
     va_end(ap);
 }
 
@@ -82,6 +84,9 @@ static void cert_free(struct tls_cert *cert)
         CRYPTO_BUFFER_free(cert->chain[i]);
     free(cert->chain);
     EVP_PKEY_free(cert->key);
+    for (size_t i = 0; i < cert->nnames; i++)
+        free(cert->names[i]);
+    free(cert->names);
 }
 
 static void ctx_free(struct tls_ctx *c)
@@ -92,6 +97,8 @@ static void ctx_free(struct tls_ctx *c)
         cert_free(&c->certs[i]);
     X509_STORE_free(c->store);
     CRYPTO_BUFFER_POOL_free(c->pool);
+    free(c->lenient_ciphers);
+    tls_ticket_keys_free(c);
     BIO_meth_free(c->bio_method);
     free(c);
 }
@@ -115,19 +122,19 @@ static int ctx_common(struct tls_ctx *c, const struct tls_options *cfg, const ch
 {
     c->ssl_ctx = SSL_CTX_new(TLS_with_buffers_method());
     if (c->ssl_ctx == NULL) {
-        say(err, errlen, "tls: cannot create context: %s", first_error("out of memory"));
+        tls_say(err, errlen, NULL, "tls: cannot create context: %s", first_error("out of memory"));
         return -1;
     }
     SSL_CTX_set_app_data(c->ssl_ctx, c);
     if (!SSL_CTX_set_min_proto_version(c->ssl_ctx, min_version(cfg)) ||
         !SSL_CTX_set_max_proto_version(c->ssl_ctx, TLS1_3_VERSION)) {
-        say(err, errlen, "tls.min_version: %s", first_error("unsupported version"));
+        tls_say(err, errlen, NULL, "tls.min_version: %s", first_error("unsupported version"));
         return -1;
     }
     ERR_clear_error();
     if (ciphers != NULL && !SSL_CTX_set_strict_cipher_list(c->ssl_ctx, ciphers)) {
         uint32_t e = ERR_peek_error();
-        say(err, errlen, "tls.ciphers: invalid cipher list \"%s\": %s", ciphers,
+        tls_say(err, errlen, NULL, "tls.ciphers: invalid cipher list \"%s\": %s", ciphers,
             ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_INVALID_COMMAND
                 ? "unknown cipher name or rule (BoringSSL syntax, TLS 1.2 suites)"
                 : first_error("no usable cipher"));
@@ -203,29 +210,66 @@ static bool pem_at_end(void)
 /* Opens path for the PEM reader; key names the config key in messages.
  * fopen ourselves: errno gives "No such file or directory", where the
  * error queue would only say "system library". */
-static BIO *open_pem(const char *path, const char *key, char *err, size_t errlen)
+static BIO *open_pem(const char *path, const char *key, const char *at, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        say(err, errlen, "%s: cannot load \"%s\": %s", key, path, strerror(errno));
+        tls_say(err, errlen, at, "%s: cannot load \"%s\": %s", key, path, strerror(errno));
         return NULL;
     }
     BIO *bio = BIO_new_fp(f, BIO_CLOSE);
     if (bio == NULL) {
         fclose(f);
-        say(err, errlen, "%s: cannot load \"%s\": out of memory", key, path);
+        tls_say(err, errlen, at, "%s: cannot load \"%s\": out of memory", key, path);
     }
     return bio;
 }
 
+/* The leaf's subjectAltName dNSNames into cert->names, lower case, for
+ * the choice by SNI. The subject CN is not a name (RFC 9525 §6.3). */
+static int cert_set_names(struct tls_cert *cert, X509 *leaf)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    int rc = 0;
+
+    ERR_clear_error();
+    if (sans == NULL)
+        return 0;
+    cert->names = calloc(sk_GENERAL_NAME_num(sans) + 1, sizeof *cert->names);
+    if (cert->names == NULL)
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type != GEN_DNS)
+            continue;
+        const unsigned char *d = ASN1_STRING_get0_data(gn->d.dNSName);
+        size_t len = (size_t)ASN1_STRING_length(gn->d.dNSName);
+        if (len == 0 || memchr(d, '\0', len) != NULL)
+            continue; /* no name a client could send */
+        char *name = malloc(len + 1);
+        if (name == NULL) {
+            rc = -1;
+            break;
+        }
+        for (size_t j = 0; j < len; j++)
+            name[j] = (char)(d[j] >= 'A' && d[j] <= 'Z' ? d[j] - 'A' + 'a' : d[j]);
+        name[len] = '\0';
+        cert->names[cert->nnames++] = name;
+    }
+    GENERAL_NAMES_free(sans);
+    return rc;
+}
+
 /* Reads certfile (PEM chain, leaf first) and keyfile into cert and checks
- * that they belong together. Messages name the file and the config key. */
+ * that they belong together. Messages name the file and the config key,
+ * prefixed by where the configuration names it (cert_at, key_at: "FILE:LINE"
+ * or NULL). */
 static int load_cert(struct tls_cert *cert, const char *certfile, const char *keyfile,
-                     char *err, size_t errlen)
+                     const char *cert_at, const char *key_at, char *err, size_t errlen)
 {
     X509 *leaf = NULL, *x;
     EVP_PKEY *key = NULL;
-    BIO *bio = open_pem(certfile, "tls.certificate", err, errlen);
+    BIO *bio = open_pem(certfile, "tls.certificate", cert_at, err, errlen);
 
     if (bio == NULL)
         goto err;
@@ -237,14 +281,14 @@ static int load_cert(struct tls_cert *cert, const char *certfile, const char *ke
         else
             X509_free(x);
         if (rc < 0) {
-            say(err, errlen, "tls.certificate: cannot load \"%s\": out of memory", certfile);
+            tls_say(err, errlen, cert_at, "tls.certificate: cannot load \"%s\": out of memory", certfile);
             goto err;
         }
     }
     /* The loop ends at the first block that is not a certificate. Running
      * out of PEM blocks after at least one certificate is the normal end. */
     if (leaf == NULL || !pem_at_end()) {
-        say(err, errlen, "tls.certificate: cannot load \"%s\": %s", certfile,
+        tls_say(err, errlen, cert_at, "tls.certificate: cannot load \"%s\": %s", certfile,
             leaf == NULL && pem_at_end() ? "no PEM certificate found" : "invalid PEM certificate");
         ERR_clear_error();
         goto err;
@@ -252,25 +296,30 @@ static int load_cert(struct tls_cert *cert, const char *certfile, const char *ke
     ERR_clear_error();
     BIO_free(bio);
     bio = NULL;
+    if (cert_set_names(cert, leaf) < 0) {
+        tls_say(err, errlen, cert_at, "tls.certificate: cannot load \"%s\": out of memory", certfile);
+        goto err;
+    }
 
-    bio = open_pem(keyfile, "tls.key", err, errlen);
+    bio = open_pem(keyfile, "tls.key", key_at, err, errlen);
     if (bio == NULL)
         goto err;
     /* A NULL password callback makes an encrypted key fail, not prompt. */
     key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     if (key == NULL) {
-        say(err, errlen, "tls.key: cannot load \"%s\": %s", keyfile,
+        tls_say(err, errlen, key_at, "tls.key: cannot load \"%s\": %s", keyfile,
             pem_at_end() ? "no PEM private key found" : "invalid or encrypted PEM private key");
         ERR_clear_error();
         goto err;
     }
     if (!X509_check_private_key(leaf, key)) {
         ERR_clear_error();
-        say(err, errlen, "tls.key: \"%s\" does not match tls.certificate \"%s\"", keyfile, certfile);
+        tls_say(err, errlen, key_at, "tls.key: \"%s\" does not match tls.certificate \"%s\"", keyfile,
+                certfile);
         goto err;
     }
     if (cert_set_key(cert, key) < 0) {
-        say(err, errlen, "tls.key: \"%s\": unsupported key type (RSA, ECDSA P-256/384/521 or Ed25519)",
+        tls_say(err, errlen, key_at, "tls.key: \"%s\": unsupported key type (RSA, ECDSA P-256/384/521 or Ed25519)",
             keyfile);
         goto err;
     }
@@ -341,7 +390,7 @@ static int make_self_signed(struct tls_cert *cert, char *err, size_t errlen)
     return 0;
 
 err:
-    say(err, errlen, "tls: cannot make a self-signed certificate: %s", first_error("out of memory"));
+    tls_say(err, errlen, NULL, "tls: cannot make a self-signed certificate: %s", first_error("out of memory"));
     ASN1_IA5STRING_free(dns);
     GENERAL_NAME_free(gn);
     sk_GENERAL_NAME_pop_free(sans, GENERAL_NAME_free);
@@ -358,7 +407,41 @@ struct hello_caps {
     bool tls13;            /* offers TLS 1.3, which we always prefer */
     bool has_sigalgs;      /* sent signature_algorithms at all */
     CBS sigalgs;           /* the list, 2 bytes per scheme */
+    char sni[256];         /* the host_name of server_name, lower case, no final dot; "" if none */
 };
+
+/* The host_name of a server_name extension (RFC 6066 §3) into out, lower
+ * case and without a final dot; out stays "" when there is none, or it is
+ * not a name we could hold one of (too long, an embedded NUL). BoringSSL
+ * parses it only after the certificate is chosen, so this reads it here. */
+static void hello_sni(const SSL_CLIENT_HELLO *hello, char *out, size_t cap)
+{
+    const uint8_t *data;
+    size_t len;
+    CBS ext, list, name;
+    uint8_t type;
+
+    out[0] = '\0';
+    if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_server_name, &data, &len))
+        return;
+    CBS_init(&ext, data, len);
+    if (!CBS_get_u16_length_prefixed(&ext, &list))
+        return;
+    while (CBS_get_u8(&list, &type) && CBS_get_u16_length_prefixed(&list, &name)) {
+        if (type != TLSEXT_NAMETYPE_host_name)
+            continue;
+        size_t n = CBS_len(&name);
+        const uint8_t *p = CBS_data(&name);
+        if (n > 0 && p[n - 1] == '.')
+            n--;
+        if (n == 0 || n >= cap || memchr(p, '\0', n) != NULL)
+            return;
+        for (size_t i = 0; i < n; i++)
+            out[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
+        out[n] = '\0';
+        return;
+    }
+}
 
 static void hello_parse(const SSL_CLIENT_HELLO *hello, struct hello_caps *caps)
 {
@@ -383,6 +466,27 @@ static void hello_parse(const SSL_CLIENT_HELLO *hello, struct hello_caps *caps)
             caps->sigalgs = list;
         }
     }
+    hello_sni(hello, caps->sni, sizeof caps->sni);
+}
+
+enum name_match { NAME_NONE, NAME_WILDCARD, NAME_EXACT };
+
+/* How well one of cert's names matches sni (lower case, not empty): exactly,
+ * or by a wildcard "*.example.net", which stands for exactly one whole,
+ * non-empty left-most label (RFC 9525 §6.3, RFC 6125 §6.4.3). */
+static enum name_match cert_name_match(const struct tls_cert *cert, const char *sni)
+{
+    const char *rest = strchr(sni, '.');
+    enum name_match best = NAME_NONE;
+
+    for (size_t i = 0; i < cert->nnames; i++) {
+        const char *n = cert->names[i];
+        if (strcmp(n, sni) == 0)
+            return NAME_EXACT;
+        if (n[0] == '*' && n[1] == '.' && rest != NULL && rest != sni && strcmp(n + 1, rest) == 0)
+            best = NAME_WILDCARD;
+    }
+    return best;
 }
 
 /* Whether cert can sign with the scheme sigalg in the given version
@@ -444,12 +548,36 @@ static bool cert_fits(SSL *ssl, const SSL_CLIENT_HELLO *hello, const struct hell
     return false;
 }
 
+/* The first certificate the client can use among those whose names match
+ * the SNI as well as want (NAME_NONE: all of them), ECDSA/Ed25519 (smaller
+ * and cheaper) before RSA; NULL if none fits. */
+static const struct tls_cert *pick(SSL *ssl, const SSL_CLIENT_HELLO *hello,
+                                   const struct hello_caps *caps, const struct tls_ctx *c,
+                                   enum name_match want)
+{
+    const struct tls_cert *best = NULL;
+
+    for (size_t i = 0; i < c->ncerts; i++) {
+        const struct tls_cert *cert = &c->certs[i];
+        if (want != NAME_NONE && cert_name_match(cert, caps->sni) != want)
+            continue;
+        if (!cert_fits(ssl, hello, caps, cert))
+            continue;
+        if (best == NULL || (best->type == EVP_PKEY_RSA && cert->type != EVP_PKEY_RSA))
+            best = cert;
+    }
+    return best;
+}
+
 /*
- * Runs for each ClientHello when several certificates are configured: picks
- * the first one the client can use, preferring ECDSA/Ed25519 (smaller and
- * cheaper) over RSA, else the first one listed. The SSL starts with certs[0]
- * (copied from the SSL_CTX), so only another choice needs work. When nothing
- * fits, certs[0] stays and BoringSSL fails the handshake with its own reason.
+ * Runs for each ClientHello when several certificates are configured. With
+ * an SNI: the certificates whose names match it exactly, else those whose
+ * wildcard matches it; then, with no SNI or no usable certificate for it,
+ * all of them (a certificate for another name is still better than no
+ * encryption to a client that does not check). Within each group the key
+ * type decides (pick). The SSL starts with certs[0] (copied from the
+ * SSL_CTX), so only another choice needs work. When nothing fits, certs[0]
+ * stays and BoringSSL fails the handshake with its own reason.
  */
 static enum ssl_select_cert_result_t on_select_certificate(const SSL_CLIENT_HELLO *hello)
 {
@@ -459,18 +587,32 @@ static enum ssl_select_cert_result_t on_select_certificate(const SSL_CLIENT_HELL
     const struct tls_cert *best = NULL;
 
     hello_parse(hello, &caps);
-    for (size_t i = 0; i < c->ncerts; i++) {
-        const struct tls_cert *cert = &c->certs[i];
-        if (!cert_fits(ssl, hello, &caps, cert))
-            continue;
-        if (best == NULL || (best->type == EVP_PKEY_RSA && cert->type != EVP_PKEY_RSA))
-            best = cert;
+    if (caps.sni[0] != '\0') {
+        best = pick(ssl, hello, &caps, c, NAME_EXACT);
+        if (best == NULL)
+            best = pick(ssl, hello, &caps, c, NAME_WILDCARD);
     }
+    if (best == NULL)
+        best = pick(ssl, hello, &caps, c, NAME_NONE);
     if (best == NULL || best == &c->certs[0])
         return ssl_select_cert_success;
     if (!SSL_set_chain_and_key(ssl, best->chain, best->nchain, best->key, NULL))
         return ssl_select_cert_error;
     return ssl_select_cert_success;
+}
+
+/*
+ * Called only for a ClientHello with ALPN. SMTP has no ALPN identifier
+ * (RFC 7301 §3.2: a server that supports none of the offered protocols
+ * sends no_application_protocol), so a client offering any protocol wants
+ * something else: an HTTPS client sent here by a network attacker is the
+ * ALPACA cross-protocol attack. A client without ALPN is served.
+ */
+static int on_alpn(SSL *ssl, const uint8_t **out, uint8_t *out_len, const uint8_t *in,
+                   unsigned in_len, void *arg)
+{
+    (void)ssl, (void)out, (void)out_len, (void)in, (void)in_len, (void)arg;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 struct tls_ctx *tls_ctx_server_new(const struct tls_options *cfg, char *err, size_t errlen)
@@ -480,12 +622,12 @@ struct tls_ctx *tls_ctx_server_new(const struct tls_options *cfg, char *err, siz
                                                                             : TLS_DEFAULT_CIPHERS;
 
     if (cfg->nkeys != n) {
-        say(err, errlen, "tls.key: %zu certificate file(s) but %zu key file(s)", n, cfg->nkeys);
+        tls_say(err, errlen, NULL, "tls.key: %zu certificate file(s) but %zu key file(s)", n, cfg->nkeys);
         return NULL;
     }
     struct tls_ctx *c = ctx_alloc(n > 0 ? n : 1);
     if (c == NULL) {
-        say(err, errlen, "tls: out of memory");
+        tls_say(err, errlen, NULL, "tls: out of memory");
         return NULL;
     }
     if (ctx_common(c, cfg, ciphers, err, errlen) < 0)
@@ -498,7 +640,9 @@ struct tls_ctx *tls_ctx_server_new(const struct tls_options *cfg, char *err, siz
     }
     for (size_t i = 0; i < n; i++) {
         c->ncerts = i + 1;
-        if (load_cert(&c->certs[i], cfg->certificates[i], cfg->keys[i], err, errlen) < 0)
+        if (load_cert(&c->certs[i], cfg->certificates[i], cfg->keys[i],
+                      cfg->certificate_at != NULL ? cfg->certificate_at[i] : NULL,
+                      cfg->key_at != NULL ? cfg->key_at[i] : NULL, err, errlen) < 0)
             goto err;
     }
     /* Installing each chain once also has BoringSSL check it (key usable
@@ -508,19 +652,25 @@ struct tls_ctx *tls_ctx_server_new(const struct tls_options *cfg, char *err, siz
         const struct tls_cert *cert = &c->certs[i];
         ERR_clear_error();
         if (!SSL_CTX_set_chain_and_key(c->ssl_ctx, cert->chain, cert->nchain, cert->key, NULL)) {
-            say(err, errlen, "tls.certificate: cannot use \"%s\": %s",
+            tls_say(err, errlen, n > 0 && cfg->certificate_at != NULL ? cfg->certificate_at[i] : NULL,
+                    "tls.certificate: cannot use \"%s\": %s",
                 n > 0 ? cfg->certificates[i] : "(self-signed)", first_error("rejected by BoringSSL"));
             goto err;
         }
     }
     if (c->ncerts > 1)
         SSL_CTX_set_select_certificate_cb(c->ssl_ctx, on_select_certificate);
+    SSL_CTX_set_alpn_select_cb(c->ssl_ctx, on_alpn, NULL);
+    if (cfg->ticket_keys != NULL && cfg->ticket_keys[0] != '\0' &&
+        tls_ticket_keys_load(c, cfg->ticket_keys, cfg->ticket_keys_at, err, errlen) < 0)
+        goto err;
 
     /* Our choice of suite, not the client's: the list is ordered by
-     * preference. Resumption works with tickets only, so there is no
-     * per-session state on the server. BoringSSL servers never accept
-     * renegotiation, and 0-RTT stays off (the default), because SMTP
-     * commands are not replay-safe. */
+     * preference. Resumption works with tickets only (TLS 1.2 and 1.3), so
+     * there is no per-session state on the server; without a ticket key
+     * file BoringSSL makes and rotates the keys itself (every 48 hours).
+     * BoringSSL servers never accept renegotiation, and 0-RTT stays off
+     * (the default), because SMTP commands are not replay-safe. */
     SSL_CTX_set_options(c->ssl_ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_OFF);
     return c;
@@ -534,34 +684,44 @@ struct tls_ctx *tls_ctx_client_new(const struct tls_options *cfg, char *err, siz
 {
     struct tls_ctx *c = ctx_alloc(0);
     if (c == NULL) {
-        say(err, errlen, "tls: out of memory");
+        tls_say(err, errlen, NULL, "tls: out of memory");
         return NULL;
     }
-    /* Without a configured list the client keeps BoringSSL's default, which
-     * is wider than the server's: an old destination that only has CBC
-     * suites is better served encrypted than in plaintext. */
-    const char *ciphers = cfg->ciphers != NULL && cfg->ciphers[0] != '\0' ? cfg->ciphers : NULL;
+    /* The strict list (forward-secret AEAD, TLS 1.2+) is the context's, for
+     * required and verify; a lenient (opportunistic) connection widens it
+     * to everything BoringSSL implements, our list first, and accepts TLS
+     * 1.0 and 1.1: an old destination that only has CBC suites is better
+     * served encrypted than in plaintext (RFC 7435). */
+    const char *ciphers = cfg->ciphers != NULL && cfg->ciphers[0] != '\0' ? cfg->ciphers
+                                                                            : TLS_DEFAULT_CIPHERS;
     if (ctx_common(c, cfg, ciphers, err, errlen) < 0)
         goto err;
+    size_t clen = strlen(ciphers) + sizeof ":ALL";
+    c->lenient_ciphers = malloc(clen);
+    if (c->lenient_ciphers == NULL) {
+        tls_say(err, errlen, NULL, "tls: out of memory");
+        goto err;
+    }
+    snprintf(c->lenient_ciphers, clen, "%s:ALL", ciphers);
 
     c->store = X509_STORE_new();
     c->pool = CRYPTO_BUFFER_POOL_new();
     if (c->store == NULL || c->pool == NULL) {
-        say(err, errlen, "tls: out of memory");
+        tls_say(err, errlen, NULL, "tls: out of memory");
         goto err;
     }
     SSL_CTX_set0_buffer_pool(c->ssl_ctx, c->pool);
     if (cfg->ca_file != NULL && cfg->ca_file[0] != '\0') {
         FILE *f = fopen(cfg->ca_file, "r");
         if (f == NULL) {
-            say(err, errlen, "tls.ca_file: cannot load \"%s\": %s", cfg->ca_file, strerror(errno));
+            tls_say(err, errlen, NULL, "tls.ca_file: cannot load \"%s\": %s", cfg->ca_file, strerror(errno));
             goto err;
         }
         fclose(f);
         ERR_clear_error();
         if (!X509_STORE_load_locations(c->store, cfg->ca_file, NULL)) {
             uint32_t e = ERR_peek_last_error();
-            say(err, errlen, "tls.ca_file: cannot load \"%s\": %s", cfg->ca_file,
+            tls_say(err, errlen, NULL, "tls.ca_file: cannot load \"%s\": %s", cfg->ca_file,
                 ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_NO_CERTIFICATE_OR_CRL_FOUND
                     ? "no PEM certificate found"
                     : "invalid PEM certificate");

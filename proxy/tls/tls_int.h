@@ -26,6 +26,17 @@ struct tls_cert {
     EVP_PKEY *key;
     int type;              /* EVP_PKEY_RSA, EVP_PKEY_EC or EVP_PKEY_ED25519 */
     uint16_t tls13_sigalg; /* EC keys: the one TLS 1.3 signature scheme of its curve */
+    char **names;          /* the leaf's subjectAltName dNSNames, lower case */
+    size_t nnames;
+};
+
+/* One session ticket key (see tls_ticket.c). */
+struct tls_ticket_key {
+    uint8_t name[16];
+    uint8_t hmac[32];
+    uint8_t aes[32];
+    size_t hmac_len;       /* 32, or 16 in a 48-byte record */
+    const EVP_CIPHER *cipher; /* AES-256-CBC, or AES-128-CBC in a 48-byte record */
 };
 
 struct tls_ctx {
@@ -34,6 +45,9 @@ struct tls_ctx {
     atomic_int refs;          /* contexts are shared by the worker threads */
     X509_STORE *store;        /* client: trust anchors from ca_file */
     CRYPTO_BUFFER_POOL *pool; /* client: one copy of each peer certificate */
+    char *lenient_ciphers;    /* client: the suites of a lenient connection */
+    struct tls_ticket_key *ticket_keys; /* server: [0] encrypts, all decrypt; NULL = BoringSSL's */
+    size_t nticket_keys;
     size_t ncerts;
     struct tls_cert certs[];  /* server: certs[0] is also the SSL_CTX default */
 };
@@ -50,6 +64,21 @@ struct tls {
     bool cert_failed;      /* the last TLS_ERR was the peer certificate failing verification */
     bool verify;           /* client: a failed verification fails the handshake */
 };
+
+/* tls_ctx.c: writes a message to err (errlen bytes; err may be NULL),
+ * prefixed with "AT: " when at (a "FILE:LINE" of the configuration) is not
+ * NULL. */
+__attribute__((format(printf, 4, 5)))
+void tls_say(char *err, size_t errlen, const char *at, const char *fmt, ...);
+
+/* tls_ticket.c: reads the ticket key file path into c and installs the
+ * ticket callback on c->ssl_ctx; 0, or -1 with a message in err (at is
+ * where the configuration names the file). */
+int tls_ticket_keys_load(struct tls_ctx *c, const char *path, const char *at, char *err,
+                         size_t errlen);
+
+/* tls_ticket.c: wipes and frees c's ticket keys. */
+void tls_ticket_keys_free(struct tls_ctx *c);
 
 /* tls.c: the BIO over an engine's buffers. Each context makes its own, so
  * there is no global state to set up; NULL when out of memory. */

@@ -35,6 +35,8 @@ const char *tls_verify_why(int e)
         return "hostname mismatch";
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
         return "IP address mismatch";
+    case X509_V_ERR_APPLICATION_VERIFICATION:
+        return "no name to verify";
     default:
         return X509_verify_cert_error_string(e);
     }
@@ -86,6 +88,10 @@ static int verify_chain(struct tls *t)
         goto out;
     if (t->verify_name != NULL) {
         X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(sc);
+        /* RFC 9525 §6.3 (and RFC 7672 §3.2.3 for SMTP): names come from the
+         * subjectAltName only; a certificate without DNS names does not
+         * match through its subject CN. */
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
         int ok = tls_is_ip_literal(t->verify_name)
                      ? X509_VERIFY_PARAM_set1_ip_asc(param, t->verify_name)
                      : X509_VERIFY_PARAM_set1_host(param, t->verify_name, strlen(t->verify_name));
@@ -93,7 +99,9 @@ static int verify_chain(struct tls *t)
             goto out;
     }
     if (X509_verify_cert(sc) > 0) {
-        result = X509_V_OK;
+        /* Fail closed: a chain that validates proves nothing about a peer
+         * whose name we do not know, so without one there is no match. */
+        result = t->verify_name != NULL ? X509_V_OK : X509_V_ERR_APPLICATION_VERIFICATION;
     } else {
         result = X509_STORE_CTX_get_error(sc);
         if (result == X509_V_OK)

@@ -9,6 +9,11 @@
 #   expired.pem/.key        ECDSA P-256 leaf from the CA for mx.test, valid 2000-2001 only
 #   selfsigned.pem/.key     self-signed ECDSA P-256 for mx.test (issued by nobody we trust)
 #   broken.pem              a PEM block that is not a certificate
+#   cn-only.pem/.key        ECDSA P-256 leaf from the CA with CN mx.test and no subjectAltName
+#   sni-a-rsa.pem/.key      RSA 2048 leaf from the CA for a.test (certificate choice by SNI)
+#   sni-a-ecdsa.pem/.key    ECDSA P-256 leaf from the CA for a.test
+#   sni-b-ecdsa.pem/.key    ECDSA P-256 leaf from the CA for b.w.test (exact beats wildcard)
+#   sni-wild-ecdsa.pem/.key ECDSA P-256 leaf from the CA for *.w.test
 #
 # Everything is signed with "openssl ca" because "openssl x509" (3.0) cannot
 # back-date: a notBefore of "now" would make the fixtures fail on a machine
@@ -20,6 +25,11 @@ trap 'rm -rf "$tmp"' EXIT
 
 from=20200101000000Z
 until=21200101000000Z
+
+# san_ext takes its subjectAltName from $SAN (set per sni certificate);
+# openssl req parses the same file and needs it to have a value too.
+SAN=DNS:unused
+export SAN
 
 mkdir "$tmp/db"
 : >"$tmp/db/index.txt"
@@ -53,6 +63,13 @@ authorityKeyIdentifier = keyid
 basicConstraints = CA:FALSE
 extendedKeyUsage = serverAuth
 subjectAltName = DNS:mx.test
+[cn_ext]
+basicConstraints = CA:FALSE
+extendedKeyUsage = serverAuth
+[san_ext]
+basicConstraints = CA:FALSE
+extendedKeyUsage = serverAuth
+subjectAltName = \$ENV::SAN
 CNF
 openssl ecparam -name prime256v1 -out "$tmp/p256"
 
@@ -78,5 +95,15 @@ csr expired "ec:$tmp/p256"
 sign expired mx_ext 20000101000000Z 20010101000000Z -cert ca.pem -keyfile ca.key
 csr selfsigned "ec:$tmp/p256"
 sign selfsigned mx_ext $from $until -selfsign -keyfile selfsigned.key
+csr cn-only "ec:$tmp/p256"
+sign cn-only cn_ext $from $until -cert ca.pem -keyfile ca.key
+sni() { # name keyalg dnsname
+    csr "$1" "$2" "$3"
+    SAN="DNS:$3" sign "$1" san_ext $from $until -cert ca.pem -keyfile ca.key
+}
+sni sni-a-rsa rsa:2048 a.test
+sni sni-a-ecdsa "ec:$tmp/p256" a.test
+sni sni-b-ecdsa "ec:$tmp/p256" b.w.test
+sni sni-wild-ecdsa "ec:$tmp/p256" "*.w.test"
 
 printf -- '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n' >broken.pem
