@@ -16,6 +16,7 @@
  * blocks in config_tls.c; config_int.h holds what they share.
  */
 #include "proxy/app/config.h"
+#include "proxy/core/smtp.h"
 #include "proxy/policy/rules.h"
 
 #include <errno.h>
@@ -33,6 +34,9 @@
 #include "proxy/app/config_int.h"
 
 #define MAX_WORKERS 1024
+/* RFC 5321's 512 at least; at most what a leg buffers of one line. */
+#define MIN_COMMAND_LINE 512
+#define MAX_COMMAND_LINE 32768
 #define MAX_TIMEOUT 86400 /* a day: anything longer is a typo, not a policy */
 #define MAX_SHUTDOWN 86400
 #define MAX_CONNECTIONS 1000000
@@ -200,6 +204,7 @@ static void inbound_defaults(struct config_inbound *in)
     in->opts.backend_client_info = SESSION_CLIENT_INFO_NONE;
     in->opts.bare_newline = SESSION_BARE_NEWLINE_NORMALIZE;
     in->opts.max_connections = 10000;
+    in->opts.max_command_line = SMTP_CMD_LINE_MAX;
     timeouts_set(&in->opts.timeouts, 10, 30, 300);
 }
 
@@ -207,8 +212,8 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
 {
     static const char *const keys[] = {"name", "listen", "backend", "tls_mode", "require_tls",
                                        "proxy_protocol", "backend_client_info", "bare_newline",
-                                       "received_header", "max_connections", "timeouts", "tls",
-                                       NULL};
+                                       "received_header", "max_connections", "max_command_line",
+                                       "timeouts", "tls", NULL};
     static const char *const required[] = {"name", "listen", "backend", NULL};
     struct config_inbound *in = &ld->c->inbound[i];
     char prefix[PATH_LEN];
@@ -240,6 +245,8 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
         in->opts.bare_newline = (enum session_bare_newline)v;
     cfg_get_bool(ld, g, prefix, "received_header", &in->opts.received_header);
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &in->opts.max_connections);
+    cfg_get_uint(ld, g, prefix, "max_command_line", MIN_COMMAND_LINE, MAX_COMMAND_LINE,
+                 &in->opts.max_command_line);
     load_timeouts(ld, g, prefix, &in->opts.timeouts);
     cfg_listener_tls(ld, g, prefix, &in->tls);
 }
@@ -356,6 +363,7 @@ static void outbound_defaults(struct config_outbound *o)
     o->opts.original_dst = true;
     o->opts.policy.fallback = OUTBOUND_OPPORTUNISTIC;
     o->opts.max_connections = 10000;
+    o->opts.max_command_line = SMTP_CMD_LINE_MAX;
     timeouts_set(&o->opts.timeouts, 30, 30, 300);
 }
 
@@ -363,7 +371,7 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
 {
     static const char *const keys[] = {"name",     "listen",          "destination",
                                        "policy",   "policies",        "max_connections",
-                                       "timeouts", "tls",             NULL};
+                                       "max_command_line", "timeouts", "tls", NULL};
     static const char *const required[] = {"name", "listen", NULL};
     struct config_outbound *o = &ld->c->outbound[i];
     char prefix[PATH_LEN];
@@ -399,6 +407,8 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
         o->opts.policy.fallback = (enum outbound_policy)v;
     load_policies(ld, g, prefix, o);
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &o->opts.max_connections);
+    cfg_get_uint(ld, g, prefix, "max_command_line", MIN_COMMAND_LINE, MAX_COMMAND_LINE,
+                 &o->opts.max_command_line);
     load_timeouts(ld, g, prefix, &o->opts.timeouts);
     cfg_listener_tls(ld, g, prefix, &o->tls);
     check_ca_file(ld, g, prefix, o);

@@ -41,6 +41,7 @@ struct inbound_cfg {
      * the session with 421 4.3.0. NULL: off. */
     const char *xclient;
     const char *helo_name;
+    size_t max_line;          /* longest command line (0: SMTP_CMD_LINE_MAX) */
 };
 
 /* What the Received: line of a message relayed over TLS names (copied by

@@ -127,6 +127,7 @@ static void start_relay(struct outbound *o)
         .tls = o->server_tls,
         .reject_bare_newline = o->cfg.reject_bare_newline,
         .caps = o->caps,
+        .max_line = o->cfg.max_line,
     };
     /* No hooks: the relay refuses STARTTLS (the proxy owns the server
      * leg's TLS) and relays AUTH only when that leg is encrypted. */
@@ -385,7 +386,7 @@ static size_t cmd_other(struct outbound *o, size_t len)
 static size_t client_command(struct outbound *o, const uint8_t *p, size_t n)
 {
     size_t k, arg;
-    int rc = smtp_line(p, n, SMTP_CMD_LINE_MAX, &k);
+    int rc = smtp_line(p, n, o->cfg.max_line ? o->cfg.max_line : SMTP_CMD_LINE_MAX, &k);
 
     if (rc == SMTP_AGAIN)
         return 0;

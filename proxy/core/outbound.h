@@ -42,6 +42,7 @@ enum outbound_policy {
 struct outbound_cfg {
     enum outbound_policy policy;
     bool reject_bare_newline;
+    size_t max_line;          /* longest command line (0: SMTP_CMD_LINE_MAX) */
 };
 
 enum outbound_state {

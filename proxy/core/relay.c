@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /* Replies the proxy owns. Enhanced status codes per RFC 3463. */
 const char RELAY_R_NEED_TLS[] = "530 5.7.0 Must issue a STARTTLS command first\r\n";
@@ -377,13 +378,27 @@ static void emit_server(void *arg, const uint8_t *p, size_t n)
     to_server(arg, p, n);
 }
 
+/* The longest line accepted here: an AUTH challenge response or an AUTH
+ * command (its initial response, RFC 4954 §4) may be SMTP_AUTH_LINE_MAX,
+ * anything else the configured command line limit. The verb is known from
+ * the first five octets, before the line is complete. */
+static size_t line_limit(const struct relay *r, const uint8_t *p, size_t n)
+{
+    size_t max = r->cfg.max_line ? r->cfg.max_line : SMTP_CMD_LINE_MAX;
+
+    if (r->state == RELAY_AUTH ||
+        (n >= 5 && strncasecmp((const char *)p, "AUTH ", 5) == 0))
+        return max > SMTP_AUTH_LINE_MAX ? max : SMTP_AUTH_LINE_MAX;
+    return max;
+}
+
 /* One line read in RELAY_COMMAND or RELAY_AUTH; returns the bytes used, or
  * 0 when the line is incomplete. */
 static size_t client_line(struct relay *r, const uint8_t *p, size_t n)
 {
     size_t k = 0;
     bool auth = r->state == RELAY_AUTH;
-    int rc = smtp_line(p, n, auth ? SMTP_AUTH_LINE_MAX : SMTP_CMD_LINE_MAX, &k);
+    int rc = smtp_line(p, n, line_limit(r, p, n), &k);
 
     if (rc == SMTP_AGAIN)
         return 0;

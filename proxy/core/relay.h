@@ -47,6 +47,9 @@ struct relay_cfg {
      * client's HELO from the proxy, and the client an EHLO reply of the
      * proxy's own (see relay_server()). Inbound only. */
     bool helo_fallback;
+    /* Longest command line, CRLF included; 0: SMTP_CMD_LINE_MAX. An AUTH
+     * line may always be SMTP_AUTH_LINE_MAX (initial response). */
+    size_t max_line;
 };
 
 enum relay_state {

@@ -20,13 +20,17 @@ enum smtp_status {
 };
 
 /*
- * RFC 5321 §4.5.3.1.4 sets 512 octets for a command line; SMTP extensions
- * raise it (RFC 1870 SIZE +26, RFC 3461 DSN +100 for MAIL and +500 for RCPT,
- * RFC 6531 and friends), so the proxy accepts up to 1024 octets including
- * CRLF. AUTH lines may be 12288 octets (RFC 4954 §4). Replies get the same
- * per-line allowance and are bounded in lines and total size.
+ * RFC 5321 §4.5.3.1.4 sets 512 octets for a command line, and SMTP
+ * extensions raise it: SIZE (RFC 1870), DSN's ORCPT/ENVID/RET/NOTIFY (RFC
+ * 3461, up to +500 for RCPT), AUTH= (RFC 4954), SMTPUTF8 addresses (RFC 6531)
+ * and REQUIRETLS together make real MAIL and RCPT lines well over 1 KB, so
+ * the default is 4096 octets including CRLF (a listener's
+ * max_command_line changes it). An AUTH line with an initial response, and
+ * every line answering an AUTH challenge, may be 12288 octets (RFC 4954
+ * §4; XOAUTH2 tokens are over 1 KB). Replies get 1024 octets per line and
+ * are bounded in lines and total size.
  */
-#define SMTP_CMD_LINE_MAX 1024
+#define SMTP_CMD_LINE_MAX 4096
 #define SMTP_AUTH_LINE_MAX 12288
 #define SMTP_REPLY_LINE_MAX 1024
 #define SMTP_REPLY_LINES_MAX 100

@@ -44,6 +44,7 @@ struct session_inbound_opts {
     enum session_bare_newline bare_newline;
     bool received_header;         /* a Received: line in each message relayed over TLS */
     unsigned max_connections;
+    unsigned max_command_line;    /* octets, CRLF included */
     struct session_timeouts timeouts;
 };
 
@@ -52,6 +53,7 @@ struct session_outbound_opts {
     struct addr destination;      /* when !original_dst */
     struct policy_table policy;   /* `policy` and `policies` */
     unsigned max_connections;
+    unsigned max_command_line;    /* octets, CRLF included */
     struct session_timeouts timeouts;
 };
 

@@ -125,7 +125,10 @@ void session_init_engine(struct session *s)
     };
 
     if (s->p->outbound) {
-        struct outbound_cfg ocfg = {.policy = s->p->out->policy.fallback};
+        struct outbound_cfg ocfg = {
+            .policy = s->p->out->policy.fallback,
+            .max_line = s->p->out->max_command_line,
+        };
         s->dir = &session_dir_out;
         s->timeouts = &s->p->out->timeouts;
         s->ops = &outbound_engine_ops;
@@ -138,6 +141,7 @@ void session_init_engine(struct session *s)
         .implicit_tls = in->tls_mode == SESSION_TLS_IMPLICIT,
         .require_tls = in->require_tls,
         .reject_bare_newline = in->bare_newline == SESSION_BARE_NEWLINE_REJECT,
+        .max_line = in->max_command_line,
     };
     if (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT) {
         uv_once(&helo_once, init_helo_name);

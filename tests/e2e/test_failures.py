@@ -278,23 +278,45 @@ class MaxConnectionsTest(ProxyTestCase):
 
 class LineLimitTest(ProxyTestCase):
 
-    def test_1024_octets_ok_1025_too_long(self):
-        b, p = self.start()
-        c = self.client()
-        c.ehlo()
+    def _limit(self, b, c, limit):
         # NOOP's reply is short whatever its argument (a long VRFY echo would
-        # exceed the 512-octet reply line limit on the way back).
-        ok_line = b"NOOP " + b"a" * (1024 - 5 - 2)
-        self.assertEqual(len(ok_line + CRLF), 1024)
+        # exceed the reply line limit on the way back).
+        ok_line = b"NOOP " + b"a" * (limit - 5 - 2)
+        self.assertEqual(len(ok_line + CRLF), limit)
         r = c.cmd(ok_line)
         self.assertEqual(r.code, 250, r)
-        long_line = b"NOOP " + b"b" * (1025 - 5 - 2)
+        long_line = b"NOOP " + b"b" * (limit + 1 - 5 - 2)
         r = c.cmd(long_line)
         self.assertReply(r, 500, "5.5.2")
         self.assertIn("too long", r.lines[0].lower(), r)
         self.assertEqual(c.cmd("NOOP").code, 250)
         self.assertIn(ok_line + CRLF, b.raw_all())
         self.assertNeverForwarded(b, b"bbbbbbbbbb", settle=0)
+
+    def test_4096_octets_ok_4097_too_long(self):
+        # The default: RFC 5321's 512 plus what SIZE, DSN, AUTH= and
+        # SMTPUTF8 parameters add to real MAIL and RCPT lines.
+        b, p = self.start()
+        c = self.client()
+        c.ehlo()
+        self._limit(b, c, 4096)
+
+    def test_max_command_line_configurable(self):
+        b, p = self.start(max_command_line=1024)
+        c = self.client()
+        c.ehlo()
+        self._limit(b, c, 1024)
+
+    def test_long_mail_with_every_parameter_passes(self):
+        b, p = self.start()
+        c = self.client()
+        c.ehlo()
+        addr = b"<" + b"l" * 200 + b"@" + b"d" * 250 + b".test>"
+        mail = (b"MAIL FROM:" + addr + b" SIZE=10485760 BODY=8BITMIME SMTPUTF8 RET=HDRS"
+                b" ENVID=" + b"e" * 100 + b" AUTH=" + addr)
+        self.assertGreater(len(mail), 1024)
+        self.assertEqual(c.cmd(mail).code, 250)
+        self.assertIn(mail + CRLF, b.raw_all())
 
     def test_huge_line_one_reply_then_continue(self):
         b, p = self.start()
@@ -313,7 +335,7 @@ class LineLimitTest(ProxyTestCase):
         c.ehlo()
         c.starttls()
         c.ehlo()
-        r = c.cmd(b"MAIL FROM:<" + b"m" * 2000 + b"@x.test>")
+        r = c.cmd(b"MAIL FROM:<" + b"m" * 5000 + b"@x.test>")
         self.assertReply(r, 500, "5.5.2")
         self.assertEqual(c.cmd("VRFY marker").raw, b"252 2.0.0 marker\r\n")
         self.assertNeverForwarded(b, b"mmmmmmmmmm", settle=0)

@@ -163,7 +163,8 @@ static void check_command(struct fuzz_check *c, const uint8_t *p, size_t n)
     size_t arg;
     enum smtp_verb v = smtp_verb(p, n, &arg);
 
-    CHECK(n >= 2 && n <= SMTP_CMD_LINE_MAX);
+    /* AUTH with an initial response may be longer (RFC 4954 §4). */
+    CHECK(n >= 2 && n <= (v == SMTP_VERB_AUTH ? SMTP_AUTH_LINE_MAX : SMTP_CMD_LINE_MAX));
     CHECK(p[n - 2] == '\r' && p[n - 1] == '\n');
     CHECK(memchr(p, '\r', n - 2) == NULL && memchr(p, '\n', n - 2) == NULL);
 

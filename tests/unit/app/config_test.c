@@ -556,6 +556,10 @@ static void test_no_listeners(void **state)
 
 static void test_ranges(void **state)
 {
+    expect_err("inbound = ( { name = \"in\"; listen = \"127.0.0.1:2525\"; backend = \"127.0.0.1:25\";\n"
+               "  max_command_line = 511; timeouts = { min_data_rate = -1; }; } );\n",
+               "t.conf:2: inbound[0].max_command_line: must be between 512 and 32768, got 511\n"
+               "t.conf:2: inbound[0].timeouts.min_data_rate: must be between 0 and 1000000000, got -1");
     expect_err(IN_OK "workers = 1025;\n", "t.conf:2: workers: must be between 0 and 1024, got 1025");
     expect_err(IN_OK "shutdown_timeout = -1;\n",
                "t.conf:2: shutdown_timeout: must be between 0 and 86400, got -1");

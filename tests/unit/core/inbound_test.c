@@ -756,7 +756,7 @@ static void test_bdat_syntax(void **state)
 static void test_overlong_line(void **state)
 {
     struct t *t = session_after_ehlo(NULL);
-    static char line[3000];
+    static char line[SMTP_CMD_LINE_MAX * 3 / 2];
 
     memset(line, 'A', sizeof(line));
     memcpy(line, "NOOP ", 5);
@@ -779,7 +779,7 @@ static void test_overlong_line_in_pieces(void **state)
     char piece[100];
 
     memset(piece, 'B', sizeof(piece));
-    for (int i = 0; i < 30; i++)
+    for (int i = 0; i < SMTP_CMD_LINE_MAX / 100 + 1; i++)
         client_n(t, piece, sizeof(piece));
     client(t, "XX\r\nNOOP\r\n");
     expect_cli(t, R_TOO_LONG);
@@ -810,7 +810,7 @@ static void test_line_at_limit(void **state)
 static void test_overlong_line_while_waiting(void **state)
 {
     struct t *t = session_after_ehlo(NULL);
-    static char line[2000];
+    static char line[SMTP_CMD_LINE_MAX * 2];
 
     memset(line, 'C', sizeof(line));
     client(t, "NOOP\r\n");
@@ -1566,7 +1566,7 @@ struct step {
     const char *bytes;
 };
 
-static char long_line[1600];
+static char long_line[SMTP_CMD_LINE_MAX + 600];
 
 static const struct step session_steps[] = {
     {S_SERVER, GREETING},

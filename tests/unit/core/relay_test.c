@@ -327,6 +327,52 @@ static void test_auth_over_tls(void **state)
     release(t);
 }
 
+/* RFC 4954 §4: an AUTH command with an initial response may be 12288
+ * octets (XOAUTH2 tokens are over 1 KB), other commands only the command
+ * line limit. */
+static void test_auth_initial_response_long(void **state)
+{
+    static char line[SMTP_AUTH_LINE_MAX + 1];
+    static char mail[SMTP_CMD_LINE_MAX + 3];
+    struct t *t = start_relay(true, 0);
+
+    memcpy(line, "AUTH XOAUTH2 ", 13);
+    memset(line + 13, 'A', SMTP_AUTH_LINE_MAX - 13 - 2);
+    memcpy(line + SMTP_AUTH_LINE_MAX - 2, "\r\n", 3);
+    client(t, line);
+    expect_srv(t, line);
+    server(t, "235 2.7.0 ok\r\n");
+    expect_cli(t, "235 2.7.0 ok\r\n");
+    /* Anything else just over the command line limit is too long. */
+    memcpy(mail, "MAIL FROM:<", 11);
+    memset(mail + 11, 'm', SMTP_CMD_LINE_MAX - 11 - 1);
+    memcpy(mail + SMTP_CMD_LINE_MAX - 1, ">\r\n", 4);
+    client(t, mail);
+    expect_cli(t, SMTP_R_TOO_LONG);
+    expect_srv(t, "");
+    release(t);
+}
+
+/* A listener's max_command_line replaces SMTP_CMD_LINE_MAX. */
+static void test_max_line_configured(void **state)
+{
+    struct relay_cfg cfg = {.tls = true, .max_line = 600};
+    struct t *t = start_with(&cfg, false);
+    static char noop[604];
+
+    memcpy(noop, "NOOP ", 5);
+    memset(noop + 5, 'n', 600 - 5 - 2);
+    memcpy(noop + 598, "\r\n", 3);
+    client(t, noop);
+    expect_srv(t, noop);
+    server(t, "250 ok\r\n");
+    expect_cli(t, "250 ok\r\n");
+    memcpy(noop + 598, "n\r\n", 4); /* 601 octets: one too many */
+    client(t, noop);
+    expect_cli(t, SMTP_R_TOO_LONG);
+    release(t);
+}
+
 static void test_auth_plaintext_refused(void **state)
 {
     struct t *t = start_relay(false, 0);
@@ -463,6 +509,8 @@ int main(void)
         cmocka_unit_test_teardown(test_bdat_without_chunking, teardown),
         cmocka_unit_test_teardown(test_helo_drops_chunking, teardown),
         cmocka_unit_test_teardown(test_auth_over_tls, teardown),
+        cmocka_unit_test_teardown(test_auth_initial_response_long, teardown),
+        cmocka_unit_test_teardown(test_max_line_configured, teardown),
         cmocka_unit_test_teardown(test_auth_plaintext_refused, teardown),
         cmocka_unit_test_teardown(test_hook_refuses, teardown),
         cmocka_unit_test_teardown(test_hook_yields, teardown),
