@@ -78,6 +78,23 @@ static int parse_v1(const uint8_t *p, size_t n, size_t *used, struct sockaddr_st
     return PROXYPROTO_OK;
 }
 
+/* The TLVs after the address block (PROXY protocol §2.2.7): each a type
+ * octet and a 16-bit length, exactly filling what is left. Their values
+ * (ALPN, authority, CRC32C, SSL, NETNS...) are not used. */
+static bool tlvs_well_formed(const uint8_t *t, size_t n)
+{
+    while (n > 0) {
+        if (n < 3)
+            return false;
+        size_t len = ((size_t)t[1] << 8) | t[2];
+        if (len > n - 3)
+            return false;
+        t += 3 + len;
+        n -= 3 + len;
+    }
+    return true;
+}
+
 static int parse_v2(const uint8_t *p, size_t n, size_t *used, struct sockaddr_storage *src,
                     struct sockaddr_storage *dst)
 {
@@ -100,6 +117,8 @@ static int parse_v2(const uint8_t *p, size_t n, size_t *used, struct sockaddr_st
     memset(src, 0, sizeof(*src));
     memset(dst, 0, sizeof(*dst));
     if (fam == 0x11 && len >= 12) { /* TCP over IPv4 */
+        if (!tlvs_well_formed(a + 12, len - 12))
+            return PROXYPROTO_ERR;
         struct sockaddr_in *s4 = (struct sockaddr_in *)src, *d4 = (struct sockaddr_in *)dst;
         s4->sin_family = d4->sin_family = AF_INET;
         memcpy(&s4->sin_addr, a, 4);
@@ -109,6 +128,8 @@ static int parse_v2(const uint8_t *p, size_t n, size_t *used, struct sockaddr_st
         return PROXYPROTO_OK;
     }
     if (fam == 0x21 && len >= 36) { /* TCP over IPv6 */
+        if (!tlvs_well_formed(a + 36, len - 36))
+            return PROXYPROTO_ERR;
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)src, *d6 = (struct sockaddr_in6 *)dst;
         s6->sin6_family = d6->sin6_family = AF_INET6;
         memcpy(&s6->sin6_addr, a, 16);

@@ -10,9 +10,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Longest header parsed: v1 is at most 107 octets; v2 here accepts up to
- * 16 + 216 octets (addresses plus a few TLVs, which are skipped). */
-#define PROXYPROTO_MAX 232
+/* Longest header parsed: v1 is at most 107 octets; v2 may carry up to the
+ * protocol's maximum of 16 + 65535 octets (addresses plus TLVs: the TLVs'
+ * framing is checked, their values are skipped). */
+#define PROXYPROTO_MAX (16 + 65535)
 
 enum proxyproto_status {
     PROXYPROTO_OK = 0,

@@ -22,6 +22,7 @@ static const char *const names[REASON_COUNT] = {
     [REASON_XCLIENT_REFUSED] = "xclient_refused",
     [REASON_PROXY_HEADER_INVALID] = "proxy_header_invalid",
     [REASON_PROXY_HEADER_TIMEOUT] = "proxy_header_timeout",
+    [REASON_PROXY_HEADER_UNTRUSTED] = "proxy_header_untrusted",
     [REASON_NO_DESTINATION] = "no_destination",
     [REASON_INTERNAL_ERROR] = "internal_error",
     [REASON_ACCEPT_FAILED] = "accept_failed",

@@ -27,6 +27,7 @@ enum reason {
     REASON_XCLIENT_REFUSED,   /* the backend refused XCLIENT */
     REASON_PROXY_HEADER_INVALID, /* a load balancer's PROXY header was bad */
     REASON_PROXY_HEADER_TIMEOUT, /* ... or never came */
+    REASON_PROXY_HEADER_UNTRUSTED, /* a peer not in proxy_protocol_from */
     REASON_NO_DESTINATION,    /* outbound: nowhere to go (not redirected) */
     REASON_INTERNAL_ERROR,    /* out of memory and the like */
     REASON_ACCEPT_FAILED,     /* accept(2) failed after the listener woke */

@@ -29,7 +29,7 @@
 #define CONN_LOW_WATER (64 * 1024)
 /* Unconsumed input kept at most (a command line is far shorter; this is
  * what a client may pipeline behind a DATA while its reply is awaited). */
-#define CONN_IN_CAP (64 * 1024)
+#define CONN_IN_CAP (96 * 1024) /* > the longest PROXY v2 header, 16 + 65535 */
 #define CONN_SLAB (64 * 1024)
 
 struct conn;

@@ -133,6 +133,39 @@ bool policy_rule_same(const struct policy_rule *a, const struct policy_rule *b)
            prefix_equal(net_bytes(&a->net), net_bytes(&b->net), a->prefix);
 }
 
+/* The address bytes of an AF_INET/AF_INET6 address into bytes (16 octets
+ * of room), IPv4-mapped IPv6 as IPv4; returns the family, 0 for others. */
+static int sockaddr_bytes(const struct sockaddr *addr, uint8_t *bytes)
+{
+    if (addr->sa_family == AF_INET) {
+        memcpy(bytes, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
+        return AF_INET;
+    }
+    if (addr->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
+
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+            memcpy(bytes, &a6->s6_addr[12], 4);
+            return AF_INET;
+        }
+        memcpy(bytes, a6, 16);
+        return AF_INET6;
+    }
+    return 0;
+}
+
+bool policy_nets_contain(const struct policy_rule *rules, size_t n, const struct sockaddr *addr)
+{
+    uint8_t bytes[16];
+    int family = sockaddr_bytes(addr, bytes);
+
+    for (size_t i = 0; family && i < n; i++)
+        if (rules[i].is_net && rules[i].net.ss_family == family &&
+            prefix_equal(net_bytes(&rules[i].net), bytes, rules[i].prefix))
+            return true;
+    return false;
+}
+
 /*
  * Precedence, most specific first:
  *   1. a rule naming the host exactly ("mx.example.net");
@@ -157,19 +190,8 @@ enum outbound_policy policy_for(const struct policy_table *t, const char *host,
     int family = 0;
     size_t hlen = host ? addr_name_len(host) : 0;
 
-    if (addr && addr->sa_family == AF_INET) {
-        family = AF_INET;
-        memcpy(bytes, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
-    } else if (addr && addr->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
-
-        if (IN6_IS_ADDR_V4MAPPED(a6)) {
-            family = AF_INET;
-            memcpy(bytes, &a6->s6_addr[12], 4);
-        } else {
-            family = AF_INET6;
-            memcpy(bytes, a6, 16);
-        }
+    if (addr && (family = sockaddr_bytes(addr, bytes)) != 0) {
+        /* matched as an address */
     } else if (host && inet_pton(AF_INET, host, bytes) == 1) {
         /* The caller only knows the destination as an IP literal. */
         family = AF_INET;

@@ -49,6 +49,10 @@ bool policy_rule_same(const struct policy_rule *a, const struct policy_rule *b);
 enum outbound_policy policy_for(const struct policy_table *t, const char *host,
                                 const struct sockaddr *addr);
 
+/* Whether addr lies in one of the n address/CIDR rules (IPv4-mapped IPv6
+ * addresses match IPv4 rules; name rules never match). */
+bool policy_nets_contain(const struct policy_rule *rules, size_t n, const struct sockaddr *addr);
+
 /* Whether any rule of t (or its fallback) is `verify`. */
 bool policy_table_verifies(const struct policy_table *t);
 

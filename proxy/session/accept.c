@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "proxy/obs/log.h"
+#include "proxy/policy/rules.h"
 
 static const char R_SHUTDOWN[] = "421 4.3.2 Service shutting down, closing connection\r\n";
 static const char R_TOO_MANY[] = "421 4.3.2 Too many connections, try again later\r\n";
@@ -103,6 +104,15 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
               s->client_addr);
     if (profile->outbound) {
         session_start_outbound(s);
+        return;
+    }
+    if (profile->in->proxy_protocol && profile->in->nproxy_from > 0 &&
+        !policy_nets_contain(profile->in->proxy_from, profile->in->nproxy_from,
+                             (const struct sockaddr *)&s->peer)) {
+        /* Only the load balancers named may say who the client is. */
+        log_warn("session=%s listener=%s event=proxy_header_untrusted client=%s", s->id,
+                 profile->name, s->client_addr);
+        session_close(s, REASON_PROXY_HEADER_UNTRUSTED);
         return;
     }
     if (profile->in->proxy_protocol) {

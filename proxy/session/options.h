@@ -40,6 +40,10 @@ struct session_inbound_opts {
     enum session_tls_mode tls_mode;
     bool require_tls;
     bool proxy_protocol;
+    /* Networks allowed to send a PROXY header (addresses or CIDRs; match
+     * unused); none: any peer. Others are refused before a byte is read. */
+    struct policy_rule *proxy_from;
+    size_t nproxy_from;
     enum session_client_info backend_client_info;
     enum session_bare_newline bare_newline;
     bool received_header;         /* a Received: line in each message relayed over TLS */

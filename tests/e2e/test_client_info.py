@@ -65,6 +65,47 @@ class InboundProxyProtocolTest(ProxyTestCase):
         self.assertNotIn(b"250", extra)
         self.assertNeverForwarded(b, b"EHLO")
 
+    def test_v2_header_with_tlvs_up_to_the_maximum(self):
+        # A load balancer's TLVs (ALPN, authority, a large custom one) are
+        # skipped; the largest header the protocol allows still parses.
+        addrs = socket.inet_aton("192.0.2.9") + socket.inet_aton("198.51.100.2") + \
+            struct.pack("!HH", 40001, 25)
+        big = 65535 - len(addrs) - 3 - 5
+        tlvs = b"\x01\x00\x02h2" + b"\xee" + struct.pack("!H", big) + b"t" * big
+        header = V2_SIG + b"\x21\x11" + struct.pack("!H", len(addrs) + len(tlvs)) + addrs + tlvs
+        self.assertEqual(len(header), 16 + 65535)
+        self.session_after_header(header, "192.0.2.9:40001")
+
+    def test_v2_header_with_broken_tlv_refused(self):
+        addrs = socket.inet_aton("192.0.2.9") + socket.inet_aton("198.51.100.2") + \
+            struct.pack("!HH", 40001, 25)
+        tlvs = b"\x01\x00\x09h2"  # its length runs past the header
+        header = V2_SIG + b"\x21\x11" + struct.pack("!H", len(addrs) + len(tlvs)) + addrs + tlvs
+        b, p = self.start(proxy_protocol=True)
+        c = self.client(greet=False)
+        c.send(header)
+        c.expect_closed(5)
+        kv = p.wait_session_end()
+        self.assertEqual(kv["end"], "proxy_header_invalid", kv["_line"])
+
+    def test_proxy_header_only_from_listed_networks(self):
+        header = v2_header("192.0.2.9", "198.51.100.2", 40001, 25)
+        b, p = self.start(proxy_protocol=True, proxy_protocol_from=["10.0.0.0/8"])
+        c = self.client(greet=False)
+        c.send(header)
+        c.expect_closed(5)
+        kv = p.wait_session_end()
+        self.assertEqual(kv["end"], "proxy_header_untrusted", kv["_line"])
+        self.assertNeverForwarded(b, b"EHLO")
+        # From a listed network the header is taken.
+        b2, p2 = self.start(proxy_protocol=True, proxy_protocol_from=["127.0.0.0/8", "::1"])
+        c = self.client(greet=False)
+        c.send(header)
+        self.assertEqual(c.greeting().code, 220)
+        c.cmd("QUIT")
+        kv = p2.wait_session_end()
+        self.assertEqual(kv["client"], "192.0.2.9:40001", kv["_line"])
+
     def test_proxied_client_forwarded_as_v1_to_backend(self):
         b, p = self.start(proxy_protocol=True, backend_client_info="proxy-v1",
                           backend=self.backend(proxy_header=True))
