@@ -208,62 +208,13 @@ static void inbound_defaults(struct config_inbound *in)
     timeouts_set(&in->opts.timeouts, 10, 30, 300);
 }
 
-/* proxy_protocol_from: one address/CIDR or a list of them, the load
- * balancers allowed to send PROXY headers. */
-static void load_proxy_from(struct loader *ld, const config_setting_t *g, const char *prefix,
-                            struct session_inbound_opts *o)
-{
-    const config_setting_t *s = cfg_member(g, "proxy_protocol_from");
-    char kp[PATH_LEN];
-
-    if (s == NULL)
-        return;
-    cfg_keypath(kp, sizeof kp, prefix, "proxy_protocol_from");
-    bool single = config_setting_type(s) == CONFIG_TYPE_STRING;
-    if (!single && (config_setting_type(s) != CONFIG_TYPE_ARRAY && config_setting_type(s) != CONFIG_TYPE_LIST)) {
-        cfg_fail(ld, s, "%s: expected an address or network, or a list of them, e.g. "
-                 "[ \"10.0.0.0/8\", \"192.0.2.1\" ]", kp);
-        return;
-    }
-    size_t n = single ? 1 : (size_t)config_setting_length(s);
-    if (n == 0) {
-        cfg_fail(ld, s, "%s: must not be empty (leave it out to accept PROXY headers from any peer)", kp);
-        return;
-    }
-    o->proxy_from = calloc(n, sizeof(*o->proxy_from));
-    if (o->proxy_from == NULL) {
-        ld->oom = true;
-        return;
-    }
-    for (size_t k = 0; k < n; k++) {
-        const config_setting_t *e = single ? s : config_setting_get_elem(s, (unsigned)k);
-        const char *text = e ? config_setting_get_string(e) : NULL;
-        char why[256], q[96];
-        struct policy_rule r;
-
-        memset(&r, 0, sizeof r);
-        if (text == NULL) {
-            cfg_fail(ld, e ? e : s, "%s[%zu]: expected a string", kp, k);
-            continue;
-        }
-        if (policy_rule_parse(text, cfg_shown(text, q, sizeof q), &r, why, sizeof why) < 0) {
-            cfg_fail(ld, e, "%s: %s", kp, why);
-            continue;
-        }
-        if (!r.is_net) {
-            cfg_fail(ld, e, "%s: \"%s\" is not an IP address or CIDR network", kp, q);
-            continue;
-        }
-        o->proxy_from[o->nproxy_from++] = r;
-    }
-}
-
 static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
 {
     static const char *const keys[] = {"name", "listen", "backend", "tls_mode", "require_tls",
                                        "proxy_protocol", "proxy_protocol_from",
                                        "backend_client_info", "bare_newline",
                                        "received_header", "max_connections", "max_command_line",
+                                       "ehlo_keywords",
                                        "timeouts", "tls", NULL};
     static const char *const required[] = {"name", "listen", "backend", NULL};
     struct config_inbound *in = &ld->c->inbound[i];
@@ -290,7 +241,7 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
         in->opts.tls_mode = (enum session_tls_mode)v;
     cfg_get_bool(ld, g, prefix, "require_tls", &in->opts.require_tls);
     cfg_get_bool(ld, g, prefix, "proxy_protocol", &in->opts.proxy_protocol);
-    load_proxy_from(ld, g, prefix, &in->opts);
+    cfg_load_proxy_from(ld, g, prefix, &in->opts);
     if (cfg_get_enum(ld, g, prefix, "backend_client_info", client_info_names, &v) > 0)
         in->opts.backend_client_info = (enum session_client_info)v;
     if (cfg_get_enum(ld, g, prefix, "bare_newline", bare_newline_names, &v) > 0)
@@ -299,6 +250,7 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &in->opts.max_connections);
     cfg_get_uint(ld, g, prefix, "max_command_line", MIN_COMMAND_LINE, MAX_COMMAND_LINE,
                  &in->opts.max_command_line);
+    cfg_load_ehlo_keywords(ld, g, prefix, &in->opts.ehlo_keywords);
     load_timeouts(ld, g, prefix, &in->opts.timeouts);
     cfg_listener_tls(ld, g, prefix, &in->tls);
 }
@@ -423,7 +375,8 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
 {
     static const char *const keys[] = {"name",     "listen",          "destination",
                                        "policy",   "policies",        "max_connections",
-                                       "max_command_line", "timeouts", "tls", NULL};
+                                       "max_command_line", "ehlo_keywords", "timeouts", "tls",
+                                       NULL};
     static const char *const required[] = {"name", "listen", NULL};
     struct config_outbound *o = &ld->c->outbound[i];
     char prefix[PATH_LEN];
@@ -461,6 +414,7 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &o->opts.max_connections);
     cfg_get_uint(ld, g, prefix, "max_command_line", MIN_COMMAND_LINE, MAX_COMMAND_LINE,
                  &o->opts.max_command_line);
+    cfg_load_ehlo_keywords(ld, g, prefix, &o->opts.ehlo_keywords);
     load_timeouts(ld, g, prefix, &o->opts.timeouts);
     cfg_listener_tls(ld, g, prefix, &o->tls);
     check_ca_file(ld, g, prefix, o);
@@ -736,6 +690,7 @@ void config_free(struct config *c)
     for (size_t i = 0; c->inbound && i < c->ninbound; i++) {
         free(c->inbound[i].name);
         free(c->inbound[i].opts.proxy_from);
+        cfg_free_keywords(&c->inbound[i].opts.ehlo_keywords);
         cfg_tls_clear(&c->inbound[i].tls);
     }
     for (size_t i = 0; c->outbound && i < c->noutbound; i++) {
@@ -745,6 +700,7 @@ void config_free(struct config *c)
         for (size_t k = 0; k < o->opts.policy.nrules; k++)
             free(o->opts.policy.rules[k].match);
         free(o->opts.policy.rules);
+        cfg_free_keywords(&o->opts.ehlo_keywords);
         cfg_tls_clear(&o->tls);
     }
     free(c->inbound);

@@ -137,6 +137,18 @@ void cfg_free_strings(char **v, size_t n);
 int cfg_get_files(struct loader *ld, const config_setting_t *s, const char *kp, char ***out,
                   size_t *nout);
 
+/* ---- config_lists.c ---------------------------------------------------- */
+
+/* ehlo_keywords = { pass = [...]; discard = [...]; } of listener g into pol
+ * (new strings, freed by cfg_free_keywords). */
+void cfg_load_ehlo_keywords(struct loader *ld, const config_setting_t *g, const char *prefix,
+                            struct smtp_ehlo_policy *pol);
+void cfg_free_keywords(struct smtp_ehlo_policy *pol);
+
+/* proxy_protocol_from of listener g into o (a new array, freed with free). */
+void cfg_load_proxy_from(struct loader *ld, const config_setting_t *g, const char *prefix,
+                         struct session_inbound_opts *o);
+
 /* ---- config_tls.c ------------------------------------------------------ */
 
 /* Frees what t owns and zeroes it. */

@@ -29,6 +29,9 @@ struct engine_io {
      * static name ("xclient_refused", "xclient_not_offered"); detail is the
      * server's reply on one line (CR/LF gone), valid for the call only. */
     void (*on_event)(void *arg, const char *event, const char *detail);
+    /* Optional: events of interest at debug level only (e.g.
+     * "ehlo_keyword_dropped" with the keyword). */
+    void (*on_debug)(void *arg, const char *event, const char *detail);
 };
 
 /* Actions for the session, read and cleared by take_actions(). */

@@ -422,6 +422,7 @@ void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct
         .reject_bare_newline = cfg->reject_bare_newline,
         .helo_fallback = true,
         .max_line = cfg->max_line,
+        .ehlo = cfg->ehlo,
     };
     struct relay_hooks hooks = {.arg = e,
                                 .command = on_command,

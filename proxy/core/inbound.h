@@ -42,6 +42,7 @@ struct inbound_cfg {
     const char *xclient;
     const char *helo_name;
     size_t max_line;          /* longest command line (0: SMTP_CMD_LINE_MAX) */
+    const struct smtp_ehlo_policy *ehlo; /* ehlo_keywords (borrowed), or NULL */
 };
 
 /* What the Received: line of a message relayed over TLS names (copied by

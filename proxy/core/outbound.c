@@ -128,6 +128,7 @@ static void start_relay(struct outbound *o)
         .reject_bare_newline = o->cfg.reject_bare_newline,
         .caps = o->caps,
         .max_line = o->cfg.max_line,
+        .ehlo = o->cfg.ehlo,
     };
     /* No hooks: the relay refuses STARTTLS (the proxy owns the server
      * leg's TLS) and relays AUTH only when that leg is encrypted. */
@@ -140,9 +141,11 @@ static void finish_ehlo(struct outbound *o, const uint8_t *r, size_t len)
 {
     uint8_t out[SMTP_REPLY_MAX + 64];
     size_t outlen;
+    struct smtp_ehlo_policy pol;
 
-    int caps = smtp_ehlo_rewrite(r, len, o->server_tls ? SMTP_EHLO_TLS_ACTIVE : 0, out,
-                                 sizeof(out), &outlen);
+    relay_ehlo_policy(o->cfg.ehlo, &o->io, &pol);
+    int caps = smtp_ehlo_rewrite_ex(r, len, o->server_tls ? SMTP_EHLO_TLS_ACTIVE : 0, &pol, out,
+                                    sizeof(out), &outlen);
     if (caps < 0) {
         close_with(o, R_PROTOCOL, REASON_PROTOCOL_ERROR);
         return;

@@ -43,6 +43,7 @@ struct outbound_cfg {
     enum outbound_policy policy;
     bool reject_bare_newline;
     size_t max_line;          /* longest command line (0: SMTP_CMD_LINE_MAX) */
+    const struct smtp_ehlo_policy *ehlo; /* ehlo_keywords (borrowed), or NULL */
 };
 
 enum outbound_state {

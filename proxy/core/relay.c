@@ -498,8 +498,32 @@ size_t relay_client(struct relay *r, const uint8_t *p, size_t n)
 
 /* ---- server replies ---- */
 
+static void on_keyword_dropped(void *arg, const uint8_t *kw, size_t n)
+{
+    const struct engine_io *io = arg;
+    char word[65];
+
+    if (io->on_debug == NULL)
+        return;
+    n = n < sizeof(word) - 1 ? n : sizeof(word) - 1;
+    memcpy(word, kw, n);
+    word[n] = '\0';
+    io->on_debug(io->arg, "ehlo_keyword_dropped", word);
+}
+
+void relay_ehlo_policy(const struct smtp_ehlo_policy *cfg, const struct engine_io *io,
+                       struct smtp_ehlo_policy *pol)
+{
+    static const struct smtp_ehlo_policy none = {0};
+
+    *pol = cfg != NULL ? *cfg : none;
+    pol->dropped = on_keyword_dropped;
+    pol->arg = (void *)io;
+}
+
 static void reply_ehlo(struct relay *r, const uint8_t *p, size_t len)
 {
+    struct smtp_ehlo_policy pol;
     uint8_t out[SMTP_REPLY_MAX + 64];
     size_t outlen;
     unsigned flags = 0;
@@ -508,7 +532,8 @@ static void reply_ehlo(struct relay *r, const uint8_t *p, size_t len)
         flags |= SMTP_EHLO_TLS_ACTIVE;
     else if (r->cfg.offer_starttls)
         flags |= SMTP_EHLO_ADD_STARTTLS;
-    int caps = smtp_ehlo_rewrite(p, len, flags, out, sizeof(out), &outlen);
+    relay_ehlo_policy(r->cfg.ehlo, &r->io, &pol);
+    int caps = smtp_ehlo_rewrite_ex(p, len, flags, &pol, out, sizeof(out), &outlen);
     if (caps < 0) {
         close_with(r, RELAY_R_PROTOCOL, REASON_PROTOCOL_ERROR);
         return;

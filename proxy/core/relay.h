@@ -50,6 +50,10 @@ struct relay_cfg {
     /* Longest command line, CRLF included; 0: SMTP_CMD_LINE_MAX. An AUTH
      * line may always be SMTP_AUTH_LINE_MAX (initial response). */
     size_t max_line;
+    /* ehlo_keywords of the listener (borrowed; its dropped/arg fields are
+     * ignored: dropped keywords go to io.on_debug). NULL: the built-in
+     * allowlist alone. */
+    const struct smtp_ehlo_policy *ehlo;
 };
 
 enum relay_state {
@@ -203,6 +207,12 @@ void relay_close(struct relay *r, const char *reply, enum reason reason);
 
 /* True while a reply from the server is owed. */
 bool relay_awaiting_server(const struct relay *r);
+
+/* Into pol: the keyword policy cfg (NULL: none) with every dropped keyword
+ * reported through io->on_debug as "ehlo_keyword_dropped" (io must outlive
+ * pol's use). For the relay and any engine rewriting an EHLO reply. */
+void relay_ehlo_policy(const struct smtp_ehlo_policy *cfg, const struct engine_io *io,
+                       struct smtp_ehlo_policy *pol);
 
 /* True while the client's bytes are message content (DATA or a BDAT chunk). */
 bool relay_in_content(const struct relay *r);

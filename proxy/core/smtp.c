@@ -209,8 +209,47 @@ static unsigned keyword_cap(const uint8_t *kw, size_t n)
     return 0;
 }
 
-static bool keyword_kept(const uint8_t *kw, size_t n, unsigned flags)
+/* Keywords the proxy owns: no configuration passes or drops them. */
+static const char *const ehlo_owned[] = {"STARTTLS", "AUTH", "REQUIRETLS", "XCLIENT",
+                                         "XFORWARD"};
+
+static bool word_in(const uint8_t *kw, size_t n, const char *const *list, size_t count)
 {
+    for (size_t i = 0; i < count; i++)
+        if (word_is(kw, n, list[i]))
+            return true;
+    return false;
+}
+
+bool smtp_ehlo_keyword_configurable(const char *kw)
+{
+    size_t n = strlen(kw);
+
+    if (n == 0 || n > 64 || kw[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = kw[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return false;
+    }
+    return !word_in((const uint8_t *)kw, n, ehlo_owned,
+                    sizeof(ehlo_owned) / sizeof(ehlo_owned[0]));
+}
+
+static bool keyword_kept(const uint8_t *kw, size_t n, unsigned flags,
+                         const struct smtp_ehlo_policy *pol)
+{
+    bool owned = word_in(kw, n, ehlo_owned, sizeof(ehlo_owned) / sizeof(ehlo_owned[0]));
+
+    if (pol != NULL && !owned) {
+        if (word_in(kw, n, (const char *const *)pol->discard, pol->ndiscard))
+            return false;
+        if (word_in(kw, n, (const char *const *)pol->pass, pol->npass) &&
+            !((flags & SMTP_EHLO_NO_CHUNKING) &&
+              (word_is(kw, n, "CHUNKING") || word_is(kw, n, "BINARYMIME"))))
+            return true;
+    }
     if (flags & SMTP_EHLO_TLS_ACTIVE) {
         /* Over TLS the backend may offer AUTH: the password is protected. */
         if (word_is(kw, n, "AUTH") || word_is(kw, n, "REQUIRETLS"))
@@ -243,6 +282,13 @@ static bool put_line(uint8_t *out, size_t outcap, size_t *o, const uint8_t *code
 int smtp_ehlo_rewrite(const uint8_t *reply, size_t len, unsigned flags, uint8_t *out,
                       size_t outcap, size_t *outlen)
 {
+    return smtp_ehlo_rewrite_ex(reply, len, flags, NULL, out, outcap, outlen);
+}
+
+int smtp_ehlo_rewrite_ex(const uint8_t *reply, size_t len, unsigned flags,
+                         const struct smtp_ehlo_policy *policy, uint8_t *out, size_t outcap,
+                         size_t *outlen)
+{
     /* Kept lines as (text offset, text length) pairs, line 0 first. */
     size_t start[SMTP_REPLY_LINES_MAX + 1], tlen[SMTP_REPLY_LINES_MAX + 1];
     size_t nkept = 0, off = 0;
@@ -270,9 +316,11 @@ int smtp_ehlo_rewrite(const uint8_t *reply, size_t len, unsigned flags, uint8_t 
             while (kw < textlen && text[kw] != ' ' && text[kw] != '=')
                 kw++;
             caps |= keyword_cap(text, kw);
-            if (keyword_kept(text, kw, flags)) {
+            if (keyword_kept(text, kw, flags, policy)) {
                 start[nkept] = off + 4;
                 tlen[nkept++] = textlen;
+            } else if (policy != NULL && policy->dropped != NULL && out != NULL) {
+                policy->dropped(policy->arg, text, kw);
             }
         }
         off += n;

@@ -147,6 +147,31 @@ enum smtp_ehlo_flags {
 int smtp_ehlo_rewrite(const uint8_t *reply, size_t len, unsigned flags, uint8_t *out,
                       size_t outcap, size_t *outlen);
 
+/* A listener's changes to the built-in keyword allowlist (ehlo_keywords in
+ * the configuration; the strings are borrowed). pass: further keywords to
+ * keep (the operator vouches that their commands are single lines the relay
+ * may frame as such); discard: allowlisted keywords to drop. Keywords the
+ * proxy owns (STARTTLS, AUTH, REQUIRETLS, XCLIENT, XFORWARD) are never
+ * affected. dropped, if set, hears every keyword removed (for a debug log). */
+struct smtp_ehlo_policy {
+    const char *const *pass;
+    size_t npass;
+    const char *const *discard;
+    size_t ndiscard;
+    void (*dropped)(void *arg, const uint8_t *kw, size_t n);
+    void *arg;
+};
+
+/* smtp_ehlo_rewrite with a policy (NULL: the built-in allowlist alone). */
+int smtp_ehlo_rewrite_ex(const uint8_t *reply, size_t len, unsigned flags,
+                         const struct smtp_ehlo_policy *policy, uint8_t *out, size_t outcap,
+                         size_t *outlen);
+
+/* Whether kw may appear in a policy's pass or discard list: an RFC 5321
+ * ehlo-keyword ((ALPHA / DIGIT) *(ALPHA / DIGIT / "-")) that the proxy
+ * does not own. */
+bool smtp_ehlo_keyword_configurable(const char *kw);
+
 /* Tracks DATA content from the 354 up to and including <CRLF>.<CRLF>. */
 struct smtp_data {
     uint8_t state;

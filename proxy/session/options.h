@@ -10,6 +10,7 @@
 #include <stdbool.h>
 
 #include "proxy/core/addr.h"
+#include "proxy/core/smtp.h"
 #include "proxy/policy/rules.h"
 
 struct session_timeouts {
@@ -49,6 +50,7 @@ struct session_inbound_opts {
     bool received_header;         /* a Received: line in each message relayed over TLS */
     unsigned max_connections;
     unsigned max_command_line;    /* octets, CRLF included */
+    struct smtp_ehlo_policy ehlo_keywords; /* pass / discard lists (owned) */
     struct session_timeouts timeouts;
 };
 
@@ -58,6 +60,7 @@ struct session_outbound_opts {
     struct policy_table policy;   /* `policy` and `policies` */
     unsigned max_connections;
     unsigned max_command_line;    /* octets, CRLF included */
+    struct smtp_ehlo_policy ehlo_keywords; /* pass / discard lists (owned) */
     struct session_timeouts timeouts;
 };
 

@@ -99,6 +99,14 @@ static void on_engine_event(void *arg, const char *event, const char *detail)
              s->server_addr, q);
 }
 
+static void on_engine_debug(void *arg, const char *event, const char *detail)
+{
+    const struct session *s = arg;
+    char q[200];
+
+    log_debug("session=%s event=%s detail=%s", s->id, event, log_quote(detail, q, sizeof(q)));
+}
+
 static char helo_name[256];
 static uv_once_t helo_once = UV_ONCE_INIT;
 
@@ -122,12 +130,14 @@ void session_init_engine(struct session *s)
         .to_server = emit_server,
         .on_state = on_engine_state,
         .on_event = on_engine_event,
+        .on_debug = on_engine_debug,
     };
 
     if (s->p->outbound) {
         struct outbound_cfg ocfg = {
             .policy = s->p->out->policy.fallback,
             .max_line = s->p->out->max_command_line,
+            .ehlo = &s->p->out->ehlo_keywords,
         };
         s->dir = &session_dir_out;
         s->timeouts = &s->p->out->timeouts;
@@ -142,6 +152,7 @@ void session_init_engine(struct session *s)
         .require_tls = in->require_tls,
         .reject_bare_newline = in->bare_newline == SESSION_BARE_NEWLINE_REJECT,
         .max_line = in->max_command_line,
+        .ehlo = &in->ehlo_keywords,
     };
     if (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT) {
         uv_once(&helo_once, init_helo_name);

@@ -384,5 +384,32 @@ class ListenerTest(ProxyTestCase):
         self.assertEqual(b.messages[0].data, b"Subject: v6\r\n\r\nover ::1\r\n")
 
 
+class EhloKeywordsTest(ProxyTestCase):
+    """ehlo_keywords: the built-in allowlist stays the default; a listener may
+    pass further keywords or discard allowlisted ones, and drops are logged
+    at debug."""
+
+    EHLO = ["backend.test", "PIPELINING", "SIZE 1000", "XEXAMPLE 7", "8BITMIME"]
+
+    def test_default_drops_unknown_and_logs_it(self):
+        b, p = self.start(backend=self.backend(ehlo=self.EHLO))
+        c = self.client()
+        kws = c.ehlo().keywords()
+        self.assertIn("SIZE", kws)
+        self.assertNotIn("XEXAMPLE", kws)
+        self.assertTrue(p.wait_log(r"event=ehlo_keyword_dropped detail=XEXAMPLE"), p.log()[-2000:])
+
+    def test_pass_and_discard(self):
+        b, p = self.start(backend=self.backend(ehlo=self.EHLO),
+                          ehlo_keywords={"pass": ["XEXAMPLE"], "discard": ["SIZE"]})
+        c = self.client()
+        r = c.ehlo()
+        kws = r.keywords()
+        self.assertIn("XEXAMPLE", kws)
+        self.assertNotIn("SIZE", kws)
+        self.assertIn("STARTTLS", kws)
+        self.assertIn(b"250-XEXAMPLE 7\r\n", r.raw)
+
+
 if __name__ == "__main__":
     harness.run_tests()

@@ -500,6 +500,34 @@ static void test_wrong_types(void **state)
                "t.conf:2: outbound[0].policies: expected a list of groups, e.g. policies = ( { ... }, { ... } );");
 }
 
+static void test_ehlo_keywords(void **state)
+{
+    (void)state;
+    struct config *c = NULL;
+    char err[1024] = "";
+    assert_int_equal(config_load_string(
+                         "inbound = ( { name = \"in\"; listen = \"127.0.0.1:2525\";\n"
+                         "  backend = \"127.0.0.1:25\";\n"
+                         "  ehlo_keywords = { pass = [ \"XEXAMPLE\" ]; discard = [ \"SIZE\", \"VRFY\" ]; };\n"
+                         "} );\n",
+                         "t.conf", &c, err, sizeof(err)),
+                     0);
+    assert_int_equal(c->inbound[0].opts.ehlo_keywords.npass, 1);
+    assert_string_equal(c->inbound[0].opts.ehlo_keywords.pass[0], "XEXAMPLE");
+    assert_int_equal(c->inbound[0].opts.ehlo_keywords.ndiscard, 2);
+    config_free(c);
+    expect_err("inbound = ( { name = \"in\"; listen = \"127.0.0.1:2525\"; backend = \"127.0.0.1:25\";\n"
+               "  ehlo_keywords = { pass = [ \"STARTTLS\" ]; drop = [ ]; }; } );\n",
+               "t.conf:2: unknown key \"drop\" in inbound[0].ehlo_keywords\n"
+               "t.conf:2: inbound[0].ehlo_keywords.pass: \"STARTTLS\" is not an EHLO keyword the "
+               "configuration may change (the proxy owns STARTTLS, AUTH, REQUIRETLS, XCLIENT and "
+               "XFORWARD)");
+    expect_err("inbound = ( { name = \"in\"; listen = \"127.0.0.1:2525\"; backend = \"127.0.0.1:25\";\n"
+               "  proxy_protocol = true; proxy_protocol_from = [ \"10.0.0.0/8\", \"lb.example\" ]; } );\n",
+               "t.conf:2: inbound[0].proxy_protocol_from: \"lb.example\" is not an IP address or CIDR "
+               "network");
+}
+
 static void test_bad_enums(void **state)
 {
     expect_err("inbound = ( { name = \"in\"; listen = \"127.0.0.1:2525\"; backend = \"127.0.0.1:25\";\n"
@@ -959,6 +987,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_bad_enums),
+        cmocka_unit_test(test_ehlo_keywords),
         cmocka_unit_test(test_missing_required),
         cmocka_unit_test(test_no_listeners),
         cmocka_unit_test(test_ranges),

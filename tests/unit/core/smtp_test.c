@@ -476,6 +476,48 @@ static int rewrite(const char *in, unsigned flags, char *out, size_t outcap)
     return caps;
 }
 
+static char dropped_words[256];
+
+static void on_dropped(void *arg, const uint8_t *kw, size_t n)
+{
+    (void)arg;
+    strncat(dropped_words, (const char *)kw, n);
+    strcat(dropped_words, ",");
+}
+
+/* ehlo_keywords: pass keeps a keyword outside the allowlist, discard drops
+ * an allowlisted one, keywords the proxy owns are untouched by either, and
+ * every drop is reported. */
+static void test_ehlo_policy(void **state)
+{
+    static const char in[] = "250-mx\r\n250-XEXAMPLE 1\r\n250-SIZE 100\r\n250-STARTTLS\r\n"
+                             "250-XCLIENT ADDR\r\n250-XOTHER\r\n250 8BITMIME\r\n";
+    const char *pass[] = {"XEXAMPLE", "XCLIENT"};
+    const char *discard[] = {"SIZE", "STARTTLS"};
+    struct smtp_ehlo_policy pol = {.pass = pass, .npass = 2, .discard = discard, .ndiscard = 2,
+                                   .dropped = on_dropped};
+    uint8_t out[512];
+    size_t outlen = 0;
+
+    (void)state;
+    dropped_words[0] = '\0';
+    int caps = smtp_ehlo_rewrite_ex(SL(in), SMTP_EHLO_ADD_STARTTLS, &pol, out, sizeof(out),
+                                    &outlen);
+    assert_true(caps >= 0);
+    assert_true(caps & SMTP_CAP_SIZE); /* what the backend offered */
+    static const char want[] = "250-mx\r\n250-STARTTLS\r\n250-XEXAMPLE 1\r\n250 8BITMIME\r\n";
+    assert_int_equal(outlen, sizeof(want) - 1);
+    assert_memory_equal(out, want, outlen);
+    assert_string_equal(dropped_words, "SIZE,STARTTLS,XCLIENT,XOTHER,");
+    assert_true(smtp_ehlo_keyword_configurable("DELIVERBY"));
+    assert_true(smtp_ehlo_keyword_configurable("x-vendor-1"));
+    assert_false(smtp_ehlo_keyword_configurable("STARTTLS"));
+    assert_false(smtp_ehlo_keyword_configurable("auth"));
+    assert_false(smtp_ehlo_keyword_configurable("two words"));
+    assert_false(smtp_ehlo_keyword_configurable("-LEADING"));
+    assert_false(smtp_ehlo_keyword_configurable(""));
+}
+
 static void test_ehlo_single_line(void **state)
 {
     char out[256];
@@ -1068,6 +1110,7 @@ int main(void)
         cmocka_unit_test(test_reply_errors),
         cmocka_unit_test(test_reply_too_long),
         cmocka_unit_test(test_ehlo_single_line),
+        cmocka_unit_test(test_ehlo_policy),
         cmocka_unit_test(test_ehlo_insert_after_first_line),
         cmocka_unit_test(test_ehlo_backend_keywords_removed),
         cmocka_unit_test(test_ehlo_starttls_removed_without_adding),
