@@ -17,7 +17,6 @@ static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
 static const char R_IN_TXN[] = "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n";
 static const char R_XCLIENT[] = "421 4.3.0 Backend refused XCLIENT, closing connection\r\n";
 static const char R_BACKEND_TIMEOUT[] = "421 4.4.2 Backend timeout, closing connection\r\n";
-static const char R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 
 static const char *const state_names[] = {
     [INBOUND_GREETING] = "GREETING",   [INBOUND_XEHLO] = "XEHLO",
@@ -531,7 +530,7 @@ static void op_deadline(void *v)
     else if (op_awaiting_server(e))
         close_with(e, R_BACKEND_TIMEOUT, REASON_BACKEND_TIMEOUT);
     else
-        close_with(e, R_IDLE, REASON_TIMEOUT);
+        close_with(e, RELAY_R_IDLE, REASON_TIMEOUT);
 }
 
 static void op_abort(void *v, const char *reply, enum reason reason)

@@ -24,7 +24,6 @@ static const char R_PROTOCOL[] = "421 4.5.0 Destination protocol error, closing 
 static const char R_FALLBACK_FAILED[] =
     "421 4.4.2 Destination unavailable after TLS fallback, try again later\r\n";
 static const char R_DEST_TIMEOUT[] = "421 4.4.2 Destination timeout, closing connection\r\n";
-static const char R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 
 static const char *const state_names[] = {
     [OUTBOUND_GREETING] = "GREETING",       [OUTBOUND_CLIENT_EHLO] = "CLIENT_EHLO",
@@ -539,7 +538,7 @@ static void op_deadline(void *v)
     else if (op_awaiting_server(o))
         close_with(o, R_DEST_TIMEOUT, REASON_BACKEND_TIMEOUT);
     else
-        close_with(o, R_IDLE, REASON_TIMEOUT);
+        close_with(o, RELAY_R_IDLE, REASON_TIMEOUT);
 }
 
 static void op_abort(void *v, const char *reply_text, enum reason reason)

@@ -14,6 +14,7 @@
 const char RELAY_R_NEED_TLS[] = "530 5.7.0 Must issue a STARTTLS command first\r\n";
 const char RELAY_R_PROTOCOL[] = "421 4.5.0 Backend protocol error, closing connection\r\n";
 const char RELAY_R_LOST[] = "421 4.4.2 Backend connection lost\r\n";
+const char RELAY_R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 const char RELAY_R_TOO_MANY_ERRORS[] = "421 4.7.0 Too many errors, closing connection\r\n";
 static const char R_EHLO_AFTER_TLS[] = "503 5.5.1 Send EHLO again after STARTTLS\r\n";
 static const char R_NO_STARTTLS[] = "502 5.5.1 STARTTLS not offered\r\n";

@@ -32,6 +32,7 @@
 extern const char RELAY_R_NEED_TLS[]; /* 530 5.7.0 Must issue a STARTTLS command first */
 extern const char RELAY_R_PROTOCOL[]; /* 421 4.5.0 Backend protocol error, ... */
 extern const char RELAY_R_LOST[];     /* 421 4.4.2 Backend connection lost */
+extern const char RELAY_R_IDLE[];     /* 421 4.4.2 Idle timeout exceeded, ... */
 
 struct relay_cfg {
     /* The session is encrypted where it matters: AUTH is relayed and the
