@@ -200,6 +200,19 @@ size_t conn_backlog(const struct conn *c)
     return n;
 }
 
+/* A write failed: nothing more reaches the peer. Reported once, and even
+ * after a read EOF: a peer that half-closed and then went away entirely
+ * must not leave the owner waiting for a drain that never comes. */
+static void fail_write(struct conn *c, int err)
+{
+    bool first = !c->write_failed;
+
+    c->eof = true;
+    c->write_failed = true;
+    if (first)
+        c->cb->on_eof(c, err);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
@@ -208,10 +221,7 @@ static void on_write(uv_write_t *req, int status)
     c->bytes_written += buf_len(&c->inflight);
     buf_free(&c->inflight);
     if (status != 0) {
-        if (!c->eof) {
-            c->eof = true;
-            c->cb->on_eof(c, status);
-        }
+        fail_write(c, status);
         return;
     }
     if (uv_is_closing((uv_handle_t *)&c->tcp))
@@ -243,10 +253,8 @@ int conn_flush(struct conn *c)
     uv_buf_t b = uv_buf_init((char *)buf_head(src), (unsigned)buf_len(src));
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n < 0 && n != UV_EAGAIN) {
-        if (!c->eof) {
-            c->eof = true;
-            c->cb->on_eof(c, n);
-        }
+        buf_free(src); /* it can never be written */
+        fail_write(c, n);
         return n;
     }
     if (n > 0) {
@@ -262,10 +270,7 @@ int conn_flush(struct conn *c)
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc != 0) {
         buf_free(&c->inflight);
-        if (!c->eof) {
-            c->eof = true;
-            c->cb->on_eof(c, rc);
-        }
+        fail_write(c, rc);
         return rc;
     }
     c->writing = true;

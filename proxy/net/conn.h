@@ -65,6 +65,7 @@ struct conn {
     bool writing;     /* a uv_write is in flight */
     bool tls_ready;
     bool eof;
+    bool write_failed; /* a write failed: nothing more reaches the peer */
     bool closing;
 };
 

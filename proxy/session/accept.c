@@ -152,8 +152,11 @@ void session_set_stop(struct session_set *set)
 
 static void session_shutdown(struct session *s)
 {
-    if (s->closing)
+    /* One still flushing its last words is cut short: shutdown means now. */
+    if (s->closing) {
+        session_close_handles(s);
         return;
+    }
     if (!s->p->outbound && (s->phase == PHASE_HANDSHAKE || s->phase == PHASE_HANDSHAKE_IMPLICIT)) {
         session_close(s, REASON_SHUTDOWN);
         return;

@@ -561,8 +561,13 @@ static void on_eof(struct conn *c, int err)
 {
     struct session *s = c->owner;
 
-    if (s->closing)
+    if (s->closing) {
+        /* The client is gone: nothing queued for it can arrive any more,
+         * so there is no reason to linger. */
+        if (c == &s->client)
+            session_close_handles(s);
         return;
+    }
     if (c == &s->client) {
         if (err != UV_EOF) {
             log_debug("session=%s event=client_error error=\"%s\"", s->id, uv_strerror(err));
