@@ -590,6 +590,16 @@ class PostfixTestCase(harness.ProxyTestCase):
     def setUp(self):
         super().setUp()
         self._postfixes = []
+        # Registered first, so it runs after every other cleanup.
+        self.addCleanup(self._assert_nothing_left)
+
+    def _assert_nothing_left(self):
+        for pf in self._postfixes:
+            left = pf.processes()
+            if left:
+                _kill_all(left, signal.SIGKILL)
+            self.assertEqual(left, [], "postfix %s: processes left after stop" % pf.name)
+            self.assertFalse(os.path.exists(pf.dir), "postfix %s: %s left" % (pf.name, pf.dir))
 
     def postfix(self, name, start=True, **kw):
         pf = Postfix(name, **kw)
@@ -600,16 +610,19 @@ class PostfixTestCase(harness.ProxyTestCase):
             pf.start()
         return pf
 
+    def run(self, result=None):
+        out = super().run(result)
+        if os.environ.get("POSTFIX_E2E_LOGS") and result is not None:
+            # Every test's logs, passed or not (for development).
+            self._dump_diagnostics()
+        return out
+
     def _dump_diagnostics(self):
         super()._dump_diagnostics()
         w = sys.stderr.write
         for pf in getattr(self, "_postfixes", []):
             w("\n----- postfix %s (%s) maillog, last 6000 chars -----\n" % (pf.name, pf.dir))
             w(pf.log()[-6000:])
-
-    def tearDown(self):
-        # Runs before the cleanups: nothing of an instance may survive it.
-        super().tearDown()
 
     def assertHeadersIntact(self, sent_headers, got_lines):
         """Every header line the sender wrote appears, in order and
