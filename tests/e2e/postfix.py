@@ -26,8 +26,7 @@ The system's own instance (/etc/postfix, /var/spool/postfix) is never
 touched: every command gets "-c DIR" and every path is inside DIR.
 """
 
-import email.parser
-import email.policy
+import atexit
 import grp
 import json
 import os
@@ -119,6 +118,37 @@ def _kill_all(pids, sig):
             os.kill(p, sig)
         except OSError:
             pass
+
+
+# Instances started and not yet stopped, for the exit/SIGTERM safety net.
+_live = set()
+_live_lock = threading.Lock()
+
+
+def stop_live():
+    """Stops and removes every instance of this process still running."""
+    with _live_lock:
+        live = list(_live)
+    for pf in live:
+        pf.stop()
+        pf.remove()
+
+
+atexit.register(stop_live)
+
+
+def _on_sigterm(signum, frame):
+    # Bazel's test timeout sends SIGTERM (then SIGKILL): stop the instances
+    # first, then die of the signal as before.
+    stop_live()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def install_sigterm_handler():
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 # None: no instance started yet in this process; True: the first one's
@@ -403,6 +433,8 @@ class Postfix:
         quick-stop" leaves), which skips the check: ~0.1 s.
         full_check=True forces the check."""
         self.started = True
+        with _live_lock:
+            _live.add(self)
         t0 = time.monotonic()
         fast = not full_check and _fast_start[0] is True
         if fast:
@@ -434,6 +466,23 @@ class Postfix:
             _fast_start[0] = self._tree_matches_spec()
         return self
 
+    def start_retrying(self, attempts=3):
+        """start(); when the port free_port() picked was taken in between
+        (master: "bind ... Address already in use"), again on a new port."""
+        for i in range(attempts):
+            try:
+                return self.start()
+            except RuntimeError:
+                if i == attempts - 1 or "Address already in use" not in self.log():
+                    raise
+                self.stop()
+                self.master_pid = None
+                self._saved_log = None
+                with open(self.maillog, "wb"):
+                    pass
+                self.port = harness.free_port()
+                self.write()
+
     def reload(self):
         """postfix -c ETC reload: the master re-reads main.cf/master.cf and
         restarts its daemons; waits until the master has logged it."""
@@ -448,6 +497,8 @@ class Postfix:
         terminates its process group), polled at 20 ms instead of 1 s; then
         "postfix abort"'s and "stop with force"'s fallbacks; then anything
         left with this config directory is killed. Never raises."""
+        with _live_lock:
+            _live.discard(self)
         if not self.started:
             return
         self.started = False
@@ -641,6 +692,7 @@ class PostfixTestCase(harness.ProxyTestCase):
         if why:
             raise harness.unittest.SkipTest(why)
         remove_stale()
+        install_sigterm_handler()
 
     def setUp(self):
         super().setUp()
@@ -667,7 +719,7 @@ class PostfixTestCase(harness.ProxyTestCase):
         self.addCleanup(pf.remove)
         self.addCleanup(pf.stop)
         if start:
-            pf.start()
+            pf.start_retrying()
         return pf
 
     def run(self, result=None):
