@@ -71,9 +71,9 @@ def unavailable():
     return None
 
 
-def _run(cmd, timeout=20, check=True, env=None):
+def _run(cmd, timeout=20, check=True):
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=timeout, env=env)
+                       stderr=subprocess.STDOUT, timeout=timeout)
     out = r.stdout.decode("utf-8", "replace")
     if check and r.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, out))
@@ -384,11 +384,6 @@ class Postfix:
         self.write()
 
     # lifecycle
-
-    def env(self):
-        e = dict(os.environ)
-        e["MAIL_CONFIG"] = self.etc
-        return e
 
     def _queue_tree_spec(self):
         """[(path, uid, gid or -1, mode)] of the queue and data directories

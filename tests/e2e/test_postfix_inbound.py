@@ -25,8 +25,6 @@ work with Postfix 3.7:
 """
 
 import re
-import time
-import unittest
 
 import harness
 import postfix
