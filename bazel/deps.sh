@@ -6,7 +6,8 @@
 # /usr/sbin/policy-rc.d that answers 101 ("action forbidden") to every init
 # script action; invoke-rc.d (sysvinit, containers, no init at all) and
 # deb-systemd-invoke (systemd) both obey it. So a daemon that comes with a new
-# package (Postfix, wanted here only for smtp-sink and its other binaries; the
+# package (Postfix, whose binaries the tests use: smtp-sink and their own
+# Postfix instances in temporary directories; the
 # tests start their own instances) is not started, and one already running on
 # this host (say the production Postfix of a legacy mail server) is left
 # exactly as it was. An existing policy-rc.d is moved aside for the duration
@@ -21,7 +22,7 @@ pkgs="${DEPS_PACKAGES:-bazel-bootstrap bazel-rules-java gcc clang libc6-dev pyth
 libuv1-dev android-libboringssl-dev libconfig-dev libcmocka-dev
 swaks libnet-ssleay-perl libio-socket-inet6-perl postfix iproute2 iptables procps ca-certificates
 testssl.sh bsdmainutils dnsutils
-buildah debootstrap debian-archive-keyring python3-yaml}"
+buildah debootstrap debian-archive-keyring python3-yaml msmtp curl}"
 apt_get="${DEPS_APT_GET:-apt-get}"
 policy="${DEPS_POLICY_RC_D:-/usr/sbin/policy-rc.d}"
 saved="$policy.smtp-tls-proxy-saved"
