@@ -6,9 +6,8 @@
 # /usr/sbin/policy-rc.d that answers 101 ("action forbidden") to every init
 # script action; invoke-rc.d (sysvinit, containers, no init at all) and
 # deb-systemd-invoke (systemd) both obey it. So a daemon that comes with a new
-# package (Postfix, whose binaries the tests use: smtp-sink and their own
-# Postfix instances in temporary directories; the
-# tests start their own instances) is not started, and one already running on
+# package (Postfix: the tests use its binaries, smtp-sink and instances of
+# their own in temporary directories) is not started, and one already running on
 # this host (say the production Postfix of a legacy mail server) is left
 # exactly as it was. An existing policy-rc.d is moved aside for the duration
 # and put back afterwards, also when apt-get fails or the script is
