@@ -26,7 +26,7 @@ Asserted:
     level, connections_active is 0, and there is one session-end line per
     client connection.
 
-SOAK_MESSAGES (default 2500), SOAK_THREADS (8) and SOAK_SEED (random) may be
+SOAK_MESSAGES (default 6000), SOAK_THREADS (8) and SOAK_SEED (random) may be
 set in the environment (bazel test --test_env=SOAK_SEED=...).
 tests/bench/soak_long.py runs the same for a given time.
 """
@@ -43,7 +43,7 @@ import harness
 
 def soak_settings():
     seed = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(1, 1 << 31))
-    return (seed, int(os.environ.get("SOAK_MESSAGES", "2500")),
+    return (seed, int(os.environ.get("SOAK_MESSAGES", "6000")),
             int(os.environ.get("SOAK_THREADS", "8")))
 
 
