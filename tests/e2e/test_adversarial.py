@@ -30,7 +30,7 @@ import adversary
 import harness
 import outbound_harness as oh
 from adversary import RssSampler, fd_count, healthy_session, rss_kb
-from harness import CRLF, Client, ConnectionClosed, ProxyTestCase
+from harness import CRLF, Client, ProxyTestCase
 
 GROWTH_BOUND_KB = 64 * 1024     # RSS growth under any attack
 REST_MARGIN_KB = 8 * 1024       # "back near the resting level"
@@ -410,7 +410,7 @@ class HandshakeGarbageTest(AdversarialCase):
                            >= attacks + 2, 10, 0.1)
         ends = [kv for kv in self.p.session_ends() if kv.get("listener") in ("mx", "smtps")]
         self.assertEqual(len(ends), attacks + 2)
-        self.assertEqual(b.messages and len(b.messages), 2, "only the two healthy messages")
+        self.assertEqual(len(b.messages), 2, "only the two healthy messages")
         self.assertBounded()
         self.assertBackToRest()
 
@@ -513,7 +513,7 @@ class PipelinedNoReadTest(AdversarialCase):
             self.assertTrue(closed, name)
         self.assertBounded(32 * 1024)
         self.assertHealthy("after the non-readers left", port=port, backend=b)
-        self.assertEqual(b.messages and len(b.messages), 1)
+        self.assertEqual(len(b.messages), 1, "only the healthy message")
         self.assertEqual(b.verbs().count(b"XCLIENT"), 0, "XCLIENT from a client forwarded")
         self.assertBackToRest()
 

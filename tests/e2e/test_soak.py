@@ -33,7 +33,6 @@ tests/bench/soak_long.py runs the same for a given time.
 
 import os
 import random
-import sys
 import time
 import unittest
 
