@@ -385,6 +385,14 @@ class Attempt:
         self.stall = 0.0
 
 
+class _Snapshot:
+    """An Attempt's fields at one moment."""
+
+    def __init__(self, a):
+        for k in Attempt.__slots__:
+            setattr(self, k, getattr(a, k))
+
+
 class Soak:
     """Both directions at once through one daemon: listener "in" (STARTTLS,
     in front of a plaintext SoakBackend) and "out" (plaintext, fixed
@@ -638,8 +646,11 @@ class Soak:
 
     def account(self):
         """The figures, as a dict (see README)."""
+        # Outcomes first, then the servers' records: a server records its
+        # 250 before sending it, so every 2xx seen here has its record below
+        # (this matters for the progress figures of a run still going on).
         with self.lock:
-            attempts = dict(self.attempts)
+            attempts = {k: _Snapshot(a) for k, a in self.attempts.items()}
         acks, refused = {}, {}
         for b in (self.backend, self.dest):
             with b.lock:
