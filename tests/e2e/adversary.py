@@ -296,6 +296,8 @@ class SoakBackend(harness.ScriptedBackend):
                 conn.sock.sendall(b"250 2.0.0 Ok: queued, and now I die\r\n")
             except OSError:
                 pass
+            if key[0] % 2:
+                rst(conn.sock)   # the 250 may then be lost: "ambiguous"
             return "close"
         return None
 
@@ -517,7 +519,6 @@ class Soak:
     def _one(self, c, a, content):
         """One transaction on client c for attempt a; sets a.outcome. Returns
         True if the session can go on."""
-        a.outcome = "none"
         r = c.cmd("MAIL FROM:<soak-%d-%d@soak.test>" % (a.msgno, a.attempt))
         if r.code != 250:
             a.outcome, a.code = "%dxx" % (r.code // 100), r.code
@@ -662,7 +663,11 @@ class Soak:
              "duplicates": [], "corrupt": [], "ambiguous": [], "phantom": [],
              "delivered_twice": [], "faults": {}, "outcomes": {}}
         msgs = {}
+        f["in_flight"] = 0
         for key, a in attempts.items():
+            if a.outcome is None:      # still being sent (progress figures only)
+                f["in_flight"] += 1
+                continue
             got = acks.get(key, [])
             f["outcomes"][a.outcome] = f["outcomes"].get(a.outcome, 0) + 1
             if a.fault and a.fault in CLIENT_FAULTS:
@@ -704,9 +709,9 @@ class Soak:
     def summary(self, f):
         return ("soak seed=%d: messages=%d attempts=%d accepted=%d received=%d lost=%d "
                 "duplicates=%d corrupt=%d phantom=%d ambiguous=%d delivered_twice=%d "
-                "connections=%s faults=%s outcomes=%s elapsed=%.1fs"
+                "in_flight=%d connections=%s faults=%s outcomes=%s elapsed=%.1fs"
                 % (self.seed, f["messages"], f["attempts"], f["accepted"], f["acked"],
                    len(f["lost"]), len(f["duplicates"]), len(f["corrupt"]),
                    len(f["phantom"]), len(f["ambiguous"]), len(f["delivered_twice"]),
-                   f["connections"], dict(sorted(f["faults"].items())),
+                   f["in_flight"], f["connections"], dict(sorted(f["faults"].items())),
                    dict(sorted(f["outcomes"].items())), getattr(self, "elapsed", 0)))

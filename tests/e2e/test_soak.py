@@ -97,6 +97,7 @@ class SoakTest(unittest.TestCase):
         self.assertEqual(f["duplicates"], [], "acknowledged twice")
         self.assertEqual(f["corrupt"], [], "content altered on the way")
         self.assertEqual(f["phantom"], [], "completed from a client's partial content")
+        self.assertEqual(f["in_flight"], 0, "attempts without an outcome")
         self.assertTrue(rested, "no return to rest: fds %d (rest %d), rss %d kB (rest %d), "
                         "connections_active %r" % (fds, fd0, rss, rss0, active))
         self.assertTrue(harness.wait_until(
