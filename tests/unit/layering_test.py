@@ -69,6 +69,20 @@ def includes(path):
         return INCLUDE.findall(f.read())
 
 
+MARKER = re.compile(rb"^(<{7} |>{7} |={7}$)", re.M)
+
+
+def markers(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return []
+    if b"\0" in data:
+        return []
+    return ["%s: merge conflict marker" % os.path.relpath(path, ROOT)] if MARKER.search(data) else []
+
+
 class LayeringTest(unittest.TestCase):
     def test_every_file_is_in_a_layer(self):
         for path in sources():
@@ -161,6 +175,18 @@ class LayeringTest(unittest.TestCase):
             if n > MAX_LINES:
                 big.append("%s: %d lines" % (path, n))
         self.assertEqual(big, [], "over %d lines:\n%s" % (MAX_LINES, "\n".join(big)))
+
+    def test_no_merge_conflict_markers(self):
+        # A merge resolved in a hurry must not land half-resolved.
+        bad = []
+        for top in ("proxy", "tests", "config", "bazel", "third_party", ".ci"):
+            for dirpath, dirs, files in os.walk(os.path.join(ROOT, top)):
+                dirs[:] = [d for d in dirs if not d.startswith("bazel-") and d != "corpus"]
+                for f in files:
+                    bad += markers(os.path.join(dirpath, f))
+        for f in ("README.md", "BUILD", "WORKSPACE", ".bazelrc"):
+            bad += markers(os.path.join(ROOT, f))
+        self.assertEqual(bad, [], "\n".join(bad))
 
     def test_checker_sees_a_violation(self):
         # The rules above must be able to fail: a made-up core file that
