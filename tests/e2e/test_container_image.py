@@ -413,6 +413,13 @@ class ContainerImageTest(unittest.TestCase):
         cls.dockerfile = os.path.join(cls.root, "config", "Dockerfile")
         if not os.path.isfile(cls.dockerfile):
             raise RuntimeError("config/Dockerfile not found under %s" % cls.root)
+        # One run at a time on a machine: the leftovers of a killed run are
+        # removed below, and a second run at the same moment would take the
+        # first one's containers for leftovers.
+        os.makedirs(CACHE_DIR, exist_ok=True)
+        cls.run_lock = open(os.path.join(CACHE_DIR, ".run.lock"), "w")
+        cls.addClassCleanup(cls.run_lock.close)
+        fcntl.flock(cls.run_lock, fcntl.LOCK_EX)
         cls.res = Resources()
         cls.addClassCleanup(cls.res.cleanup)
         cls.tag = "localhost/%s:%d" % (PREFIX, os.getpid())

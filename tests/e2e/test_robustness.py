@@ -139,7 +139,10 @@ class StartTlsOrderTest(ProxyTestCase):
         # STARTTLS; the 220 must follow them in plaintext before TLS begins.
         big = "214-" + "h" * 200
         help_reply = CRLF.join([big.encode()] * 60) + b"\r\n214 end\r\n"
-        b, p = self.start(backend=self.backend(actions={"HELP": help_reply}))
+        # idle = 60: reading megabytes of replies in Python on a busy
+        # machine takes a while, and the session is idle meanwhile.
+        b, p = self.start(backend=self.backend(actions={"HELP": help_reply}),
+                          timeouts={"idle": 60, "handshake": 30})
         c = Client(p.port, connect=False)
         c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
