@@ -22,7 +22,7 @@ ALLOWED = {
     "core": set(),
     "policy": {"core"},
     "obs": set(),
-    "tls": {"core"},
+    "tls": {"core", "policy"},
     "net": {"core", "obs", "tls"},
     "session": {"core", "policy", "obs", "tls", "net"},
     "app": {"core", "policy", "obs", "tls", "net", "session"},
