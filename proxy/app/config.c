@@ -430,6 +430,7 @@ static int config_defaults(struct config *c)
     c->log_format = LOG_FORMAT_TEXT;
     c->metrics_enabled = false;
     c->shutdown_timeout = 30;
+    cfg_resolver_defaults(&c->resolver);
     return cfg_tls_defaults(&c->tls);
 }
 
@@ -485,7 +486,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
     static const char *const keys[] = {"workers",          "log_level", "log_format",
                                        "metrics_listen",   "tls",       "inbound",
                                        "outbound",         "shutdown_timeout", "user",
-                                       "group",            NULL};
+                                       "group",            "resolver", NULL};
     struct config *c = ld->c;
     const config_setting_t *in, *out;
     bool bad_in, bad_out;
@@ -522,6 +523,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
         load_inbound(ld, config_setting_get_elem(in, (unsigned)i), i);
     for (size_t i = 0; i < c->noutbound; i++)
         load_outbound(ld, config_setting_get_elem(out, (unsigned)i), i);
+    cfg_load_resolver(ld, root);
 
     /* A proxy with nothing to listen on would start and do nothing, which is
      * never what the file meant. Not said again when a broken inbound or
@@ -663,7 +665,8 @@ struct config *config_default(void)
 
     if (!c)
         return NULL;
-    if (config_defaults(c) < 0 || !(c->file = strdup("(built-in)")))
+    if (config_defaults(c) < 0 || !(c->file = strdup("(built-in)")) ||
+        !(c->resolver.trust_anchor = strdup(RESOLVER_DEFAULT_TRUST_ANCHOR)))
         goto err;
     c->inbound = calloc(1, sizeof *c->inbound);
     if (!c->inbound)
@@ -706,6 +709,7 @@ void config_free(struct config *c)
     free(c->inbound);
     free(c->outbound);
     cfg_tls_clear(&c->tls);
+    cfg_resolver_clear(&c->resolver);
     free(c->user);
     free(c->group);
     free(c->file);

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "proxy/core/addr.h"
+#include "proxy/net/resolver_options.h"
 #include "proxy/obs/log.h"
 #include "proxy/session/options.h"
 #include "proxy/tls/tls.h"
@@ -49,6 +50,7 @@ struct config {
     uid_t uid;
     gid_t gid;
     struct tls_options tls;        /* global defaults */
+    struct resolver_options resolver; /* the resolver block */
     struct config_inbound *inbound;
     size_t ninbound;
     struct config_outbound *outbound;

@@ -168,4 +168,16 @@ void cfg_apply_tls(struct loader *ld, const config_setting_t *blk, const char *p
 void cfg_listener_tls(struct loader *ld, const config_setting_t *g, const char *prefix,
                       struct tls_options *t);
 
+/* ---- config_resolver.c -------------------------------------------------- */
+
+/* The built-in resolver settings: /etc/resolv.conf, dnssec = "validate". */
+void cfg_resolver_defaults(struct resolver_options *r);
+
+/* The top-level resolver block, after the listeners (whether the trust
+ * anchor must be readable depends on their destinations). */
+void cfg_load_resolver(struct loader *ld, const config_setting_t *root);
+
+/* Frees what r owns. */
+void cfg_resolver_clear(struct resolver_options *r);
+
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "proxy/net/listener.h"
+#include "proxy/net/resolver.h"
 #include "proxy/obs/log.h"
 
 /* One listener of a configuration as handed to one worker. */
@@ -45,6 +46,7 @@ struct worker {
     struct slot *slots;
     size_t nslots;
     struct session_set sessions;
+    struct resolver *resolver;  /* the loop's; sessions borrow it */
     int reserve;                /* a spare descriptor; see listener.h */
     bool stopping, aborted;
     /* Posted by the main thread, under lock (never taken on the accept path): */
@@ -115,6 +117,28 @@ static void on_accept(struct listener *l, int fd)
     session_accept(&w->sessions, fd, l->data);
 }
 
+/* The resolver of cfg: the current one if cfg did not change its settings,
+ * else a new one; the old one frees itself once its last lookup is over
+ * (sessions under way keep theirs). If the new one cannot be made, the old
+ * one stays. */
+static void adopt_resolver(struct worker *w, const struct config *cfg)
+{
+    char err[256];
+    struct resolver *r;
+
+    if (w->resolver != NULL && resolver_built_from(w->resolver, &cfg->resolver))
+        return;
+    if ((r = resolver_new(&w->loop, &cfg->resolver, err, sizeof(err))) == NULL) {
+        log_error("event=resolver_failed error=\"%s\" msg=\"%s\"", err,
+                  w->resolver ? "the previous resolver settings stay"
+                              : "destinations that are names cannot be looked up");
+        return;
+    }
+    resolver_close(w->resolver);
+    w->resolver = r;
+    session_set_resolver(&w->sessions, r);
+}
+
 /* The listeners of u: kept ones (same address) move to their new slot and
  * name, new sockets start, the rest close. Then the runtime is swapped;
  * sessions keep the profile they started with. */
@@ -161,6 +185,8 @@ static void adopt(struct worker *w, struct update *u)
     w->slots = slots;
     w->nslots = n;
 done:
+    if (!w->stopping)
+        adopt_resolver(w, u->rt->cfg);
     runtime_unref(w->rt);
     w->rt = u->rt;
     u->rt = NULL;
@@ -176,6 +202,9 @@ static void on_sessions_done(struct session_set *set)
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_mutex_unlock(&w->lock);
     uv_close((uv_handle_t *)&w->grace, NULL);
+    session_set_resolver(&w->sessions, NULL);
+    resolver_close(w->resolver); /* no session is left to use it */
+    w->resolver = NULL;
 }
 
 static void on_grace(uv_timer_t *t)

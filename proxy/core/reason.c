@@ -27,6 +27,9 @@ static const char *const names[REASON_COUNT] = {
     [REASON_INTERNAL_ERROR] = "internal_error",
     [REASON_ACCEPT_FAILED] = "accept_failed",
     [REASON_LISTENER_REMOVED] = "listener_removed",
+    [REASON_DESTINATION_NOT_FOUND] = "destination_not_found",
+    [REASON_DNS_FAILED] = "dns_failed",
+    [REASON_DNSSEC_BOGUS] = "dnssec_bogus",
 };
 
 const char *reason_str(enum reason r)

@@ -32,6 +32,9 @@ enum reason {
     REASON_INTERNAL_ERROR,    /* out of memory and the like */
     REASON_ACCEPT_FAILED,     /* accept(2) failed after the listener woke */
     REASON_LISTENER_REMOVED,  /* a reload removed the listener meanwhile */
+    REASON_DESTINATION_NOT_FOUND, /* outbound: the host name has no address (NXDOMAIN, NODATA) */
+    REASON_DNS_FAILED,        /* outbound: the lookup failed (SERVFAIL, timeout, no resolver) */
+    REASON_DNSSEC_BOGUS,      /* outbound: an answer failed DNSSEC validation */
     REASON_COUNT
 };
 

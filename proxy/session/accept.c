@@ -143,6 +143,11 @@ void session_set_init(struct session_set *set, uv_loop_t *loop,
     set->owner = owner;
 }
 
+void session_set_resolver(struct session_set *set, struct resolver *r)
+{
+    set->resolver = r;
+}
+
 void session_set_stop(struct session_set *set)
 {
     set->stopping = true;

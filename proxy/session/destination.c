@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 /* Linux netfilter: the address a REDIRECTed connection was headed for. */
@@ -21,6 +22,14 @@ int destination_fixed(struct destination *d, const struct addr *a)
     addr_format_spec(a, a->port, d->text, sizeof(d->text));
     if (a->salen > 0) {
         memcpy(&d->sa, &a->sa, a->salen);
+        return 0;
+    }
+    /* RFC 6761 §6.3: localhost is the loopback address, never asked of DNS. */
+    if (strcasecmp(a->host, "localhost") == 0 || strcasecmp(a->host, "localhost.") == 0) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&d->sa;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(a->port);
+        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         return 0;
     }
     return 1;
@@ -52,24 +61,137 @@ int destination_original(struct destination *d, uv_tcp_t *client)
     return 0;
 }
 
-int destination_resolve(struct destination *d, const struct addr *a, uv_loop_t *loop,
-                        uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb)
+const char *destination_error_str(enum destination_error e)
 {
-    char port[8];
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-
-    snprintf(port, sizeof(port), "%u", a->port);
-    return uv_getaddrinfo(loop, req, cb, d->host, port, &hints);
+    switch (e) {
+    case DESTINATION_OK:
+        return "ok";
+    case DESTINATION_NOT_FOUND:
+        return "not_found";
+    case DESTINATION_DNS_FAILED:
+        return "dns_failed";
+    case DESTINATION_DNSSEC_BOGUS:
+        return "dnssec_bogus";
+    }
+    return "unknown";
 }
 
-int destination_resolved(struct destination *d, int status, struct addrinfo *res)
+const char *destination_error_reply(enum destination_error e)
 {
-    if (status == 0 && (res == NULL || res->ai_addrlen > sizeof(d->sa)))
-        status = UV_EAI_NODATA;
-    if (status == 0)
-        memcpy(&d->sa, res->ai_addr, res->ai_addrlen);
-    uv_freeaddrinfo(res);
-    return status;
+    switch (e) {
+    case DESTINATION_NOT_FOUND:
+        return "421 4.4.1 Destination host not found, try again later\r\n";
+    case DESTINATION_DNSSEC_BOGUS:
+        return "421 4.4.3 DNSSEC validation of the destination failed, try again later\r\n";
+    case DESTINATION_OK:
+    case DESTINATION_DNS_FAILED:
+        break;
+    }
+    return "421 4.4.3 Destination lookup failed, try again later\r\n";
+}
+
+static const int lookup_types[2] = {RESOLVER_TYPE_A, RESOLVER_TYPE_AAAA};
+
+unsigned destination_lookup_start(struct destination_lookup *l, struct resolver *r,
+                                  const char *host, resolver_cb cb, void *data)
+{
+    unsigned started = 0;
+
+    memset(l, 0, sizeof(*l));
+    for (int i = 0; i < 2; i++) {
+        l->q[i].data = data;
+        int rc = resolver_query(r, &l->q[i], host, lookup_types[i], cb);
+        if (rc == 0) {
+            started++;
+            continue;
+        }
+        l->done[i] = true;
+        l->err[i] = DESTINATION_DNS_FAILED;
+        snprintf(l->why[i], sizeof(l->why[i]), "%s",
+                 rc == UV_ESHUTDOWN ? "no resolver" : uv_strerror(rc));
+    }
+    return started;
+}
+
+bool destination_lookup_answer(struct destination_lookup *l, struct resolver_query *q,
+                               const struct resolver_result *res)
+{
+    int i = q == &l->q[0] ? 0 : 1;
+
+    l->done[i] = true;
+    l->security[i] = res->security;
+    if (res->err != 0) {
+        l->err[i] = DESTINATION_DNS_FAILED;
+        snprintf(l->why[i], sizeof(l->why[i]), "%s", res->errstr ? res->errstr : "error");
+    } else if (res->security == RESOLVER_BOGUS) {
+        l->err[i] = DESTINATION_DNSSEC_BOGUS;
+        snprintf(l->why[i], sizeof(l->why[i]), "%s", res->why_bogus ? res->why_bogus : "bogus");
+    } else if (res->rcode == RESOLVER_RCODE_NXDOMAIN) {
+        l->err[i] = DESTINATION_NOT_FOUND;
+        snprintf(l->why[i], sizeof(l->why[i]), "NXDOMAIN");
+    } else if (res->rcode != RESOLVER_RCODE_NOERROR) {
+        l->err[i] = DESTINATION_DNS_FAILED;
+        snprintf(l->why[i], sizeof(l->why[i]), "rcode %d%s", res->rcode,
+                 res->rcode == RESOLVER_RCODE_SERVFAIL ? " (SERVFAIL)" : "");
+    } else {
+        /* The first record of the right size; CNAMEs are already followed. */
+        for (size_t k = 0; k < res->count && !l->found[i]; k++) {
+            if (i == 0 && res->len[k] == 4) {
+                struct sockaddr_in *sin = (struct sockaddr_in *)&l->sa[0];
+                sin->sin_family = AF_INET;
+                memcpy(&sin->sin_addr, res->data[k], 4);
+                l->found[0] = true;
+            } else if (i == 1 && res->len[k] == 16) {
+                struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->sa[1];
+                sin6->sin6_family = AF_INET6;
+                memcpy(&sin6->sin6_addr, res->data[k], 16);
+                l->found[1] = true;
+            }
+        }
+        if (!l->found[i]) {
+            l->err[i] = DESTINATION_NOT_FOUND;
+            snprintf(l->why[i], sizeof(l->why[i]), "no %s record", i == 0 ? "A" : "AAAA");
+        }
+    }
+    return l->done[0] && l->done[1];
+}
+
+enum destination_error destination_lookup_finish(struct destination *d,
+                                                 const struct destination_lookup *l,
+                                                 unsigned short port, const char **why)
+{
+    for (int i = 0; i < 2; i++) {
+        if (l->err[i] == DESTINATION_DNSSEC_BOGUS) {
+            *why = l->why[i];
+            return DESTINATION_DNSSEC_BOGUS;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!l->found[i])
+            continue;
+        memcpy(&d->sa, &l->sa[i], sizeof(d->sa));
+        if (i == 0)
+            ((struct sockaddr_in *)&d->sa)->sin_port = htons(port);
+        else
+            ((struct sockaddr_in6 *)&d->sa)->sin6_port = htons(port);
+        d->addr_security = l->security[i];
+        *why = NULL;
+        return DESTINATION_OK;
+    }
+    /* No address: a failed lookup says more than a missing record. */
+    int i = l->err[0] == DESTINATION_DNS_FAILED ? 0 : l->err[1] == DESTINATION_DNS_FAILED ? 1 : 0;
+    *why = l->why[i];
+    return l->err[i] == DESTINATION_OK ? DESTINATION_NOT_FOUND : l->err[i];
+}
+
+unsigned destination_lookup_cancel(struct destination_lookup *l)
+{
+    unsigned n = 0;
+
+    for (int i = 0; i < 2; i++)
+        if (resolver_cancel(&l->q[i]))
+            n++;
+    return n;
 }
 
 const char *destination_sni(const struct destination *d)

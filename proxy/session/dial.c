@@ -219,24 +219,35 @@ static void dial_destination(struct session *s)
     session_dial(s);
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+static void on_address(struct resolver_query *q, const struct resolver_result *res)
 {
-    struct session *s = req->data;
+    struct session *s = q->data;
+    const char *why;
 
-    s->resolving = false;
-    status = destination_resolved(&s->d.out.dest, status, res);
-    if (s->closing) {
-        session_drop_handle(s); /* the request no longer calls back: it may be freed */
+    /* A closing session cancels its lookups: an answer comes only to a live
+     * one, never as its last handle (the legs and the timer are open). */
+    s->resolving--;
+    s->handles--;
+    if (!destination_lookup_answer(&s->d.out.lookup, q, res))
         return;
-    }
-    s->handles--; /* never the last: the legs and the timer are open */
-    if (status != 0) {
-        log_warn("session=%s listener=%s event=resolve_failed destination=%s error=\"%s\"",
-                 s->id, s->p->name, s->server_addr, uv_strerror(status));
-        s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
+    enum destination_error e =
+        destination_lookup_finish(&s->d.out.dest, &s->d.out.lookup, s->p->out->destination.port,
+                                  &why);
+    if (e != DESTINATION_OK) {
+        static const enum reason reasons[] = {
+            [DESTINATION_NOT_FOUND] = REASON_DESTINATION_NOT_FOUND,
+            [DESTINATION_DNS_FAILED] = REASON_DNS_FAILED,
+            [DESTINATION_DNSSEC_BOGUS] = REASON_DNSSEC_BOGUS,
+        };
+        log_warn("session=%s listener=%s event=resolve_failed destination=%s dns=%s "
+                 "error=\"%s\"",
+                 s->id, s->p->name, s->server_addr, destination_error_str(e), why ? why : "-");
+        s->ops->abort(s->eng, destination_error_reply(e), reasons[e]);
         session_run_actions(s);
         return;
     }
+    log_debug("session=%s event=resolved destination=%s dnssec=%s", s->id, s->server_addr,
+              resolver_security_str(s->d.out.dest.addr_security));
     dial_destination(s);
 }
 
@@ -269,17 +280,20 @@ void session_start_outbound(struct session *s)
         dial_destination(s);
         return;
     }
-    s->d.out.resolver.data = s;
-    rc = destination_resolve(d, &o->destination, s->set->loop, &s->d.out.resolver, on_resolved);
-    if (rc != 0) {
-        log_warn("session=%s listener=%s event=resolve_failed destination=%s error=\"%s\"", s->id,
-                 s->p->name, s->server_addr, uv_strerror(rc));
-        s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
+    unsigned n = destination_lookup_start(&s->d.out.lookup, s->set->resolver, d->host,
+                                          on_address, s);
+    if (n == 0) {
+        const char *why;
+        enum destination_error e = destination_lookup_finish(d, &s->d.out.lookup, 0, &why);
+        log_warn("session=%s listener=%s event=resolve_failed destination=%s dns=%s "
+                 "error=\"%s\"",
+                 s->id, s->p->name, s->server_addr, destination_error_str(e), why ? why : "-");
+        s->ops->abort(s->eng, destination_error_reply(e), REASON_DNS_FAILED);
         session_run_actions(s);
         return;
     }
-    s->resolving = true;
-    s->handles++; /* the request calls back even when cancelled */
+    s->resolving = n;
+    s->handles += n; /* until their callbacks or their cancel in session_close */
     s->action = "resolving the destination";
     session_arm_phase(s, PHASE_CONNECTING, s->timeouts->connect);
 }

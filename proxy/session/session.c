@@ -249,8 +249,13 @@ void session_close(struct session *s, enum reason reason)
     if (s->reason == REASON_NONE)
         s->reason = reason;
     session_enter_phase(s, PHASE_CLOSING);
-    if (s->resolving)
-        uv_cancel((uv_req_t *)&s->d.out.resolver); /* its callback still comes */
+    if (s->resolving > 0) {
+        /* Cancelled lookups never call back: they stop counting now (never
+         * the last handles: the legs and the timer are still open). */
+        unsigned n = destination_lookup_cancel(&s->d.out.lookup);
+        s->resolving -= n;
+        s->handles -= n;
+    }
     conn_pause(&s->client);
     conn_pause(&s->server);
     conn_close(&s->server);

@@ -17,6 +17,7 @@
 
 #include <uv.h>
 
+#include "proxy/net/resolver.h"
 #include "proxy/obs/metrics.h"
 #include "proxy/session/options.h"
 #include "proxy/tls/tls.h"
@@ -51,12 +52,18 @@ struct session_set {
     bool stopping;
     void (*on_empty)(struct session_set *set);
     void *owner;
+    struct resolver *resolver;  /* borrowed: the loop's; NULL = none */
 };
 
 /* on_empty is called (from the loop) when the set is stopping and its last
  * session has been freed, or at once by session_set_stop() if it is empty. */
 void session_set_init(struct session_set *set, uv_loop_t *loop,
                       void (*on_empty)(struct session_set *set), void *owner);
+
+/* The resolver new sessions of set look names up with (borrowed: the
+ * caller keeps it open while any session may use it, i.e. closes it with
+ * resolver_close(), which waits for their lookups). NULL: none. */
+void session_set_resolver(struct session_set *set, struct resolver *r);
 
 /* From now on accepted connections are refused with 421 4.3.2. */
 void session_set_stop(struct session_set *set);

@@ -62,7 +62,7 @@ struct session {
         } in;
         struct {                      /* outbound */
             struct destination dest;
-            uv_getaddrinfo_t resolver;
+            struct destination_lookup lookup; /* a fixed destination's name */
             enum outbound_policy policy;
             bool verified;
             const char *verify_note;  /* static, from the TLS layer */
@@ -75,7 +75,7 @@ struct session {
     bool counted;                     /* holds a max_connections slot */
     bool client_paused, server_paused; /* by backpressure */
     bool closing;
-    bool resolving;
+    unsigned resolving;               /* destination lookups outstanding (in handles) */
     bool reconnecting;
     bool pp_wait;                     /* a PROXY header is still expected */
     bool tls_deferred;                /* STARTTLS accepted; waits for the 220 to be written */

@@ -782,6 +782,69 @@ static void test_ca_file(void **state)
                "directory (needed by policy \"verify\" in outbound[0])");
 }
 
+/* The resolver block (DESIGN.md "Contract, second part"). */
+#define OUT_NAMED "outbound = ( { name = \"o\"; listen = \"127.0.0.1:10025\"; destination = \"mx.example.net:25\"; } );\n"
+
+static void test_resolver(void **state)
+{
+    char ip[64];
+    struct config *c = load_ok(IN_OK);
+
+    assert_int_equal(c->resolver.nservers, 0);
+    assert_int_equal(c->resolver.dnssec, RESOLVER_DNSSEC_VALIDATE);
+    assert_string_equal(c->resolver.trust_anchor, RESOLVER_DEFAULT_TRUST_ANCHOR);
+    config_free(c);
+
+    char *dir = make_dir("resolver");
+    char *ta = write_file(dir, "ta.key", "example.net. IN DS 1 8 2 00\n");
+    char *text;
+    assert_true(asprintf(&text, IN_OK "resolver = { servers = [ \"127.0.0.53:5353\", \"::1\", "
+                         "\"192.0.2.1\" ]; dnssec = \"validate\"; trust_anchor = \"%s\"; };\n",
+                         ta) > 0);
+    c = load_ok(text);
+    assert_int_equal(c->resolver.nservers, 3);
+    assert_string_equal(ip_of(&c->resolver.servers[0], ip, sizeof ip), "127.0.0.53");
+    assert_int_equal(c->resolver.servers[0].port, 5353);
+    assert_string_equal(ip_of(&c->resolver.servers[1], ip, sizeof ip), "::1");
+    assert_int_equal(c->resolver.servers[1].port, 53);
+    assert_int_equal(c->resolver.servers[2].port, 53);
+    assert_string_equal(c->resolver.trust_anchor, ta);
+    config_free(c);
+    free(text);
+
+    c = load_ok(IN_OK OUT_NAMED "resolver = { dnssec = \"off\"; };\n");
+    assert_int_equal(c->resolver.dnssec, RESOLVER_DNSSEC_OFF);
+    assert_null(c->resolver.trust_anchor);
+    config_free(c);
+
+    /* An unreadable default anchor matters only where a name is looked up. */
+    config_free(load_ok(IN_OK "outbound = ( { name = \"o\"; listen = \"127.0.0.1:10025\"; "
+                        "destination = \"localhost:25\"; } );\n"
+                        "resolver = { servers = [ \"127.0.0.1\" ]; };\n"));
+    expect_err(IN_OK "resolver = {\n servers = ( \"ns.example.net:53\", 5 );\n"
+               " dnssec = \"maybe\"; port = 53; };\n",
+               "t.conf:3: resolver.servers[0]: expected an IP address with an optional port: "
+               "\"ns.example.net:53\": host must be an IP address or \"localhost\" (host names "
+               "are not resolved here)\n"
+               "t.conf:3: resolver.servers[1]: expected \"address:port\"\n"
+               "t.conf:4: unknown key \"port\" in resolver\n"
+               "t.conf:4: resolver.dnssec: expected \"validate\", \"trust-ad\" or \"off\", got \"maybe\"");
+    expect_err(IN_OK "resolver = { servers = [ ]; };\n",
+               "t.conf:2: resolver.servers: the list is empty (leave it out to use /etc/resolv.conf)");
+    expect_err(IN_OK "resolver = { dnssec = \"trust-ad\";\n servers = [ \"192.0.2.1\" ]; };\n",
+               "t.conf:2: resolver.dnssec: \"trust-ad\" is allowed only with loopback servers, and "
+               "192.0.2.1:53 is not one (the AD bit of a remote resolver can be forged): use \"validate\"\n"
+               "t.conf:2: resolver.dnssec: \"trust-ad\" is not implemented yet: use \"validate\" "
+               "(with trust_anchor) or \"off\"");
+    expect_err(IN_OK "resolver = { dnssec = \"off\";\n trust_anchor = \"x.key\"; };\n",
+               "t.conf:3: resolver.trust_anchor: only used with dnssec = \"validate\"");
+    expect_err(IN_OK "resolver = {\n trust_anchor = \"/nonexistent/root.key\"; };\n",
+               "t.conf:3: resolver.trust_anchor: cannot read \"/nonexistent/root.key\": No such file "
+               "or directory");
+    free(ta);
+    free(dir);
+}
+
 /* Every problem is reported, in file order, however the loader visits them. */
 static void test_many_errors_sorted(void **state)
 {
@@ -997,6 +1060,7 @@ int main(void)
         cmocka_unit_test(test_bad_tls_files),
         cmocka_unit_test(test_relative_unreadable),
         cmocka_unit_test(test_ca_file),
+        cmocka_unit_test(test_resolver),
         cmocka_unit_test(test_many_errors_sorted),
         cmocka_unit_test(test_error_buffer),
         cmocka_unit_test(test_missing_file),
