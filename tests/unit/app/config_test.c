@@ -726,6 +726,27 @@ static void test_relative_unreadable(void **state)
     free(dir);
 }
 
+/* A control character in a relative name is made safe in the resolved name
+ * too: a raw newline would split one problem into two lines (config_fuzz). */
+static void test_relative_unreadable_shown_safely(void **state)
+{
+    char *dir = make_dir("relative_nl"), *path, want[PATH_MAX + 256], real[PATH_MAX];
+    struct config *c = NULL;
+    char err[4096];
+
+    path = write_file(dir, "t.conf", IN_OK "tls = { certificate = \"a\nb.pem\"; key = \"/dev/null\"; };\n");
+    assert_int_equal(config_load(path, &c, err, sizeof err), -EINVAL);
+    assert_null(c);
+    assert_non_null(realpath(dir, real));
+    snprintf(want, sizeof want,
+             "%s:2: tls.certificate: cannot read \"a?b.pem\": No such file or directory "
+             "(resolved to \"%s/a?b.pem\")",
+             path, real);
+    assert_string_equal(err, want);
+    free(path);
+    free(dir);
+}
+
 /* ca_file must be readable only where something verifies with it, and a
  * shared one is reported once. */
 static void test_ca_file(void **state)
@@ -957,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_bad_policies),
         cmocka_unit_test(test_bad_tls_files),
         cmocka_unit_test(test_relative_unreadable),
+        cmocka_unit_test(test_relative_unreadable_shown_safely),
         cmocka_unit_test(test_ca_file),
         cmocka_unit_test(test_many_errors_sorted),
         cmocka_unit_test(test_error_buffer),
