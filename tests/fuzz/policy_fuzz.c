@@ -10,7 +10,8 @@
  *            the last line is the host name (empty: none)
  * Invariants (abort on violation):
  *   - policy_rule_parse is 0 or -1; -1 comes with a message quoting the
- *     text; a parsed network has its family's prefix range, no host bits,
+ *     text as shown (control characters replaced) and no raw control
+ *     character; a parsed network has its family's prefix range, no host bits,
  *     and an IPv4-mapped network of /96 or more became IPv4;
  *   - policy_rule_same is reflexive and symmetric;
  *   - policy_for gives the fallback or some rule's policy; a host that
@@ -43,6 +44,19 @@ static char *dup_text(const uint8_t *p, size_t n)
     CHECK(s != NULL);
     memcpy(s, p, n);
     s[n] = '\0';
+    return s;
+}
+
+/* text as the configuration loader shows it: control characters replaced
+ * (the caller's job; messages must quote only this). */
+static char *shown_copy(const char *text)
+{
+    size_t n = strlen(text);
+    char *s = dup_text((const uint8_t *)text, n);
+
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20)
+            s[i] = '?';
     return s;
 }
 
@@ -180,11 +194,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
             memset(r, 0x5A, sizeof(*r));
             why[0] = '\0';
-            int rc = policy_rule_parse(text, text, r, why, sizeof(why));
+            char *shown = shown_copy(text);
+            int rc = policy_rule_parse(text, shown, r, why, sizeof(why));
             CHECK(rc == 0 || rc == -1);
             if (rc < 0) {
                 CHECK(why[0] != '\0' && memchr(why, '\0', sizeof(why)) != NULL);
-                CHECK(strlen(text) > 200 || strstr(why, text) != NULL);
+                CHECK(strlen(text) > 200 || strstr(why, shown) != NULL);
+                for (const char *w = why; *w; w++)
+                    CHECK((unsigned char)*w >= 0x20);
                 free(text);
             } else {
                 check_parsed(text, r);
@@ -195,6 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     CHECK(policy_rule_same(r, &rules[i]) == policy_rule_same(&rules[i], r));
                 t.nrules++;
             }
+            free(shown);
         }
         pos += len + 1;
     }
