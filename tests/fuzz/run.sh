@@ -45,8 +45,8 @@ for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t/corpus" "$scratch/$t/artifacts"
     cp tests/fuzz/corpus/"$t"/* "$scratch/$t/corpus/"
     # libFuzzer stops itself at -max_total_time; timeout only catches a
-    # fuzzer stuck outside an input.
-    timeout --kill-after=10 $((secs + 60)) "$bin/$t" $(dict_of "$t") \
+    # fuzzer stuck outside an input. Niced: a shared machine stays usable.
+    timeout --kill-after=10 $((secs + 60)) nice -n 10 "$bin/$t" $(dict_of "$t") \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$scratch/$t/artifacts/" \
         "$scratch/$t/corpus" >"$scratch/$t/log" 2>&1
