@@ -5,7 +5,8 @@
  * named FUZZ_DIR/fuzz.conf, a temporary directory holding readable
  * server.pem, server.key and ca.pem, so that relative certificate paths
  * resolve and validation goes past the readability checks. Invariants
- * (abort on violation; leaks and hangs are libFuzzer's to report):
+ * (abort on violation; hangs are libFuzzer's to report, leaks
+ * LeakSanitizer's at exit, see LLVMFuzzerInitialize):
  *   - the status is 0 (with a config and no message), -EINVAL or -ENOMEM
  *     (without a config);
  *   - every line of the message is "FILE:LINE: message" with this file's
@@ -32,6 +33,34 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 const char *__lsan_default_suppressions(void);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+/*
+ * libFuzzer calls this before it reads its flags. Every input that loses
+ * memory makes it stop the world and scan the heap for leaks; with
+ * libconfig losing a little on most syntax errors (below) that scan ran for
+ * nearly every input, and the target managed a few inputs a second. So
+ * -detect_leaks=0 is added unless the command line sets it: leaks are then
+ * reported by LeakSanitizer once, at exit, with their stacks (the run
+ * fails), not per input.
+ */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    static char flag[] = "-detect_leaks=0";
+    static char *args[256];
+
+    for (int i = 1; i < *argc; i++)
+        if (strncmp((*argv)[i], "-detect_leaks=", 14) == 0)
+            return 0;
+    if (*argc + 2 > (int)(sizeof(args) / sizeof(args[0])))
+        return 0;
+    memcpy(args, *argv, (size_t)*argc * sizeof(char *));
+    args[(*argc)++] = flag;
+    args[*argc] = NULL;
+    *argv = args;
+    return 0;
+}
 
 /* LeakSanitizer's built-in suppressions (used only in sanitizer builds).
  * Debian's libconfig 1.5 loses its lexer's string buffer when a string
