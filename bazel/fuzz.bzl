@@ -11,6 +11,9 @@ checked-in corpus tests/fuzz/corpus/<name>/:
   <name>         tagged manual: under --config=fuzz the libFuzzer binary to
                  fuzz with (bazel-bin/tests/fuzz/<name> CORPUS_DIR
                  -max_total_time=60); without it a replay binary.
+data: files the driver reads, by paths relative to the workspace root
+(the replay test's working directory, and where tests/fuzz/run.sh runs
+the fuzzers).
 """
 
 load("//bazel:defs.bzl", "proxy_binary", "proxy_test")
@@ -23,7 +26,7 @@ def _replay_main(replay_main):
         "//conditions:default": [replay_main],
     })
 
-def fuzz_target(name, srcs, deps = [], corpus = None, replay_main = "//tests/fuzz:replay_main", **kwargs):
+def fuzz_target(name, srcs, deps = [], data = [], corpus = None, replay_main = "//tests/fuzz:replay_main", **kwargs):
     corpus = corpus or "corpus/" + name
     native.filegroup(
         name = name + "_corpus",
@@ -33,7 +36,7 @@ def fuzz_target(name, srcs, deps = [], corpus = None, replay_main = "//tests/fuz
         name = name + "_replay",
         srcs = srcs,
         deps = deps + _replay_main(replay_main),
-        data = [":" + name + "_corpus"],
+        data = data + [":" + name + "_corpus"],
         args = ["$(locations :" + name + "_corpus)"],
         size = "small",
         **kwargs
@@ -42,6 +45,7 @@ def fuzz_target(name, srcs, deps = [], corpus = None, replay_main = "//tests/fuz
         name = name,
         srcs = srcs,
         deps = deps + _replay_main(replay_main),
+        data = data,
         tags = ["manual"],
         **kwargs
     )

@@ -543,12 +543,15 @@ int cfg_check_readable(const char *path)
 void cfg_fail_unreadable(struct loader *ld, const config_setting_t *s, const char *kp,
                          const char *written, const char *resolved, int rc, const char *extra)
 {
-    char q[1024];
+    char q[1024], qr[1024];
     bool relative = strcmp(written, resolved) != 0;
 
+    /* Both names made safe: the resolved one repeats the written one, and a
+     * raw newline in it would split the message into two "problems". */
     cfg_fail(ld, s, "%s: cannot read \"%s\": %s%s%s%s%s", kp, cfg_shown(written, q, sizeof q),
-             strerror(-rc), relative ? " (resolved to \"" : "", relative ? resolved : "",
-             relative ? "\")" : "", extra ? extra : "");
+             strerror(-rc), relative ? " (resolved to \"" : "",
+             relative ? cfg_shown(resolved, qr, sizeof qr) : "", relative ? "\")" : "",
+             extra ? extra : "");
 }
 
 void cfg_free_strings(char **v, size_t n)

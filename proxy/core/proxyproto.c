@@ -44,6 +44,14 @@ static bool set_addr(struct sockaddr_storage *ss, int family, const char *host, 
     return inet_pton(AF_INET6, host, &a->sin6_addr) == 1;
 }
 
+/*
+ * "PROXY" SP proto SP src SP dst SP sport SP dport CRLF, at most 107
+ * octets, in printable US-ASCII with single spaces (proxy-protocol.txt
+ * §2.1). Anything else is refused rather than read leniently: a NUL or a
+ * second space would let the text the parser checks differ from the text
+ * the next reader of the line sees. After "UNKNOWN" the rest of the line
+ * is ignored, as the specification says.
+ */
 static int parse_v1(const uint8_t *p, size_t n, size_t *used, struct sockaddr_storage *src,
                     struct sockaddr_storage *dst)
 {
@@ -55,15 +63,27 @@ static int parse_v1(const uint8_t *p, size_t n, size_t *used, struct sockaddr_st
     size_t len = (size_t)(lf - p) + 1;
     if (len < 8 || p[len - 2] != '\r')
         return PROXYPROTO_ERR;
+    for (size_t i = 0; i < len - 2; i++)
+        if (p[i] < 0x20 || p[i] > 0x7e)
+            return PROXYPROTO_ERR;
     memcpy(line, p, len - 2);
     line[len - 2] = '\0';
     *used = len;
 
-    char *save = NULL;
-    char *f[6] = {0};
+    /* Fields split at single spaces: an empty one (two spaces, or a space
+     * at the end) makes the line invalid. */
+    char *f[7] = {0};
     int nf = 0;
-    for (char *t = strtok_r(line, " ", &save); t && nf < 6; t = strtok_r(NULL, " ", &save))
-        f[nf++] = t;
+    for (char *t = line; nf < 7; nf++) {
+        f[nf] = t;
+        char *sp = strchr(t, ' ');
+        if (sp == NULL) {
+            nf++;
+            break;
+        }
+        *sp = '\0';
+        t = sp + 1;
+    }
     if (nf < 2 || strcmp(f[0], "PROXY") != 0)
         return PROXYPROTO_ERR;
     if (strcmp(f[1], "UNKNOWN") == 0) {

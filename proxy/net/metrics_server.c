@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/core/http.h"
 #include "proxy/obs/log.h"
 #include "proxy/obs/metrics.h"
 
@@ -169,65 +170,38 @@ static void respond_text(struct metrics_client *c, int status, const char *reaso
             strlen(body), false, head_only);
 }
 
-static bool span_eq(const char *p, size_t n, const char *s)
-{
-    return strlen(s) == n && memcmp(p, s, n) == 0;
-}
-
 /*
- * The request line (RFC 9112 §3): method SP target SP HTTP-version. Only
- * the line matters; header fields are read (to keep the connection clean)
- * and ignored. An unknown path is 404 whatever the method, a known one
- * with a method other than GET or HEAD is 405.
+ * Answers a complete request head; which answer comes from http.h (the
+ * request line only: header fields are read, to keep the connection clean,
+ * and ignored).
  */
-static void handle_request(struct metrics_client *c)
+static void handle_request(struct metrics_client *c, enum http_response r, bool head_only)
 {
-    const char *line = c->head;
-    const char *eol = memchr(line, '\n', c->len);
-    size_t linelen = (size_t)(eol - line);
-
-    if (linelen > 0 && line[linelen - 1] == '\r')
-        linelen--;
-    const char *sp1 = memchr(line, ' ', linelen);
-    const char *sp2 = sp1 != NULL ? memchr(sp1 + 1, ' ', linelen - (size_t)(sp1 + 1 - line)) : NULL;
-    if (sp1 == NULL || sp2 == NULL || sp1 == line || sp2 == sp1 + 1) {
+    switch (r) {
+    case HTTP_AGAIN:
+        return;
+    case HTTP_TOO_LARGE:
+        respond_text(c, 431, "Request Header Fields Too Large", "", "request too large\n",
+                     false);
+        return;
+    case HTTP_BAD_REQUEST:
         respond_text(c, 400, "Bad Request", "", "bad request\n", false);
         return;
-    }
-    const char *method = line;
-    size_t methodlen = (size_t)(sp1 - line);
-    const char *target = sp1 + 1;
-    size_t targetlen = (size_t)(sp2 - target);
-    const char *version = sp2 + 1;
-    size_t versionlen = linelen - (size_t)(version - line);
-    if (versionlen != 8 || memcmp(version, "HTTP/1.", 7) != 0 || version[7] < '0' ||
-        version[7] > '9') {
-        respond_text(c, 400, "Bad Request", "", "bad request\n", false);
-        return;
-    }
-
-    const char *query = memchr(target, '?', targetlen);
-    size_t pathlen = query != NULL ? (size_t)(query - target) : targetlen;
-    bool is_metrics = span_eq(target, pathlen, "/metrics");
-    bool is_health = span_eq(target, pathlen, "/healthz");
-    bool head_only = span_eq(method, methodlen, "HEAD");
-    bool get = span_eq(method, methodlen, "GET");
-
-    if (!is_metrics && !is_health) {
+    case HTTP_NOT_FOUND:
         respond_text(c, 404, "Not Found", "", "not found\n", head_only);
         return;
-    }
-    if (!get && !head_only) {
+    case HTTP_METHOD_NOT_ALLOWED:
         respond_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
                      "method not allowed\n", false);
         return;
-    }
-    if (is_health) {
+    case HTTP_HEALTH:
         if (atomic_load(&draining))
             respond_text(c, 503, "Service Unavailable", "", "draining\n", head_only);
         else
             respond_text(c, 200, "OK", "", "ok\n", head_only);
         return;
+    case HTTP_METRICS:
+        break;
     }
 
     size_t len;
@@ -251,21 +225,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(c->head + c->len, (unsigned)(sizeof(c->head) - c->len));
 }
 
-/* Whether head[0..len) holds a complete request head: an empty line,
- * CRLF or (leniently) a bare LF. */
-static bool head_complete(const struct metrics_client *c)
-{
-    for (size_t i = 0; i + 1 < c->len; i++) {
-        if (c->head[i] != '\n')
-            continue;
-        if (c->head[i + 1] == '\n')
-            return true;
-        if (c->head[i + 1] == '\r' && i + 2 < c->len && c->head[i + 2] == '\n')
-            return true;
-    }
-    return false;
-}
-
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct metrics_client *c = stream->data;
@@ -280,12 +239,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->responded)
         return;
     c->len += (size_t)nread;
-    if (head_complete(c)) {
-        handle_request(c);
-    } else if (c->len == sizeof(c->head)) {
-        respond_text(c, 431, "Request Header Fields Too Large", "", "request too large\n",
-                     false);
-    }
+    bool head_only;
+    enum http_response r = http_request_parse(c->head, c->len, sizeof(c->head), &head_only);
+    handle_request(c, r, head_only);
 }
 
 static void on_connection(uv_stream_t *srv, int status)

@@ -106,8 +106,10 @@ int policy_rule_parse(const char *text, const char *shown_text, struct policy_ru
     if (rc != 0)
         return rc < 0 ? -1 : 0;
     if (text[0] == '*' && text[1] == '.') {
+        /* The suggestion quotes the text too, so it is made of shown_text:
+         * text itself may hold a newline that would split the message. */
         snprintf(why, whylen, "\"%s\": write \"%s\" to match every name below a domain",
-                 shown_text, text + 1);
+                 shown_text, shown_text[0] == '*' ? shown_text + 1 : shown_text);
         return -1;
     }
     if (!addr_valid_hostname(text[0] == '.' ? text + 1 : text) || strchr(text, '/')) {

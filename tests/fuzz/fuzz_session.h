@@ -20,14 +20,7 @@
 #include <stdlib.h>
 
 #include "proxy/core/relay.h"
-
-#define CHECK(c)                                                                             \
-    do {                                                                                     \
-        if (!(c)) {                                                                          \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);        \
-            abort();                                                                         \
-        }                                                                                    \
-    } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 #define FUZZ_PEND_CAP 65536
 

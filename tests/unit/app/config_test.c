@@ -744,24 +744,41 @@ static void test_bad_tls_files(void **state)
                "t.conf:2: tls.ca_file: must not be empty");
 }
 
-/* A relative name that does not exist is shown as written and as resolved. */
-static void test_relative_unreadable(void **state)
+/* A relative certificate name that does not exist: shown as shown_name,
+ * both as written and as resolved. */
+static void expect_relative_unreadable(const char *dirname, const char *name,
+                                       const char *shown_name)
 {
-    char *dir = make_dir("relative"), *path, want[PATH_MAX + 256], real[PATH_MAX];
+    char *dir = make_dir(dirname), *path, want[PATH_MAX + 256], real[PATH_MAX], text[256];
     struct config *c = NULL;
     char err[4096];
 
-    path = write_file(dir, "t.conf", IN_OK "tls = { certificate = \"x.pem\"; key = \"/dev/null\"; };\n");
+    snprintf(text, sizeof text, IN_OK "tls = { certificate = \"%s\"; key = \"/dev/null\"; };\n",
+             name);
+    path = write_file(dir, "t.conf", text);
     assert_int_equal(config_load(path, &c, err, sizeof err), -EINVAL);
     assert_null(c);
     assert_non_null(realpath(dir, real));
     snprintf(want, sizeof want,
-             "%s:2: tls.certificate: cannot read \"x.pem\": No such file or directory "
-             "(resolved to \"%s/x.pem\")",
-             path, real);
+             "%s:2: tls.certificate: cannot read \"%s\": No such file or directory "
+             "(resolved to \"%s/%s\")",
+             path, shown_name, real, shown_name);
     assert_string_equal(err, want);
     free(path);
     free(dir);
+}
+
+/* A relative name that does not exist is shown as written and as resolved. */
+static void test_relative_unreadable(void **state)
+{
+    expect_relative_unreadable("relative", "x.pem", "x.pem");
+}
+
+/* A control character in a relative name is made safe in the resolved name
+ * too: a raw newline would split one problem into two lines (config_fuzz). */
+static void test_relative_unreadable_shown_safely(void **state)
+{
+    expect_relative_unreadable("relative_nl", "a\nb.pem", "a?b.pem");
 }
 
 /* ca_file must be readable only where something verifies with it, and a
@@ -1059,6 +1076,7 @@ int main(void)
         cmocka_unit_test(test_bad_policies),
         cmocka_unit_test(test_bad_tls_files),
         cmocka_unit_test(test_relative_unreadable),
+        cmocka_unit_test(test_relative_unreadable_shown_safely),
         cmocka_unit_test(test_ca_file),
         cmocka_unit_test(test_resolver),
         cmocka_unit_test(test_many_errors_sorted),

@@ -59,6 +59,27 @@ static void test_parse_kinds(void **state)
     assert_int_equal(policy_rule_parse("exa mple", "exa mple", &r, why, sizeof(why)), -1);
 }
 
+/* Every message quotes the text as the caller made it safe, the suggestion
+ * for "*." too: a raw newline there split a config error in two
+ * (config_fuzz). */
+static void test_parse_messages_use_shown_text(void **state)
+{
+    struct policy_rule r;
+    char why[256];
+
+    (void)state;
+    assert_int_equal(policy_rule_parse("*.example.net", "*.example.net", &r, why, sizeof(why)),
+                     -1);
+    assert_string_equal(why, "\"*.example.net\": write \".example.net\" to match every name "
+                             "below a domain");
+    assert_int_equal(policy_rule_parse("*.ex\nple.net", "*.ex?ple.net", &r, why, sizeof(why)),
+                     -1);
+    assert_string_equal(why, "\"*.ex?ple.net\": write \".ex?ple.net\" to match every name "
+                             "below a domain");
+    assert_int_equal(policy_rule_parse("a\nb", "a?b", &r, why, sizeof(why)), -1);
+    assert_null(strchr(why, '\n'));
+}
+
 static void test_precedence(void **state)
 {
     struct policy_rule rules[] = {
@@ -112,6 +133,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_kinds),
+        cmocka_unit_test(test_parse_messages_use_shown_text),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_same_and_verifies),
     };
