@@ -66,6 +66,7 @@ struct conn {
     bool tls_ready;
     bool eof;
     bool closing;
+    int8_t held;      /* a TLS status met behind bytes not yet delivered (pump_tls) */
 };
 
 /* Initialises the handle on loop; 0 or a libuv code. */
