@@ -132,11 +132,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     c->bytes_read += (uint64_t)nread;
     if (c->tls != NULL) {
-        if (tls_feed(c->tls, (const uint8_t *)b->base, (size_t)nread) != 0) {
-            c->cb->on_eof(c, UV_ENOMEM);
-            return;
-        }
+        /* BoringSSL reads the slab in place; only the tail of a record it
+         * could not finish yet is copied, to be completed by the next read. */
+        struct tls *t = c->tls;
+        tls_lend(t, (const uint8_t *)b->base, (size_t)nread);
         pump_tls(c);
+        if (tls_unlend(t) != 0 && !c->closing)
+            c->cb->on_eof(c, UV_ENOMEM);
     } else {
         deliver(c, (const uint8_t *)b->base, (size_t)nread);
     }
