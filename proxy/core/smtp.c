@@ -440,8 +440,13 @@ int smtp_data_scan(struct smtp_data *d, const uint8_t *in, size_t len, size_t *u
                 break;
             }
             d->state = D_MID;
-            /* Fast path: the rest of an ordinary line. */
+            /* Fast path: the rest of an ordinary line, and of the lines
+             * after it as long as each CRLF is followed by a byte that
+             * would take D_BOL straight back here (not '.', CR or LF). */
             i = find_crlf(in, i + 1, len);
+            while (len - i >= 3 && in[i] == '\r' && in[i + 1] == '\n' && in[i + 2] != '.' &&
+                   in[i + 2] != '\r' && in[i + 2] != '\n')
+                i = find_crlf(in, i + 3, len);
             break;
         case D_CR:
             if (c == '\n') {
