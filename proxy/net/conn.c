@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -174,6 +175,8 @@ static void on_connect(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
 
+    free(req);
+    c->creq = NULL;
     if (c->closing)
         return;
     if (status == 0) {
@@ -185,8 +188,17 @@ static void on_connect(uv_connect_t *req, int status)
 
 int conn_connect(struct conn *c, const struct sockaddr *sa)
 {
-    c->creq.data = c;
-    return uv_tcp_connect(&c->creq, &c->tcp, sa, on_connect);
+    uv_connect_t *req = malloc(sizeof(*req));
+    if (req == NULL)
+        return UV_ENOMEM;
+    req->data = c;
+    int rc = uv_tcp_connect(req, &c->tcp, sa, on_connect);
+    if (rc != 0) {
+        free(req);
+        return rc;
+    }
+    c->creq = req;
+    return 0;
 }
 
 void conn_resume(struct conn *c)
@@ -233,6 +245,8 @@ static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
 
+    free(req);
+    c->wreq = NULL;
     c->writing = false;
     c->bytes_written += buf_len(&c->inflight);
     buf_free(&c->inflight);
@@ -287,9 +301,14 @@ int conn_flush(struct conn *c)
     /* The kernel took part of it: the rest must stay put until write_cb. */
     buf_move(&c->inflight, src);
     b = uv_buf_init((char *)buf_head(&c->inflight), (unsigned)buf_len(&c->inflight));
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    uv_write_t *req = malloc(sizeof(*req));
+    int rc = UV_ENOMEM;
+    if (req != NULL) {
+        req->data = c;
+        rc = uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    }
     if (rc != 0) {
+        free(req);
         buf_free(&c->inflight);
         if (!c->eof) {
             c->eof = true;
@@ -297,6 +316,7 @@ int conn_flush(struct conn *c)
         }
         return rc;
     }
+    c->wreq = req;
     c->writing = true;
     return 0;
 }
