@@ -6,6 +6,10 @@
 
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 const char SMTP_R_TOO_LONG[] = "500 5.5.2 Line too long\r\n";
 const char SMTP_R_BARE_NL[] = "500 5.5.2 Bare CR or LF in command not allowed\r\n";
 
@@ -367,6 +371,42 @@ void smtp_data_init(struct smtp_data *d, bool reject_bare)
     d->reject_bare = reject_bare;
 }
 
+/* The index of the first CR or LF in in[i, len), or len. Message content
+ * is almost all ordinary line text, so this is where smtp_data_scan spends
+ * its time: 16 bytes per step with SSE2 (8 with plain 64-bit words
+ * elsewhere) rather than one. Never reads at or past len. */
+static size_t find_crlf(const uint8_t *in, size_t i, size_t len)
+{
+#if defined(__SSE2__)
+    const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+    while (len - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
+        if (m != 0)
+            return i + (size_t)__builtin_ctz(m);
+        i += 16;
+    }
+#else
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (len - i >= 8) {
+        uint64_t v, a, b;
+        memcpy(&v, in + i, 8);
+        a = v ^ (ones * '\r');
+        b = v ^ (ones * '\n');
+        /* A zero byte in a or b: exact test (no false positives). */
+        a = ~(((a & ~highs) + ~highs) | a) & highs;
+        b = ~(((b & ~highs) + ~highs) | b) & highs;
+        if ((a | b) != 0)
+            break; /* the byte loop below finds which */
+        i += 8;
+    }
+#endif
+    while (i < len && in[i] != '\r' && in[i] != '\n')
+        i++;
+    return i;
+}
+
 static void flush(smtp_emit_cb emit, void *arg, const uint8_t *in, size_t from, size_t to)
 {
     if (to > from)
@@ -448,10 +488,13 @@ int smtp_data_scan(struct smtp_data *d, const uint8_t *in, size_t len, size_t *u
                 break;
             }
             d->state = D_MID;
-            /* Fast path: the rest of an ordinary line. */
-            i++;
-            while (i < len && in[i] != '\r' && in[i] != '\n')
-                i++;
+            /* Fast path: the rest of an ordinary line, and of the lines
+             * after it as long as each CRLF is followed by a byte that
+             * would take D_BOL straight back here (not '.', CR or LF). */
+            i = find_crlf(in, i + 1, len);
+            while (len - i >= 3 && in[i] == '\r' && in[i + 1] == '\n' && in[i + 2] != '.' &&
+                   in[i + 2] != '\r' && in[i + 2] != '\n')
+                i = find_crlf(in, i + 3, len);
             break;
         case D_CR:
             if (c == '\n') {

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -13,6 +14,9 @@
  * processed to completion before the next one, so they are never shared. */
 static _Thread_local uint8_t read_slab[CONN_SLAB];
 static _Thread_local uint8_t plain_slab[CONN_SLAB];
+
+/* The most plaintext one TLS record carries (RFC 8446 §5.1). */
+#define RECORD_MAX 16384
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
@@ -69,11 +73,35 @@ static void pump_tls(struct conn *c)
         conn_flush(c);
     }
     while (!c->closing && !input_full(c) && c->reading) {
-        size_t n = 0;
-        int rc = tls_read(c->tls, plain_slab, sizeof(plain_slab), &n);
-        if (rc == TLS_OK && n > 0) {
+        /* Decrypt every record the last read completed, up to a slab, and
+         * deliver them at once: the owner then writes the other leg once
+         * per read instead of once per 16 KiB record. While the owner holds
+         * unconsumed input, take no more than the cap leaves room for (at
+         * least one record, as before). A status that ends the batch is
+         * handled after the bytes before it have been delivered, and only
+         * if the owner still reads; otherwise it is kept for conn_resume. */
+        size_t room = sizeof(plain_slab), n = 0;
+        if (buf_len(&c->in) > 0 && CONN_IN_CAP - buf_len(&c->in) < room)
+            room = CONN_IN_CAP - buf_len(&c->in) < RECORD_MAX ? RECORD_MAX
+                                                               : CONN_IN_CAP - buf_len(&c->in);
+        int rc = c->held;
+        c->held = TLS_OK;
+        while (rc == TLS_OK && n < room) {
+            size_t k = 0;
+            rc = tls_read(c->tls, plain_slab + n, room - n, &k);
+            n += k;
+            if (rc == TLS_OK && k == 0)
+                rc = TLS_AGAIN;
+        }
+        if (n > 0) {
             deliver(c, plain_slab, n);
-            continue;
+            if (rc == TLS_OK)
+                continue; /* the slab filled up: there may be more */
+            if (c->closing || input_full(c) || !c->reading) {
+                if (rc != TLS_AGAIN)
+                    c->held = rc;
+                break;
+            }
         }
         if (rc == TLS_AGAIN || rc == TLS_OK)
             break;
@@ -105,11 +133,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     c->bytes_read += (uint64_t)nread;
     if (c->tls != NULL) {
-        if (tls_feed(c->tls, (const uint8_t *)b->base, (size_t)nread) != 0) {
-            c->cb->on_eof(c, UV_ENOMEM);
-            return;
-        }
+        /* BoringSSL reads the slab in place; only the tail of a record it
+         * could not finish yet is copied, to be completed by the next read. */
+        struct tls *t = c->tls;
+        tls_lend(t, (const uint8_t *)b->base, (size_t)nread);
         pump_tls(c);
+        if (tls_unlend(t) != 0 && !c->closing)
+            c->cb->on_eof(c, UV_ENOMEM);
     } else {
         deliver(c, (const uint8_t *)b->base, (size_t)nread);
     }
@@ -145,6 +175,8 @@ static void on_connect(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
 
+    free(req);
+    c->creq = NULL;
     if (c->closing)
         return;
     if (status == 0) {
@@ -156,8 +188,17 @@ static void on_connect(uv_connect_t *req, int status)
 
 int conn_connect(struct conn *c, const struct sockaddr *sa)
 {
-    c->creq.data = c;
-    return uv_tcp_connect(&c->creq, &c->tcp, sa, on_connect);
+    uv_connect_t *req = malloc(sizeof(*req));
+    if (req == NULL)
+        return UV_ENOMEM;
+    req->data = c;
+    int rc = uv_tcp_connect(req, &c->tcp, sa, on_connect);
+    if (rc != 0) {
+        free(req);
+        return rc;
+    }
+    c->creq = req;
+    return 0;
 }
 
 void conn_resume(struct conn *c)
@@ -217,6 +258,8 @@ static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
 
+    free(req);
+    c->wreq = NULL;
     c->writing = false;
     c->bytes_written += buf_len(&c->inflight);
     buf_free(&c->inflight);
@@ -266,13 +309,19 @@ int conn_flush(struct conn *c)
     /* The kernel took part of it: the rest must stay put until write_cb. */
     buf_move(&c->inflight, src);
     b = uv_buf_init((char *)buf_head(&c->inflight), (unsigned)buf_len(&c->inflight));
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    uv_write_t *req = malloc(sizeof(*req));
+    int rc = UV_ENOMEM;
+    if (req != NULL) {
+        req->data = c;
+        rc = uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    }
     if (rc != 0) {
+        free(req);
         buf_free(&c->inflight);
         fail_write(c, rc);
         return rc;
     }
+    c->wreq = req;
     c->writing = true;
     return 0;
 }

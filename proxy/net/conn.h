@@ -52,8 +52,11 @@ struct conn_cb {
 
 struct conn {
     uv_tcp_t tcp;
-    uv_write_t wreq;
-    uv_connect_t creq;
+    /* Requests exist only while they are outstanding (an idle leg holds
+     * neither): allocated by conn_flush / conn_connect, freed in their
+     * callbacks, which libuv also runs (UV_ECANCELED) when the handle closes. */
+    uv_write_t *wreq;
+    uv_connect_t *creq;
     const struct conn_cb *cb;
     void *owner;
     struct tls *tls;
@@ -67,6 +70,7 @@ struct conn {
     bool eof;
     bool write_failed; /* a write failed: nothing more reaches the peer */
     bool closing;
+    int8_t held;      /* a TLS status met behind bytes not yet delivered (pump_tls) */
 };
 
 /* Initialises the handle on loop; 0 or a libuv code. */

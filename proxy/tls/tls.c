@@ -69,7 +69,10 @@ static int bio_read(BIO *b, char *out, int len)
 {
     struct tls *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    size_t n = buf_len(&t->in);
+    /* What was fed (a remainder kept from before) comes first, then what
+     * is lent; BoringSSL asks again for the rest of a record. */
+    bool fed = buf_len(&t->in) > 0;
+    size_t n = fed ? buf_len(&t->in) : t->lent_len;
     if (n == 0) {
         /* Not an end of file: the caller has not fed more yet. */
         BIO_set_retry_read(b);
@@ -79,8 +82,14 @@ static int bio_read(BIO *b, char *out, int len)
         return -1;
     if (n > (size_t)len)
         n = (size_t)len;
-    memcpy(out, buf_head(&t->in), n);
-    buf_consume(&t->in, n);
+    if (fed) {
+        memcpy(out, buf_head(&t->in), n);
+        buf_consume(&t->in, n);
+    } else {
+        memcpy(out, t->lent, n);
+        t->lent += n;
+        t->lent_len -= n;
+    }
     return (int)n;
 }
 
@@ -105,7 +114,7 @@ static long bio_ctrl(BIO *b, int cmd, long larg, void *parg)
     case BIO_CTRL_FLUSH:
         return 1; /* everything written is already in t->out */
     case BIO_CTRL_PENDING:
-        return (long)buf_len(&t->in);
+        return (long)(buf_len(&t->in) + t->lent_len);
     case BIO_CTRL_WPENDING:
         return (long)buf_len(&t->out);
     default:
@@ -213,12 +222,28 @@ void tls_free(struct tls *t)
 
 int tls_feed(struct tls *t, const uint8_t *data, size_t len)
 {
+    assert(t->lent_len == 0);
     return buf_append(&t->in, data, len);
+}
+
+void tls_lend(struct tls *t, const uint8_t *data, size_t len)
+{
+    assert(t->lent_len == 0);
+    t->lent = data;
+    t->lent_len = len;
+}
+
+int tls_unlend(struct tls *t)
+{
+    int rc = buf_append(&t->in, t->lent, t->lent_len);
+    t->lent = NULL;
+    t->lent_len = 0;
+    return rc;
 }
 
 size_t tls_pending_in(const struct tls *t)
 {
-    return buf_len(&t->in);
+    return buf_len(&t->in) + t->lent_len;
 }
 
 struct buf *tls_out(struct tls *t)

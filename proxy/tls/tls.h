@@ -108,7 +108,15 @@ void tls_free(struct tls *t); /* accepts NULL */
 
 /* Appends ciphertext from the peer. 0 or -ENOMEM. */
 int tls_feed(struct tls *t, const uint8_t *data, size_t len);
-/* Ciphertext fed but not yet consumed by BoringSSL. */
+/* Lends len bytes of ciphertext at data to the engine without copying
+ * them: BoringSSL reads them after anything fed before, until tls_unlend(),
+ * which copies what it left into the engine's own buffer (0 or -ENOMEM).
+ * data must stay valid and unchanged until then, and nothing else may be
+ * fed or lent in between. For a read buffer that is reused by the next
+ * read: the common case, all of it consumed, costs no copy. */
+void tls_lend(struct tls *t, const uint8_t *data, size_t len);
+int tls_unlend(struct tls *t);
+/* Ciphertext fed (or lent) but not yet consumed by BoringSSL. */
 size_t tls_pending_in(const struct tls *t);
 
 /* Drives the handshake: TLS_OK when complete, TLS_AGAIN, or TLS_ERR. Output

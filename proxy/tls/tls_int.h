@@ -56,6 +56,8 @@ struct tls {
     SSL *ssl;
     struct tls_ctx *ctx;
     struct buf in;         /* ciphertext fed by the caller, read by the BIO */
+    const uint8_t *lent;   /* ciphertext lent by the caller (tls_lend), read after in */
+    size_t lent_len;
     struct buf out;        /* ciphertext written by BoringSSL through the BIO */
     char *verify_name;     /* client: name to match, until the handshake is done */
     char *errbuf;          /* allocated only for a composed error message */

@@ -263,7 +263,7 @@ class Proxy:
 
     def __init__(self, binary, work, backend_port, cert, key, workers=1, max_sessions=1000,
                  idle_timeout=600, log_level="warn", prefix=(), outbound=None, ca_file=None,
-                 metrics=False):
+                 metrics=False, tls_extra=None):
         self.port = free_port()
         self.config = {
             "workers": workers,
@@ -276,6 +276,8 @@ class Proxy:
             self.config["metrics_listen"] = "%s:%d" % (HOST, self.metrics_port)
         if outbound is None:
             self.config["tls"] = {"certificate": cert, "key": key}
+            # tls_extra: more keys of the tls block (e.g. ticket_keys).
+            self.config["tls"].update(tls_extra or {})
             self.config["inbound"] = [{
                 "name": "bench",
                 "listen": "%s:%d" % (HOST, self.port),
