@@ -208,6 +208,30 @@ static void inbound_defaults(struct config_inbound *in)
     timeouts_set(&in->opts.timeouts, 10, 30, 300);
 }
 
+/* What every listener entry starts with, inbound or outbound: its key path
+ * ("inbound[2]") in prefix (PATH_LEN), its line, a copy of the global tls
+ * block, the key checks, its name and its listen address. false when the
+ * entry is not even a group (reported). */
+static bool load_listener_common(struct loader *ld, const config_setting_t *g, const char *what,
+                                 size_t i, const char *const *keys, const char *const *required,
+                                 char *prefix, int *line, struct tls_options *tls, char **name,
+                                 struct addr *listen)
+{
+    snprintf(prefix, PATH_LEN, "%s[%zu]", what, i);
+    *line = (int)config_setting_source_line(g);
+    if (cfg_tls_copy(tls, &ld->c->tls) < 0)
+        ld->oom = true;
+    if (!config_setting_is_group(g)) {
+        cfg_fail(ld, g, "%s: expected a group { ... }", prefix);
+        return false;
+    }
+    cfg_check_keys(ld, g, prefix, keys);
+    cfg_check_required(ld, g, prefix, required);
+    load_name(ld, g, what, i, prefix, name);
+    load_listen(ld, g, what, i, prefix, listen);
+    return true;
+}
+
 static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
 {
     static const char *const keys[] = {"name", "listen", "backend", "tls_mode", "require_tls",
@@ -221,20 +245,10 @@ static void load_inbound(struct loader *ld, const config_setting_t *g, size_t i)
     char prefix[PATH_LEN];
     int v;
 
-    snprintf(prefix, sizeof prefix, "inbound[%zu]", i);
-    in->line = (int)config_setting_source_line(g);
     inbound_defaults(in);
-    if (cfg_tls_copy(&in->tls, &ld->c->tls) < 0)
-        ld->oom = true;
-    if (!config_setting_is_group(g)) {
-        cfg_fail(ld, g, "%s: expected a group { ... }", prefix);
+    if (!load_listener_common(ld, g, "inbound", i, keys, required, prefix, &in->line, &in->tls,
+                              &in->name, &in->listen))
         return;
-    }
-    cfg_check_keys(ld, g, prefix, keys);
-    cfg_check_required(ld, g, prefix, required);
-
-    load_name(ld, g, "inbound", i, prefix, &in->name);
-    load_listen(ld, g, "inbound", i, prefix, &in->listen);
     if (cfg_get_addr(ld, g, prefix, "backend", false, &in->opts.backend) > 0)
         check_not_self(ld, g, prefix, "backend", &in->listen, &in->opts.backend);
     if (cfg_get_enum(ld, g, prefix, "tls_mode", tls_mode_names, &v) > 0)
@@ -383,20 +397,10 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     const char *dest;
     int v;
 
-    snprintf(prefix, sizeof prefix, "outbound[%zu]", i);
-    o->line = (int)config_setting_source_line(g);
     outbound_defaults(o);
-    if (cfg_tls_copy(&o->tls, &ld->c->tls) < 0)
-        ld->oom = true;
-    if (!config_setting_is_group(g)) {
-        cfg_fail(ld, g, "%s: expected a group { ... }", prefix);
+    if (!load_listener_common(ld, g, "outbound", i, keys, required, prefix, &o->line, &o->tls,
+                              &o->name, &o->listen))
         return;
-    }
-    cfg_check_keys(ld, g, prefix, keys);
-    cfg_check_required(ld, g, prefix, required);
-
-    load_name(ld, g, "outbound", i, prefix, &o->name);
-    load_listen(ld, g, "outbound", i, prefix, &o->listen);
     if (cfg_get_string(ld, g, prefix, "destination", &dest) > 0 && strcmp(dest, "original") != 0) {
         char why[256], kp[PATH_LEN];
 
