@@ -15,51 +15,27 @@
 #define TRANSCRIPT_SERVER(e, p, n) OPS.server(e, p, n)
 #define TRANSCRIPT_TAKE_ACTIONS(e) OPS.take_actions(e)
 #include "tests/unit/core/transcript.c.h"
+#include "tests/unit/core/relay_fixture.c.h"
 
 /* The proxy's own replies, as the client must see them. */
 #define R_STARTTLS "220 2.0.0 Ready to start TLS\r\n"
 #define R_STARTTLS_ARGS "501 5.5.4 Syntax: STARTTLS takes no arguments\r\n"
 #define R_TLS_ACTIVE "503 5.5.1 TLS already active\r\n"
 #define R_EHLO_FIRST "503 5.5.1 Send EHLO first\r\n"
-#define R_EHLO_AFTER_TLS "503 5.5.1 Send EHLO again after STARTTLS\r\n"
 #define R_IN_TXN "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n"
-#define R_NEED_TLS "530 5.7.0 Must issue a STARTTLS command first\r\n"
 #define R_RESERVED "550 5.7.0 Command reserved for the proxy\r\n"
 #define R_NOT_IMPL "502 5.5.1 Command not implemented\r\n"
 #define R_TOO_LONG "500 5.5.2 Line too long\r\n"
 #define R_BARE_NL "500 5.5.2 Bare CR or LF in command not allowed\r\n"
-#define R_BDAT_SYNTAX "501 5.5.4 Syntax: BDAT size [LAST]\r\n"
-#define R_BDAT_NO_CHUNKING "503 5.5.1 BDAT without CHUNKING\r\n"
-#define R_BARE_NL_DATA                                                                       \
-    "521 5.5.2 Message contains bare CR or LF, refused (SMTP smuggling protection)\r\n"
-#define R_PROTOCOL "421 4.5.0 Backend protocol error, closing connection\r\n"
-#define R_LOST "421 4.4.2 Backend connection lost\r\n"
 
 #define GREETING "220 mx.example ESMTP ready\r\n"
-#define EHLO "EHLO client.example\r\n"
-/* What a legacy backend offers, AUTH included, STARTTLS included (a server
- * that has it but is behind the proxy anyway). */
-#define EHLO_REPLY                                                                           \
-    "250-mx.example Hello client.example\r\n"                                                \
-    "250-PIPELINING\r\n"                                                                     \
-    "250-SIZE 10240000\r\n"                                                                  \
-    "250-STARTTLS\r\n"                                                                       \
-    "250-AUTH PLAIN LOGIN\r\n"                                                               \
-    "250-XCLIENT NAME ADDR\r\n"                                                              \
-    "250-8BITMIME\r\n"                                                                       \
-    "250 ENHANCEDSTATUSCODES\r\n"
+/* The client's view of EHLO_REPLY before TLS: STARTTLS the proxy's, AUTH
+ * and XCLIENT dropped. */
 #define EHLO_REPLY_PLAIN                                                                     \
     "250-mx.example Hello client.example\r\n"                                                \
     "250-STARTTLS\r\n"                                                                       \
     "250-PIPELINING\r\n"                                                                     \
     "250-SIZE 10240000\r\n"                                                                  \
-    "250-8BITMIME\r\n"                                                                       \
-    "250 ENHANCEDSTATUSCODES\r\n"
-#define EHLO_REPLY_TLS                                                                       \
-    "250-mx.example Hello client.example\r\n"                                                \
-    "250-PIPELINING\r\n"                                                                     \
-    "250-SIZE 10240000\r\n"                                                                  \
-    "250-AUTH PLAIN LOGIN\r\n"                                                               \
     "250-8BITMIME\r\n"                                                                       \
     "250 ENHANCEDSTATUSCODES\r\n"
 #define EHLO_REPLY_CHUNKING                                                                  \

@@ -16,35 +16,11 @@ static unsigned relay_actions(struct relay *r);
 #define TRANSCRIPT_SERVER(e, p, n) relay_server(e, p, n)
 #define TRANSCRIPT_TAKE_ACTIONS(e) relay_actions(e)
 #include "tests/unit/core/transcript.c.h"
+#include "tests/unit/core/relay_fixture.c.h"
 
-#define R_NEED_TLS "530 5.7.0 Must issue a STARTTLS command first\r\n"
-#define R_EHLO_AFTER_TLS "503 5.5.1 Send EHLO again after STARTTLS\r\n"
 #define R_NO_STARTTLS "502 5.5.1 STARTTLS not offered\r\n"
-#define R_BDAT_NO_CHUNKING "503 5.5.1 BDAT without CHUNKING\r\n"
-#define R_BDAT_SYNTAX "501 5.5.4 Syntax: BDAT size [LAST]\r\n"
-#define R_BARE_NL_DATA                                                                       \
-    "521 5.5.2 Message contains bare CR or LF, refused (SMTP smuggling protection)\r\n"
-#define R_PROTOCOL "421 4.5.0 Backend protocol error, closing connection\r\n"
-#define R_LOST "421 4.4.2 Backend connection lost\r\n"
 #define R_REFUSED "550 5.7.1 refused by the hook\r\n"
 
-#define EHLO "EHLO client.example\r\n"
-#define EHLO_REPLY                                                                           \
-    "250-mx.example Hello client.example\r\n"                                                \
-    "250-PIPELINING\r\n"                                                                     \
-    "250-SIZE 10240000\r\n"                                                                  \
-    "250-STARTTLS\r\n"                                                                       \
-    "250-AUTH PLAIN LOGIN\r\n"                                                               \
-    "250-XCLIENT NAME ADDR\r\n"                                                              \
-    "250-8BITMIME\r\n"                                                                       \
-    "250 ENHANCEDSTATUSCODES\r\n"
-#define EHLO_REPLY_TLS                                                                       \
-    "250-mx.example Hello client.example\r\n"                                                \
-    "250-PIPELINING\r\n"                                                                     \
-    "250-SIZE 10240000\r\n"                                                                  \
-    "250-AUTH PLAIN LOGIN\r\n"                                                               \
-    "250-8BITMIME\r\n"                                                                       \
-    "250 ENHANCEDSTATUSCODES\r\n"
 
 /* ---------- the driver's relay part ---------- */
 
