@@ -32,6 +32,10 @@ struct engine_io {
     /* Optional: events of interest at debug level only (e.g.
      * "ehlo_keyword_dropped" with the keyword). */
     void (*on_debug)(void *arg, const char *event, const char *detail);
+    /* Optional: a refusal the policy would have made but was told only to
+     * report (outbound DANE with enforce = false); why is static or lives
+     * as long as the engine. */
+    void (*on_refusal_logged)(void *arg, const char *why);
 };
 
 /* Actions for the session, read and cleared by take_actions(). */

@@ -16,6 +16,14 @@ static const char R_CERT[] =
     "421 4.7.5 TLS required by policy, but the destination's certificate did not verify\r\n";
 static const char R_GREETING[] =
     "421 4.7.5 TLS required by policy, but the destination refused the session\r\n";
+/* DANE (RFC 7672 §2.2): TLSA records under DNSSEC make TLS and a matching
+ * certificate mandatory; the replies say so, so that the sender's operator
+ * knows where to look. */
+static const char R_DANE_NO_STARTTLS[] =
+    "421 4.7.5 STARTTLS not offered by the destination, which publishes DANE TLSA records\r\n";
+static const char R_DANE_TLS_FAILED[] =
+    "421 4.7.5 TLS with the destination failed, and its DANE TLSA records require it\r\n";
+static const char R_DANE_CERT[] = "421 4.7.5 DANE authentication of the destination failed\r\n";
 static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
 static const char R_NOOP[] = "250 2.0.0 OK\r\n";
 static const char R_BYE[] = "221 2.0.0 Bye\r\n";
@@ -116,8 +124,23 @@ static void tls_failed(struct outbound *o, enum engine_tls_failure kind, const c
         o->actions |= ENGINE_ACT_RECONNECT;
         return;
     }
-    bool cert = o->cfg.policy == OUTBOUND_VERIFY && kind == ENGINE_TLS_CERTIFICATE;
-    close_with(o, cert ? R_CERT : R_TLS_FAILED, REASON_POLICY_REFUSAL);
+    bool cert = kind == ENGINE_TLS_CERTIFICATE;
+    if (o->cfg.policy == OUTBOUND_DANE)
+        close_with(o, cert ? R_DANE_CERT : R_DANE_TLS_FAILED, REASON_POLICY_REFUSAL);
+    else
+        close_with(o, cert && o->cfg.policy == OUTBOUND_VERIFY ? R_CERT : R_TLS_FAILED,
+                   REASON_POLICY_REFUSAL);
+}
+
+static bool strict(const struct outbound *o)
+{
+    return o->cfg.policy == OUTBOUND_REQUIRED || o->cfg.policy == OUTBOUND_VERIFY ||
+           o->cfg.policy == OUTBOUND_DANE;
+}
+
+static const char *no_starttls_reply(const struct outbound *o)
+{
+    return o->cfg.policy == OUTBOUND_DANE ? R_DANE_NO_STARTTLS : R_NO_STARTTLS;
 }
 
 static void start_relay(struct outbound *o)
@@ -129,6 +152,10 @@ static void start_relay(struct outbound *o)
         .max_line = o->cfg.max_line,
         .ehlo = o->cfg.ehlo,
     };
+    /* DANE without enforcement: this is where the refusal would have
+     * been (every strict refusal happens before the relay starts). */
+    if (o->cfg.dane_audit && !o->server_tls && o->io.on_refusal_logged != NULL)
+        o->io.on_refusal_logged(o->io.arg, o->tls_note ? o->tls_note : "no TLS");
     /* No hooks: the relay refuses STARTTLS (the proxy owns the server
      * leg's TLS) and relays AUTH only when that leg is encrypted. */
     relay_init(&o->relay, &cfg, &o->io, NULL);
@@ -167,11 +194,11 @@ static void finish_ehlo(struct outbound *o, const uint8_t *r, size_t len)
 }
 
 /* A refused EHLO (and no HELO to fall back to): TLS is impossible. */
-static void ehlo_refused(struct outbound *o, const uint8_t *r, size_t len, bool strict)
+static void ehlo_refused(struct outbound *o, const uint8_t *r, size_t len)
 {
     o->tls_note = "EHLO refused";
-    if (strict) {
-        close_with(o, R_NO_STARTTLS, REASON_POLICY_REFUSAL);
+    if (strict(o)) {
+        close_with(o, no_starttls_reply(o), REASON_POLICY_REFUSAL);
         return;
     }
     to_client(o, r, len);
@@ -181,7 +208,6 @@ static void ehlo_refused(struct outbound *o, const uint8_t *r, size_t len, bool 
 static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bool more)
 {
     bool ok = code / 100 == 2;
-    bool strict = o->cfg.policy == OUTBOUND_REQUIRED || o->cfg.policy == OUTBOUND_VERIFY;
 
     o->progress++;
     switch (o->state) {
@@ -191,7 +217,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
             enter_state(o, OUTBOUND_CLIENT_EHLO);
         } else if (code == 421) {
             close_with(o, NULL, REASON_DESTINATION_CLOSED);
-        } else if (strict) {
+        } else if (strict(o)) {
             /* Relaying would send the mail in plaintext: anyone able to
              * rewrite the greeting could downgrade the policy. */
             o->tls_note = "destination refused the session";
@@ -206,7 +232,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
                 send_ehlo(o, "HELO");
                 enter_state(o, OUTBOUND_HELO);
             } else {
-                ehlo_refused(o, r, len, strict);
+                ehlo_refused(o, r, len);
             }
             return;
         }
@@ -220,9 +246,9 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
             enter_state(o, OUTBOUND_STARTTLS);
             return;
         }
-        if (strict) {
+        if (strict(o)) {
             o->tls_note = "STARTTLS not offered";
-            close_with(o, R_NO_STARTTLS, REASON_POLICY_REFUSAL);
+            close_with(o, no_starttls_reply(o), REASON_POLICY_REFUSAL);
             return;
         }
         if (o->tls_note == NULL)
@@ -230,7 +256,7 @@ static void reply(struct outbound *o, const uint8_t *r, size_t len, int code, bo
         finish_ehlo(o, r, len);
         return;
     case OUTBOUND_HELO:
-        ehlo_refused(o, r, len, strict);
+        ehlo_refused(o, r, len);
         return;
     case OUTBOUND_STARTTLS:
         if (code != 220) {

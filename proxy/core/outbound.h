@@ -18,7 +18,8 @@
  * VERIFY refuse with "421 4.7.5 ..." instead of sending anything of the
  * mail in plaintext. Certificate checking for VERIFY is the TLS layer's
  * job; a failed check arrives as tls_failed(ENGINE_TLS_CERTIFICATE), which
- * under VERIFY gets its own reply.
+ * under VERIFY gets its own reply. DANE is strict too, with replies that
+ * name DANE (a failed certificate check is a failed DANE match there).
  */
 #ifndef SMTP_TLS_PROXY_OUTBOUND_H
 #define SMTP_TLS_PROXY_OUTBOUND_H
@@ -37,6 +38,11 @@ enum outbound_policy {
     OUTBOUND_OPPORTUNISTIC,
     OUTBOUND_REQUIRED,
     OUTBOUND_VERIFY,
+    /* RFC 7672: the destination publishes usable TLSA records under DNSSEC.
+     * Strict like VERIFY, with replies of its own; never a configured value
+     * (the session chooses it after the TLSA lookup), and the TLS layer
+     * authenticates by DANE instead of PKIX. */
+    OUTBOUND_DANE,
 };
 
 struct outbound_cfg {
@@ -44,6 +50,10 @@ struct outbound_cfg {
     bool reject_bare_newline;
     size_t max_line;          /* longest command line (0: SMTP_CMD_LINE_MAX) */
     const struct smtp_ehlo_policy *ehlo; /* ehlo_keywords (borrowed), or NULL */
+    /* DANE applies but is not enforced (enforce = false): policy is the
+     * configured one, and where OUTBOUND_DANE would have refused (the relay
+     * starts without TLS), io.on_refusal_logged says why instead. */
+    bool dane_audit;
 };
 
 enum outbound_state {
@@ -98,7 +108,8 @@ void outbound_init(struct outbound *o, const struct outbound_cfg *cfg,
 /* The engine operations; o is a struct outbound *. tls_failed: during
  * STARTTLS, the handshake or the EHLO over TLS, policy decides (RECONNECT
  * under opportunistic, a 421 4.7.5 refusal under required and verify, the
- * certificate's own reply for ENGINE_TLS_CERTIFICATE under verify); at any
+ * certificate's own reply for ENGINE_TLS_CERTIFICATE under verify and
+ * dane, DANE's own replies under dane); at any
  * other time the session is closed with "421 4.4.2 Destination connection
  * lost". deadline: waiting for the STARTTLS reply it is
  * tls_failed(ENGINE_TLS_NO_REPLY), in the handshake

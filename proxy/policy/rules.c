@@ -243,6 +243,8 @@ const char *policy_str(enum outbound_policy p)
         return "required";
     case OUTBOUND_VERIFY:
         return "verify";
+    case OUTBOUND_DANE:
+        return "dane";
     }
     return "unknown";
 }

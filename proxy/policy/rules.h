@@ -56,7 +56,7 @@ bool policy_nets_contain(const struct policy_rule *rules, size_t n, const struct
 /* Whether any rule of t (or its fallback) is `verify`. */
 bool policy_table_verifies(const struct policy_table *t);
 
-/* "none" | "opportunistic" | "required" | "verify". */
+/* "none" | "opportunistic" | "required" | "verify" | "dane". */
 const char *policy_str(enum outbound_policy p);
 
 #endif
