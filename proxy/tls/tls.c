@@ -145,6 +145,7 @@ static struct tls *engine_new(struct tls_ctx *ctx)
     if (t == NULL)
         return NULL;
     t->verify_err = -1;
+    t->dane_result = -1;
     tls_ctx_ref(ctx);
     t->ctx = ctx;
     t->ssl = SSL_new(ctx->ssl_ctx);
@@ -207,6 +208,25 @@ err:
     return NULL;
 }
 
+struct tls *tls_new_client_dane(struct tls_ctx *ctx, const struct tlsa_set *set, const char *name,
+                                bool enforce, bool lenient)
+{
+    if (set == NULL || name == NULL || name[0] == '\0')
+        return NULL;
+    /* RFC 7672 §8.1: the SNI is the TLSA base domain. */
+    struct tls *t = tls_new_client(ctx, name, enforce, name, lenient);
+    if (t != NULL)
+        t->dane = set;
+    return t;
+}
+
+int tls_dane_status(const struct tls *t, const char **why)
+{
+    if (why != NULL)
+        *why = t->dane_why;
+    return t->dane != NULL ? t->dane_result : -1;
+}
+
 void tls_free(struct tls *t)
 {
     if (t == NULL)
@@ -251,6 +271,8 @@ struct buf *tls_out(struct tls *t)
     return &t->out;
 }
 
+#define ERRBUF_LEN 256
+
 /* Turns a failed SSL call's return value into a tls_status and, for errors,
  * the reason tls_error() returns. */
 static int fail(struct tls *t, int rc, bool in_handshake)
@@ -270,12 +292,19 @@ static int fail(struct tls *t, int rc, bool in_handshake)
             t->cert_failed = true;
             /* The reason names the certificate problem, not the alert. */
             if (t->errbuf == NULL)
-                t->errbuf = malloc(128);
+                t->errbuf = malloc(ERRBUF_LEN);
             if (t->errbuf == NULL) {
                 t->err = "certificate verify failed";
                 return TLS_ERR;
             }
-            snprintf(t->errbuf, 128, "certificate verify failed: %s", tls_verify_why(t->verify_err));
+            if (t->dane != NULL) {
+                char d[200];
+                tls_dane_describe(t, d, sizeof(d));
+                snprintf(t->errbuf, ERRBUF_LEN, "certificate verify failed: %s", d);
+            } else {
+                snprintf(t->errbuf, ERRBUF_LEN, "certificate verify failed: %s",
+                         tls_verify_why(t->verify_err));
+            }
             t->err = t->errbuf;
             return TLS_ERR;
         }

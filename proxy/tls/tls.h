@@ -104,6 +104,25 @@ struct tls *tls_new_server(struct tls_ctx *ctx);
 struct tls *tls_new_client(struct tls_ctx *ctx, const char *sni, bool verify,
                            const char *verify_name, bool lenient);
 
+/* A client engine that authenticates the server by DANE (RFC 7672 §3.1)
+ * instead of PKIX: the chain it presents (leaf first) is matched against
+ * the usable records of set (borrowed: it must outlive the handshake) with
+ * name as the one reference identifier for DANE-TA (the TLSA base domain,
+ * which is also the SNI sent; required). ca_file is not consulted. With
+ * enforce, a chain that does not match fails the handshake as a
+ * certificate failure (tls_error_is_certificate; tls_error names the DANE
+ * result); without, the handshake goes on and tls_dane_status tells. lenient
+ * as for tls_new_client. NULL on -ENOMEM or without a name. */
+struct tlsa_set;
+struct tls *tls_new_client_dane(struct tls_ctx *ctx, const struct tlsa_set *set, const char *name,
+                                bool enforce, bool lenient);
+
+/* A DANE engine after the certificate check: its enum tls_dane_result
+ * (TLS_DANE_MATCH_EE or _TA when authenticated), with a static explanation
+ * of a failure in *why (may be NULL); -1 when t is not a DANE engine or the
+ * check has not happened. */
+int tls_dane_status(const struct tls *t, const char **why);
+
 void tls_free(struct tls *t); /* accepts NULL */
 
 /* Appends ciphertext from the peer. 0 or -ENOMEM. */
@@ -147,9 +166,11 @@ const char *tls_sni(const struct tls *t);
 /* After the handshake: whether it resumed an earlier session (a ticket). */
 bool tls_resumed(const struct tls *t);
 
-/* Client side: true if the peer chain verified and matched the name (*why
- * is then "ok"); else *why is a static string ("certificate has expired",
- * "hostname mismatch", "self signed certificate", ...). why may be NULL. */
+/* Client side: true if the peer chain verified and matched the name, or
+ * for a DANE engine matched the TLSA records (*why is then "ok"); else
+ * *why is a static string ("certificate has expired", "hostname mismatch",
+ * "self signed certificate", ...; "no-match" and the other
+ * tls_dane_result_str() names for DANE). why may be NULL. */
 bool tls_verify_result(const struct tls *t, const char **why);
 
 /* Why the last TLS_ERR happened: BoringSSL's reason (the first error-queue

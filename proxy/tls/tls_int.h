@@ -17,6 +17,7 @@
 
 #include "proxy/core/buf.h"
 #include "proxy/tls/tls.h"
+#include "proxy/tls/tls_dane.h"
 
 /* One certificate chain with its key, kept as DER buffers so that every
  * handshake shares them by reference. */
@@ -65,6 +66,12 @@ struct tls {
     int verify_err;        /* client: X509_V_* of the peer's chain, -1 before */
     bool cert_failed;      /* the last TLS_ERR was the peer certificate failing verification */
     bool verify;           /* client: a failed verification fails the handshake */
+    /* client, DANE mode (tls_new_client_dane): the usable TLSA records
+     * (borrowed), and the outcome of matching the chain against them:
+     * -1 before, else an enum tls_dane_result, with its static why. */
+    const struct tlsa_set *dane;
+    int dane_result;
+    const char *dane_why;
 };
 
 /* tls_ctx.c: writes a message to err (errlen bytes; err may be NULL),
@@ -93,6 +100,9 @@ bool tls_is_ip_literal(const char *s);
  * records the X509_V_* result of the peer's chain in t->verify_err and fails
  * the handshake with a matching alert only when t->verify is set. */
 enum ssl_verify_result_t tls_on_verify(SSL *ssl, uint8_t *alert);
+
+/* tls_verify.c: "DANE <result>: <why>" for a failed DANE match into buf. */
+void tls_dane_describe(const struct tls *t, char *buf, size_t len);
 
 /* tls_verify.c: a static string for an X509_V_* result, -1 meaning that no
  * verification took place. */

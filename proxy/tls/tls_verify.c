@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -117,10 +118,49 @@ out:
     return result;
 }
 
+/* Longest chain matched against TLSA records: each certificate costs a
+ * parse and a digest per record, and no real server sends more. */
+#define DANE_MAX_CHAIN 16
+
+/* DANE (RFC 7672 §3.1): the presented chain against the TLSA records, with
+ * the TLSA base domain as the reference identifier; PKIX is not consulted.
+ * Returns an X509_V_* result like verify_chain, so that the handshake's
+ * failure path is the same. */
+static int verify_dane(struct tls *t)
+{
+    const STACK_OF(CRYPTO_BUFFER) *ders = SSL_get0_peer_certificates(t->ssl);
+    const uint8_t *der[DANE_MAX_CHAIN];
+    size_t len[DANE_MAX_CHAIN], n = ders ? sk_CRYPTO_BUFFER_num(ders) : 0;
+    const char *names[1] = {t->verify_name};
+
+    if (n > DANE_MAX_CHAIN)
+        n = DANE_MAX_CHAIN; /* the leaf and its nearest issuers */
+    for (size_t i = 0; i < n; i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(ders, i);
+        der[i] = CRYPTO_BUFFER_data(b);
+        len[i] = CRYPTO_BUFFER_len(b);
+    }
+    t->dane_why = NULL;
+    enum tls_dane_result r =
+        tls_dane_verify(t->dane, der, len, n, names, t->verify_name ? 1 : 0, 0, &t->dane_why);
+    t->dane_result = (int)r;
+    ERR_clear_error();
+    return r == TLS_DANE_MATCH_EE || r == TLS_DANE_MATCH_TA ? X509_V_OK
+                                                            : X509_V_ERR_APPLICATION_VERIFICATION;
+}
+
+void tls_dane_describe(const struct tls *t, char *buf, size_t len)
+{
+    snprintf(buf, len, "DANE %s%s%s",
+             t->dane_result < 0 ? "not checked"
+                                : tls_dane_result_str((enum tls_dane_result)t->dane_result),
+             t->dane_why ? ": " : "", t->dane_why ? t->dane_why : "");
+}
+
 enum ssl_verify_result_t tls_on_verify(SSL *ssl, uint8_t *alert)
 {
     struct tls *t = SSL_get_app_data(ssl);
-    t->verify_err = verify_chain(t);
+    t->verify_err = t->dane != NULL ? verify_dane(t) : verify_chain(t);
     if (t->verify_err == X509_V_OK || !t->verify)
         return ssl_verify_ok;
     *alert = verify_alert(t->verify_err);
@@ -135,6 +175,8 @@ bool tls_verify_result(const struct tls *t, const char **why)
         return true;
     }
     if (why != NULL)
-        *why = tls_verify_why(t->verify_err);
+        *why = t->dane != NULL && t->dane_result >= 0
+                   ? tls_dane_result_str((enum tls_dane_result)t->dane_result)
+                   : tls_verify_why(t->verify_err);
     return false;
 }
