@@ -57,6 +57,7 @@ struct metrics_listener {
     struct metrics_family handshakes;      /* version, cipher */
     struct metrics_family tls_failures;    /* reason */
     struct metrics_family policy_refusals; /* policy */
+    struct metrics_family outbound_auth;   /* auth, result */
 };
 
 /* Listeners are added at start-up and on SIGHUP and never freed, so the
@@ -108,6 +109,7 @@ struct metrics_listener *metrics_listener(const char *name, const char *directio
     family_init(&m->handshakes);
     family_init(&m->tls_failures);
     family_init(&m->policy_refusals);
+    family_init(&m->outbound_auth);
     *registry_tail = m;
     registry_tail = &m->next;
     registry_count++;
@@ -241,6 +243,12 @@ void metrics_policy_refusal(struct metrics_listener *m, const char *policy)
 {
     if (m != NULL)
         family_inc(&m->policy_refusals, 1, policy, NULL);
+}
+
+void metrics_outbound_auth(struct metrics_listener *m, const char *auth, const char *result)
+{
+    if (m != NULL)
+        family_inc(&m->outbound_auth, 2, auth, result);
 }
 
 /* --- exposition ------------------------------------------------------- */
@@ -429,6 +437,13 @@ char *metrics_render(size_t *len)
                "Outbound messages refused because the TLS policy could not be met, by policy.");
     for (m = registry_head; m != NULL; m = m->next)
         put_family(&t, "policy_refusals_total", "policy", NULL, &m->policy_refusals, m);
+
+    put_header(&t, "outbound_auth_total", "counter",
+               "Outbound sessions whose destination had to be authenticated, by method "
+               "(dane, policy) and result: ok, fail (refused), logged (enforce = false: "
+               "the refusal was only logged).");
+    for (m = registry_head; m != NULL; m = m->next)
+        put_family(&t, "outbound_auth_total", "auth", "result", &m->outbound_auth, m);
 
     put_header(&t, "bytes_total", "counter",
                "Bytes relayed on the client side of each session. direction is the data's, "

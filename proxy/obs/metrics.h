@@ -23,7 +23,7 @@ int metrics_listener_count(void);
 
 void metrics_connection_open(struct metrics_listener *m);  /* total++, active++ */
 void metrics_connection_close(struct metrics_listener *m); /* active-- */
-/* result: "ok" | "failed" | "refused" ... (static strings). For these four
+/* result: "ok" | "failed" | "refused" ... (static strings). For these
  * families each listener keeps at most 64 distinct label values (cut at
  * 128 bytes); later new values are counted under "other". NULL counts as
  * "unknown". The strings are copied. */
@@ -31,6 +31,9 @@ void metrics_starttls(struct metrics_listener *m, const char *result);
 void metrics_handshake(struct metrics_listener *m, const char *version, const char *cipher);
 void metrics_tls_failure(struct metrics_listener *m, const char *reason);
 void metrics_policy_refusal(struct metrics_listener *m, const char *policy);
+/* An outbound authentication outcome: auth "dane" | "policy" (| "mta-sts"
+ * later), result "ok" | "fail" | "logged". Static strings. */
+void metrics_outbound_auth(struct metrics_listener *m, const char *auth, const char *result);
 /* Bytes from the client ("in") and to the client ("out"). */
 void metrics_bytes(struct metrics_listener *m, uint64_t in, uint64_t out);
 
