@@ -380,6 +380,7 @@ static void outbound_defaults(struct config_outbound *o)
 {
     o->opts.original_dst = true;
     o->opts.policy.fallback = OUTBOUND_OPPORTUNISTIC;
+    o->opts.enforce = true;
     o->opts.max_connections = 10000;
     o->opts.max_command_line = SMTP_CMD_LINE_MAX;
     timeouts_set(&o->opts.timeouts, 30, 30, 300);
@@ -390,7 +391,7 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     static const char *const keys[] = {"name",     "listen",          "destination",
                                        "policy",   "policies",        "max_connections",
                                        "max_command_line", "ehlo_keywords", "timeouts", "tls",
-                                       NULL};
+                                       "dane",     "enforce",         NULL};
     static const char *const required[] = {"name", "listen", NULL};
     struct config_outbound *o = &ld->c->outbound[i];
     char prefix[PATH_LEN];
@@ -415,6 +416,8 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     if (cfg_get_enum(ld, g, prefix, "policy", policy_names, &v) > 0)
         o->opts.policy.fallback = (enum outbound_policy)v;
     load_policies(ld, g, prefix, o);
+    cfg_get_bool(ld, g, prefix, "dane", &o->opts.dane);
+    cfg_get_bool(ld, g, prefix, "enforce", &o->opts.enforce);
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &o->opts.max_connections);
     cfg_get_uint(ld, g, prefix, "max_command_line", MIN_COMMAND_LINE, MAX_COMMAND_LINE,
                  &o->opts.max_command_line);
@@ -422,6 +425,21 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     load_timeouts(ld, g, prefix, &o->opts.timeouts);
     cfg_listener_tls(ld, g, prefix, &o->tls);
     check_ca_file(ld, g, prefix, o);
+}
+
+/* DANE without DNSSEC validation would trust any forged TLSA record: an
+ * error at the dane key, once the resolver block is known. */
+static void check_dane(struct loader *ld, const config_setting_t *out)
+{
+    for (size_t i = 0; out != NULL && i < ld->c->noutbound; i++) {
+        const config_setting_t *at = cfg_member(config_setting_get_elem(out, (unsigned)i), "dane");
+
+        if (ld->c->outbound[i].opts.dane && ld->c->resolver.dnssec == RESOLVER_DNSSEC_OFF)
+            cfg_fail(ld, at,
+                     "outbound[%zu].dane: DANE needs DNSSEC-validated TLSA records, "
+                     "but resolver.dnssec is \"off\": set it to \"validate\"",
+                     i);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -528,6 +546,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
     for (size_t i = 0; i < c->noutbound; i++)
         load_outbound(ld, config_setting_get_elem(out, (unsigned)i), i);
     cfg_load_resolver(ld, root);
+    check_dane(ld, out);
 
     /* A proxy with nothing to listen on would start and do nothing, which is
      * never what the file meant. Not said again when a broken inbound or

@@ -58,6 +58,12 @@ struct session_outbound_opts {
     bool original_dst;            /* destination = "original" */
     struct addr destination;      /* when !original_dst */
     struct policy_table policy;   /* `policy` and `policies` */
+    /* RFC 7672 for a fixed destination that is a host name: secure TLSA
+     * records at _port._tcp.host authenticate it (after a matching
+     * `policies` rule, before `policy`). enforce = false: every refusal
+     * that DANE would make is logged and counted instead. */
+    bool dane;
+    bool enforce;
     unsigned max_connections;
     unsigned max_command_line;    /* octets, CRLF included */
     struct smtp_ehlo_policy ehlo_keywords; /* pass / discard lists (owned) */
