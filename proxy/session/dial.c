@@ -209,13 +209,18 @@ void session_dial(struct session *s)
 }
 
 /* The destination is known: the policy for it (rules may name addresses,
- * so both name and address count), then dial. */
+ * so both name and address count), then DANE's TLSA records if they may
+ * apply, then dial. */
 static void dial_destination(struct session *s)
 {
     struct destination *d = &s->d.out.dest;
 
     s->d.out.policy = policy_for(&s->p->out->policy, d->host, (const struct sockaddr *)&d->sa);
     s->engine.out.cfg.policy = s->d.out.policy; /* before the greeting arrives (outbound.h) */
+    if (session_dane_wanted(s)) {
+        session_dane_lookup(s); /* dane.c: it dials once the TLSA answer has decided */
+        return;
+    }
     session_dial(s);
 }
 

@@ -26,6 +26,8 @@ struct session_report {
     bool verified;             /* the destination's certificate verified */
     const char *verify_note;   /* why it did not ("no" if unknown) */
     const char *tls_note;      /* why TLS is not in use, NULL if it is */
+    const char *auth;          /* outbound: "none" | "dane" | "policy" */
+    const char *auth_result;   /* outbound_auth_total result to count, or NULL */
     uint64_t bytes_in, bytes_out; /* from / to the client */
     uint64_t ms;
     enum reason reason;

@@ -131,6 +131,7 @@ void session_init_engine(struct session *s)
         .on_state = on_engine_state,
         .on_event = on_engine_event,
         .on_debug = on_engine_debug,
+        .on_refusal_logged = session_dane_refusal_logged,
     };
 
     if (s->p->outbound) {
@@ -172,6 +173,8 @@ void session_init_engine(struct session *s)
 static void report_end(struct session *s)
 {
     bool out = s->p != NULL && s->p->outbound;
+    const char *auth_result = NULL;
+    const char *auth = out ? session_auth(s, &auth_result) : NULL;
     struct session_report r = {
         .id = s->id,
         .listener = s->p ? s->p->name : "-",
@@ -185,6 +188,8 @@ static void report_end(struct session *s)
         .verified = out && s->d.out.verified,
         .verify_note = out && s->d.out.verify_note ? s->d.out.verify_note : "no",
         .tls_note = out ? s->engine.out.tls_note : NULL,
+        .auth = auth,
+        .auth_result = auth_result,
         .bytes_in = s->client.bytes_read,
         .bytes_out = s->client.bytes_written,
         .ms = uv_now(s->set->loop) - s->start_ms,
@@ -198,6 +203,8 @@ static void free_session(struct session *s)
     struct session_set *set = s->set;
 
     report_end(s);
+    if (s->p != NULL && s->p->outbound)
+        session_dane_free(s);
     if (s->counted) {
         atomic_fetch_sub(s->p->active, 1);
         metrics_connection_close(s->p->metrics);
@@ -252,7 +259,7 @@ void session_close(struct session *s, enum reason reason)
     if (s->resolving > 0) {
         /* Cancelled lookups never call back: they stop counting now (never
          * the last handles: the legs and the timer are still open). */
-        unsigned n = destination_lookup_cancel(&s->d.out.lookup);
+        unsigned n = destination_lookup_cancel(&s->d.out.lookup) + session_dane_cancel(s);
         s->resolving -= n;
         s->handles -= n;
     }
@@ -421,7 +428,9 @@ static void start_tls_server_leg(struct session *s)
     const struct destination *d = &s->d.out.dest;
     bool verify = s->d.out.policy == OUTBOUND_VERIFY;
     bool lenient = s->d.out.policy == OUTBOUND_OPPORTUNISTIC; /* RFC 7435: TLS 1.0+ and CBC too */
-    struct tls *t = tls_new_client(s->p->tls, destination_sni(d), verify, d->host, lenient);
+    bool dane = s->d.out.dane != NULL && s->d.out.dane->verdict == TLSA_VERDICT_AUTHENTICATE;
+    struct tls *t = dane ? session_dane_client(s, lenient)
+                         : tls_new_client(s->p->tls, destination_sni(d), verify, d->host, lenient);
 
     if (t == NULL) {
         s->ops->abort(s->eng, R_INTERNAL, REASON_INTERNAL_ERROR);
@@ -629,6 +638,7 @@ static void on_tls_ready(struct conn *c)
               s->tls_cipher);
     if (c == &s->server) {
         s->d.out.verified = tls_verify_result(c->tls, &s->d.out.verify_note);
+        session_dane_tls_ready(s, c->tls);
         metrics_starttls(s->p->metrics, "ok");
         s->action = "repeating EHLO over TLS";
         session_enter_phase(s, PHASE_RUNNING);

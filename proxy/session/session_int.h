@@ -16,6 +16,7 @@
 #include "proxy/core/outbound.h"
 #include "proxy/core/xclient.h"
 #include "proxy/net/conn.h"
+#include "proxy/policy/tlsa.h"
 #include "proxy/session/destination.h"
 #include "proxy/session/session.h"
 
@@ -35,6 +36,18 @@ struct direction {
 
 extern const struct direction session_dir_in, session_dir_out;
 extern const struct conn_cb session_conn_cb;
+
+/* DANE for a fixed destination (dane.c): allocated when the TLSA lookup
+ * starts, kept only when the records apply, freed with the session. */
+struct session_dane {
+    struct resolver_query q;
+    enum tlsa_verdict verdict;
+    struct tlsa_set set; /* usable records; their data points into data */
+    uint8_t *data;       /* owned copy of the usable records' data */
+    bool logged;         /* enforce = false: a refusal was logged instead */
+    char name[300];      /* "_25._tcp.mx.example.net" */
+    char reply[420];     /* a refusal naming it (lives as long as the session) */
+};
 
 struct session {
     struct session_set *set;
@@ -64,6 +77,7 @@ struct session {
             struct destination dest;
             struct destination_lookup lookup; /* a fixed destination's name */
             enum outbound_policy policy;
+            struct session_dane *dane; /* NULL unless DANE applies (or is being looked up) */
             bool verified;
             const char *verify_note;  /* static, from the TLS layer */
             char tls_error[256];      /* why the handshake failed (copied) */
@@ -109,6 +123,18 @@ void session_dial(struct session *s);
 void session_start_outbound(struct session *s);
 void session_start_implicit_tls(struct session *s, const uint8_t *early, size_t n);
 void session_set_received(struct session *s);
+
+/* dane.c */
+bool session_dane_wanted(const struct session *s);
+void session_dane_lookup(struct session *s);
+unsigned session_dane_cancel(struct session *s);
+void session_dane_free(struct session *s);
+struct tls *session_dane_client(struct session *s, bool lenient);
+void session_dane_tls_ready(struct session *s, struct tls *t);
+void session_dane_refusal_logged(void *arg, const char *why);
+/* For the end line: auth= ("none", "dane", "policy") and the
+ * outbound_auth_total result to count then ("ok", "fail"), or NULL. */
+const char *session_auth(const struct session *s, const char **result);
 
 /* session.c: the proxy's host name (EHLO to the backend, Received: lines). */
 const char *session_host_name(void);
