@@ -7,29 +7,28 @@
  */
 #include "proxy/core/outbound.h"
 
-#define OPS outbound_engine_ops
-#define TRANSCRIPT_ENGINE struct outbound
+#define OPS                        outbound_engine_ops
+#define TRANSCRIPT_ENGINE          struct outbound
 #define TRANSCRIPT_CLIENT(e, p, n) OPS.client(e, p, n)
 #define TRANSCRIPT_SERVER(e, p, n) OPS.server(e, p, n)
 #define TRANSCRIPT_TAKE_ACTIONS(e) OPS.take_actions(e)
 #include "tests/unit/core/transcript.c.h"
 
-#define R_DANE_NO_STARTTLS                                                                   \
+#define R_DANE_NO_STARTTLS                                                                         \
     "421 4.7.5 STARTTLS not offered by the destination, which publishes DANE TLSA records\r\n"
-#define R_DANE_TLS_FAILED                                                                    \
+#define R_DANE_TLS_FAILED                                                                          \
     "421 4.7.5 TLS with the destination failed, and its DANE TLSA records require it\r\n"
 #define R_DANE_CERT "421 4.7.5 DANE authentication of the destination failed\r\n"
-#define R_GREETING                                                                           \
-    "421 4.7.5 TLS required by policy, but the destination refused the session\r\n"
+#define R_GREETING  "421 4.7.5 TLS required by policy, but the destination refused the session\r\n"
 
 #define GREETING "220 mx.dest.example ESMTP\r\n"
-#define EHLO "EHLO legacy.example\r\n"
-#define EHLO_STARTTLS                                                                        \
-    "250-mx.dest.example\r\n"                                                                \
-    "250-STARTTLS\r\n"                                                                       \
+#define EHLO     "EHLO legacy.example\r\n"
+#define EHLO_STARTTLS                                                                              \
+    "250-mx.dest.example\r\n"                                                                      \
+    "250-STARTTLS\r\n"                                                                             \
     "250 8BITMIME\r\n"
-#define EHLO_PLAIN                                                                           \
-    "250-mx.dest.example\r\n"                                                                \
+#define EHLO_PLAIN                                                                                 \
+    "250-mx.dest.example\r\n"                                                                      \
     "250 8BITMIME\r\n"
 
 /* What on_refusal_logged was told, per engine (one transcript at a time). */
