@@ -228,10 +228,17 @@ struct tls *session_dane_client(struct session *s, bool lenient)
 {
     const struct session_dane *dn = s->d.out.dane;
 
+    char name[sizeof(s->d.out.dest.host)];
+
     if (dn == NULL || dn->verdict != TLSA_VERDICT_AUTHENTICATE)
         return NULL;
-    return tls_new_client_dane(s->p->tls, &dn->set, s->d.out.dest.host, s->p->out->enforce,
-                               lenient);
+    /* The base domain as SNI and reference identifier, without the root's
+     * dot (certificates never carry it); the engine copies it. */
+    snprintf(name, sizeof(name), "%s", s->d.out.dest.host);
+    size_t n = strlen(name);
+    if (n > 1 && name[n - 1] == '.')
+        name[n - 1] = '\0';
+    return tls_new_client_dane(s->p->tls, &dn->set, name, s->p->out->enforce, lenient);
 }
 
 void session_dane_tls_ready(struct session *s, struct tls *t)

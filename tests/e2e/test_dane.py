@@ -22,7 +22,8 @@ over the DER the openssl CLI gives):
   - an explicit `policies` rule for mx.example.net wins over DANE (no TLSA
     lookup, auth=none);
   - enforce = false with a mismatch: delivered, event=auth_refusal_logged,
-    result="logged".
+    result="logged"; with a bogus TLSA RRset the same, under `policy`;
+  - "mx.example.net.:PORT" (a trailing dot) authenticates by DANE-TA too.
 """
 
 import hashlib
@@ -268,6 +269,27 @@ class DaneTest(ProxyTestCase):
                                    r"auth=dane why=\"DANE no-match" % d.port), p.log()[-3000:])
         self.assertEqual(self.metric(auth="dane", result="logged"), 1)
         self.assertEqual(self.metric(auth="dane", result="fail"), 0)
+
+    def test_enforce_false_bogus_tlsa_delivers_and_logs(self):
+        d = self.destination()
+        name = "_%d._tcp.mx" % d.port
+        z = self.zone(d, "3 1 1 " + sha256(certs()["spki"]), broken=[(name, "TLSA")])
+        p = self.start_out(z, d, enforce=False)
+        kv = self.deliver(p, d)
+        self.assertEqual(kv["policy"], "opportunistic", kv["_line"])
+        self.assertEqual(kv["auth"], "none", kv["_line"])
+        self.assertTrue(p.wait_log(r"event=auth_refusal_logged .*auth=dane why=\"TLSA records "
+                                   r"failed DNSSEC validation\""), p.log()[-3000:])
+        self.assertEqual(self.metric(auth="dane", result="logged"), 1)
+
+    def test_trailing_dot_destination(self):
+        # DANE-TA: the name check is where a trailing dot would bite.
+        d = self.destination(tls="chain")
+        z = self.zone(d, "2 0 1 " + sha256(certs()["ca_der"]))
+        p = self.start_out(z, d, destination="%s.:%d" % (HOST, d.port))
+        kv = self.deliver(p, d)
+        self.assertEqual(kv["security"], "tls-verified", kv["_line"])
+        self.assertEqual(kv["auth"], "dane", kv["_line"])
 
 
 if __name__ == "__main__":
