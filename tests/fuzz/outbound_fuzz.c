@@ -3,7 +3,8 @@
  * negotiation and the relay phase, driven through outbound_engine_ops by
  * fuzz-chosen, interleaved client and server chunks and TLS events. Input:
  *   byte 0   configuration: bits 0-1 policy (none, opportunistic,
- *            required, verify), bit 2 reject_bare_newline
+ *            required, verify), bit 2 reject_bare_newline, bit 3 policy
+ *            dane instead, bit 4 dane_audit (DANE with enforce = false)
  *   then     segments (fuzz_session.h); events: 'T' the server leg's
  *            handshake completes (only after START_TLS_SERVER), 'F' it
  *            fails (the next byte picks the engine_tls_failure), 'R' the
@@ -18,8 +19,8 @@
  *     never twice on a connection, never after a fallback;
  *   - nothing reaches the destination during the handshake, while a new
  *     connection is awaited, or after close;
- *   - under required and verify nothing is relayed unless the server leg
- *     is TLS;
+ *   - under required, verify and dane nothing is relayed unless the server
+ *     leg is TLS; a refusal is logged (dane_audit) only then, and only once;
  *   - actions fit the policy: START_TLS_SERVER only from STARTTLS with the
  *     handshake next, RECONNECT only under opportunistic, CLOSE once and
  *     with a reason.
@@ -43,6 +44,7 @@ struct drv {
     bool reconnect_pending; /* RECONNECT raised, not yet reconnected */
     bool fell_back;         /* a plaintext reconnection happened */
     bool starttls_sent;     /* on this connection */
+    bool logged;            /* on_refusal_logged was called */
     uint8_t line[512];      /* a negotiation line being written */
     size_t nline;
     struct fuzz_check check;
@@ -51,7 +53,17 @@ struct drv {
 
 static bool strict(const struct drv *d)
 {
-    return d->policy == OUTBOUND_REQUIRED || d->policy == OUTBOUND_VERIFY;
+    return d->policy == OUTBOUND_REQUIRED || d->policy == OUTBOUND_VERIFY ||
+           d->policy == OUTBOUND_DANE;
+}
+
+static void on_refusal_logged(void *arg, const char *why)
+{
+    struct drv *d = arg;
+
+    CHECK(d->o.cfg.dane_audit && why != NULL && !d->logged);
+    CHECK(!d->o.server_tls && !strict(d));
+    d->logged = true;
 }
 
 static void on_client(void *arg, const uint8_t *p, size_t n)
@@ -229,10 +241,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     memset(d, 0, sizeof(*d));
-    d->policy = (enum outbound_policy)(data[0] & 3);
+    d->policy = (data[0] >> 3) & 1 ? OUTBOUND_DANE : (enum outbound_policy)(data[0] & 3);
     d->check.lenient = fuzz_lenient();
-    struct outbound_cfg cfg = {.policy = d->policy, .reject_bare_newline = (data[0] >> 2) & 1};
-    struct engine_io io = {.arg = d, .to_client = on_client, .to_server = on_server};
+    struct outbound_cfg cfg = {.policy = d->policy,
+                               .reject_bare_newline = (data[0] >> 2) & 1,
+                               .dane_audit = (data[0] >> 4) & 1};
+    struct engine_io io = {.arg = d,
+                           .to_client = on_client,
+                           .to_server = on_server,
+                           .on_refusal_logged = on_refusal_logged};
     outbound_init(&d->o, &cfg, &io);
     d->s = (struct fuzz_session){.arg = d, .client = client, .server = server, .event = event};
     fuzz_play(&d->s, data + 1, size - 1);
