@@ -60,6 +60,7 @@ static void test_same_listener(void **state)
     metrics_handshake(NULL, "TLSv1.3", "x");
     metrics_tls_failure(NULL, "x");
     metrics_policy_refusal(NULL, "verify");
+    metrics_outbound_auth(NULL, "dane", "ok");
     metrics_bytes(NULL, 1, 2);
 }
 
@@ -79,6 +80,10 @@ static void test_render_lines(void **state)
     metrics_handshake(m, "TLSv1.3", "TLS_AES_128_GCM_SHA256");
     metrics_tls_failure(m, "no_shared_cipher");
     metrics_policy_refusal(o, "verify");
+    metrics_outbound_auth(o, "dane", "ok");
+    metrics_outbound_auth(o, "dane", "ok");
+    metrics_outbound_auth(o, "dane", "logged");
+    metrics_outbound_auth(o, "policy", "fail");
     metrics_bytes(m, 10342, 1211);
     metrics_bytes(m, 8, 0);
 
@@ -101,6 +106,12 @@ static void test_render_lines(void **state)
         "smtp_tls_proxy_tls_failures_total{listener=\"mx\",reason=\"no_shared_cipher\"} 1\n",
         "# TYPE smtp_tls_proxy_policy_refusals_total counter\n",
         "smtp_tls_proxy_policy_refusals_total{listener=\"relay\",policy=\"verify\"} 1\n",
+        "# TYPE smtp_tls_proxy_outbound_auth_total counter\n",
+        "smtp_tls_proxy_outbound_auth_total{listener=\"relay\",auth=\"dane\",result=\"ok\"} 2\n",
+        ("smtp_tls_proxy_outbound_auth_total{listener=\"relay\",auth=\"dane\","
+         "result=\"logged\"} 1\n"),
+        ("smtp_tls_proxy_outbound_auth_total{listener=\"relay\",auth=\"policy\","
+         "result=\"fail\"} 1\n"),
         "# TYPE smtp_tls_proxy_bytes_total counter\n",
         "smtp_tls_proxy_bytes_total{listener=\"mx\",direction=\"in\"} 10350\n",
         "smtp_tls_proxy_bytes_total{listener=\"mx\",direction=\"out\"} 1211\n",
