@@ -13,7 +13,8 @@
  *   TLSA answer                      decision
  *   bogus, SERVFAIL, lookup error    421 4.4.3, temporary (never a downgrade)
  *   insecure, NXDOMAIN, no records   DANE does not apply: `policy` as set
- *   secure, none usable              mandatory TLS, unauthenticated (§2.2)
+ *   secure, none usable              mandatory TLS, unauthenticated (§2.2),
+ *                                    unless `policy` is "verify"
  *   secure, usable records           policy dane: a DANE match or 421 4.7.5
  *
  * With enforce = false nothing is refused for DANE: the session runs under
@@ -185,7 +186,8 @@ static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
                  "records=%zu msg=\"no usable TLSA record: TLS required, not "
                  "authenticated\"",
                  s->id, s->p->name, s->server_addr, dn->name, res->count);
-        if (o->enforce)
+        /* A configured "verify" is stricter still and stays. */
+        if (o->enforce && s->d.out.policy != OUTBOUND_VERIFY)
             s->d.out.policy = OUTBOUND_REQUIRED;
     } else if (o->enforce) {
         s->d.out.policy = OUTBOUND_DANE;

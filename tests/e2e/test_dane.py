@@ -18,7 +18,8 @@ over the DER the openssl CLI gives):
   - a broken RRSIG over the TLSA RRset: "421 4.4.3", temporary, naming the
     TLSA name and DNSSEC; the destination is never dialled;
   - only unusable records (1 1 1: PKIX-EE): delivered encrypted, not
-    authenticated (auth=none), plaintext refused;
+    authenticated (auth=none), plaintext refused; a configured
+    policy = "verify" stays (auth=policy);
   - an explicit `policies` rule for mx.example.net wins over DANE (no TLSA
     lookup, auth=none);
   - enforce = false with a mismatch: delivered, event=auth_refusal_logged,
@@ -244,6 +245,18 @@ class DaneTest(ProxyTestCase):
         r, kv = self.refused_after_ehlo(p, d)
         self.assertEqual(r.enhanced, "4.7.5", r)
         self.assertEqual(kv["policy"], "required", kv["_line"])
+
+    def test_unusable_records_keep_a_configured_verify(self):
+        # verify against the harness CA: the mx.example.net certificate
+        # passes PKIX, so the session is verified by policy, not DANE.
+        d = self.destination()
+        z = self.zone(d, "1 1 1 " + sha256(certs()["spki"]))
+        p = self.start_out(z, d, policy="verify", tls={"ca_file": harness.pki().ca})
+        kv = self.deliver(p, d)
+        self.assertEqual(kv["policy"], "verify", kv["_line"])
+        self.assertEqual(kv["auth"], "policy", kv["_line"])
+        self.assertEqual(kv["security"], "tls-verified", kv["_line"])
+        self.assertEqual(self.metric(auth="policy", result="ok"), 1)
 
     def test_explicit_policies_rule_wins_over_dane(self):
         d = self.destination()
