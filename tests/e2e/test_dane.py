@@ -21,7 +21,8 @@ over the DER the openssl CLI gives):
     authenticated (auth=none), plaintext refused; a configured
     policy = "verify" stays (auth=policy);
   - an explicit `policies` rule for mx.example.net wins over DANE (no TLSA
-    lookup, auth=none);
+    lookup, auth=none); so do insecure address records (a trust anchor for
+    another zone) and an IP literal destination;
   - enforce = false with a mismatch: delivered, event=auth_refusal_logged,
     result="logged"; with a bogus TLSA RRset the same, under `policy`;
   - "mx.example.net.:PORT" (a trailing dot) authenticates by DANE-TA too.
@@ -267,6 +268,32 @@ class DaneTest(ProxyTestCase):
         self.assertEqual(kv["auth"], "none", kv["_line"])
         self.assertEqual(kv["security"], "tls-unverified", kv["_line"])
         self.assertNotIn("event=tlsa ", p.log())
+
+    def test_insecure_addresses_mean_no_dane(self):
+        # A trust anchor for another zone: example.net validates to
+        # insecure (RFC 7672 section 2.2.2: no TLSA lookup, `policy` applies).
+        d = self.destination()
+        z = self.zone(d, "3 1 1 " + "ab" * 32)
+        ta = os.path.join(z.dir, "other-anchor.ds")
+        with open(ta, "w") as f:
+            f.write("example.org. 3600 IN DS 12345 13 2 %s\n" % ("cd" * 32))
+        z.trust_anchor = ta
+        p = self.start_out(z, d)
+        kv = self.deliver(p, d)
+        self.assertEqual(kv["auth"], "none", kv["_line"])
+        self.assertEqual(kv["policy"], "opportunistic", kv["_line"])
+        self.assertRegex(p.log(), r"event=resolved destination=mx\.example\.net:\d+ "
+                                  r"dnssec=insecure")
+        self.assertNotIn("event=tlsa", p.log())
+
+    def test_ip_literal_destination_has_no_tlsa(self):
+        d = self.destination()
+        l = oh.outbound_listener("127.0.0.1:%d" % d.port, "opportunistic")
+        l["dane"] = True
+        p = self.proxy(oh.outbound_config([l]))
+        kv = self.deliver(p, d)
+        self.assertEqual(kv["auth"], "none", kv["_line"])
+        self.assertNotIn("event=tlsa", p.log())
 
     # -- enforce = false -----------------------------------------------------
 
