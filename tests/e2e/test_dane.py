@@ -29,8 +29,8 @@ over the DER the openssl CLI gives):
 """
 
 import hashlib
-import itertools
 import os
+import random
 import subprocess
 import time
 import unittest
@@ -45,13 +45,14 @@ BODY = b"Subject: dane\r\n\r\nauthenticated body\r\n"
 HOST = "mx.example.net"
 
 _certs = {}
-_addrs = itertools.count(1)
+_rng = random.SystemRandom()
 
 
 def zone_ip():
-    """A 127.53.x.y address of this process (test_resolver counts from the
-    bottom of the same /24, this file from the top)."""
-    return "127.53.%d.%d" % (os.getpid() % 250 + 1, 250 - next(_addrs) % 120)
+    """A random 127.53.x.y address: the PID alone does not tell concurrent
+    runs apart (every sandbox has its own PID namespace, but they share the
+    loopback addresses)."""
+    return "127.53.%d.%d" % (_rng.randint(1, 250), _rng.randint(1, 250))
 
 
 def _der(args):
@@ -95,16 +96,19 @@ class DaneTest(ProxyTestCase):
                             greeting=b"220 mx.example.net ESMTP\r\n")
 
     def zone(self, d, *tlsa, broken=()):
-        z = dnszone.Zone(harness.new_tmpdir("zone"), zone_ip(), port=10053)
-        z.set_tlsa("_25._tcp.mx")  # the default record is for port 25
-        if tlsa:
-            z.set_tlsa("_%d._tcp.mx" % d.port, *tlsa)
-        for name, rtype in broken:
-            z.break_signature(name, rtype)
-        try:
-            z.start()
-        except OSError as e:
-            self.skipTest("cannot start nsd: %s" % e)
+        for attempt in range(3):
+            z = dnszone.Zone(harness.new_tmpdir("zone"), zone_ip(), port=10053)
+            z.set_tlsa("_25._tcp.mx")  # the default record is for port 25
+            if tlsa:
+                z.set_tlsa("_%d._tcp.mx" % d.port, *tlsa)
+            for name, rtype in broken:
+                z.break_signature(name, rtype)
+            try:
+                z.start()
+                break
+            except (OSError, RuntimeError) as e:  # the address may be taken
+                if attempt == 2:
+                    self.skipTest("cannot start nsd: %s" % e)
         self.addCleanup(z.stop)
         return z
 
