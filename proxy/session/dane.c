@@ -73,8 +73,7 @@ static void refusal_logged(struct session *s, const char *why)
 {
     char q[300];
 
-    log_warn("session=%s listener=%s event=auth_refusal_logged destination=%s "
-             "auth=dane why=%s",
+    log_warn("session=%s listener=%s event=auth_refusal_logged destination=%s auth=dane why=%s",
              s->id, s->p->name, s->server_addr, log_quote(why, q, sizeof(q)));
     metrics_outbound_auth(s->p->metrics, "dane", "logged");
     if (s->d.out.dane != NULL)
@@ -119,8 +118,7 @@ static void lookup_failed(struct session *s, const struct resolver_result *res)
     else
         snprintf(why, sizeof(why), "rcode %d%s", res->rcode,
                  res->rcode == RESOLVER_RCODE_SERVFAIL ? " (SERVFAIL)" : "");
-    log_warn("session=%s listener=%s event=tlsa_failed destination=%s name=%s "
-             "dns=%s error=%s",
+    log_warn("session=%s listener=%s event=tlsa_failed destination=%s name=%s dns=%s error=%s",
              s->id, s->p->name, s->server_addr, dn->name, bogus ? "dnssec_bogus" : "dns_failed",
              log_quote(why, q, sizeof(q)));
     if (!s->p->out->enforce) {
@@ -132,11 +130,9 @@ static void lookup_failed(struct session *s, const struct resolver_result *res)
     /* RFC 7672 §2.1.1: a failed TLSA lookup is not "no records"; the
      * message waits for the DNS to be fixed (RFC 3463 4.4.3). */
     snprintf(dn->reply, sizeof(dn->reply),
-             bogus ? "421 4.4.3 DNSSEC validation of the TLSA records at %s "
-                     "failed, try again "
+             bogus ? "421 4.4.3 DNSSEC validation of the TLSA records at %s failed, try again "
                      "later\r\n"
-                   : "421 4.4.3 TLSA lookup at %s failed, DNSSEC validation "
-                     "could not be "
+                   : "421 4.4.3 TLSA lookup at %s failed, DNSSEC validation could not be "
                      "completed, try again later\r\n",
              dn->name);
     s->ops->abort(s->eng, dn->reply, bogus ? REASON_DNSSEC_BOGUS : REASON_DNS_FAILED);
@@ -171,8 +167,7 @@ static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
         len[i] = res->len[i] > 0 ? (size_t)res->len[i] : 0;
     }
     dn->verdict = tlsa_set_build(&dn->set, rd, len, n);
-    log_debug("session=%s event=tlsa name=%s dnssec=secure verdict=%s "
-              "records=%zu usable=%zu",
+    log_debug("session=%s event=tlsa name=%s dnssec=secure verdict=%s records=%zu usable=%zu",
               s->id, dn->name, tlsa_verdict_str(dn->verdict), res->count, dn->set.n);
     if (keep_records(dn) < 0) {
         s->ops->abort(s->eng, s->dir->server_down, REASON_INTERNAL_ERROR);
@@ -183,8 +178,7 @@ static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
         /* §2.2: secure records, none usable: still no plaintext, and no
          * authentication either. */
         log_info("session=%s listener=%s event=dane_unusable destination=%s name=%s "
-                 "records=%zu msg=\"no usable TLSA record: TLS required, not "
-                 "authenticated\"",
+                 "records=%zu msg=\"no usable TLSA record: TLS required, not authenticated\"",
                  s->id, s->p->name, s->server_addr, dn->name, res->count);
         /* A configured "verify" is stricter still and stays. */
         if (o->enforce && s->d.out.policy != OUTBOUND_VERIFY)
@@ -229,7 +223,6 @@ void session_dane_lookup(struct session *s)
 struct tls *session_dane_client(struct session *s, bool lenient)
 {
     const struct session_dane *dn = s->d.out.dane;
-
     char name[sizeof(s->d.out.dest.host)];
 
     if (dn == NULL || dn->verdict != TLSA_VERDICT_AUTHENTICATE)
