@@ -309,5 +309,5 @@ def dig(ns, server, name, rtype, cd=False):
     cmd = ["dig", "+dnssec", "+time=3", "+tries=1", "-p", port, "@" + ip, name, rtype]
     if cd:
         cmd.insert(2, "+cd")
-    rc, out = ns.run(cmd, timeout=15)
+    _, out = ns.run(cmd, timeout=15)
     return DigAnswer(out)
