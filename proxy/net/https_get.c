@@ -552,11 +552,14 @@ static void on_answer(struct resolver_query *q, const struct resolver_result *re
 /* --- starting ------------------------------------------------------------ */
 
 /* A DNS name: LDH labels of 1..63 bytes joined by dots, no trailing dot
- * (it would go into SNI, RFC 6066 §3), at most HTTPS_GET_HOST_MAX bytes.
- * It becomes a header line and the SNI, so nothing else may pass. */
+ * (it would go into SNI, RFC 6066 §3), at most HTTPS_GET_HOST_MAX bytes,
+ * and not an IPv4 literal (an all-digit last label: SNI carries no
+ * addresses). It becomes a header line and the SNI, so nothing else may
+ * pass. */
 static bool host_ok(const char *h)
 {
     size_t n = strnlen(h, HTTPS_GET_HOST_MAX + 1), label = 0;
+    bool digits = true;
 
     if (n == 0 || n > HTTPS_GET_HOST_MAX)
         return false;
@@ -566,15 +569,17 @@ static bool host_ok(const char *h)
             if (label == 0)
                 return false;
             label = 0;
+            digits = true;
             continue;
         }
+        digits = digits && c >= '0' && c <= '9';
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-'))
             return false;
         if (++label > 63)
             return false;
     }
-    return label > 0;
+    return label > 0 && !digits;
 }
 
 /* An origin-form target (RFC 9112 §3.2.1) of visible ASCII. */

@@ -93,7 +93,8 @@ struct https_get {
 
 /*
  * Starts GET https://host[:port]path on loop. host (a DNS name, at most
- * HTTPS_GET_HOST_MAX bytes of letters, digits, '-' and '.', no empty label)
+ * HTTPS_GET_HOST_MAX bytes of letters, digits, '-' and '.', no empty label,
+ * not an IPv4 literal)
  * is the name sent as SNI and Host and the name the certificate must be
  * valid for; path starts with '/' and is at most HTTPS_GET_PATH_MAX visible
  * ASCII characters. ctx is a client context (tls_ctx_client_new) whose CA

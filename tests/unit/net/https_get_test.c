@@ -282,8 +282,9 @@ static void test_invalid_arguments(void **state)
     longname[sizeof(longname) - 1] = '\0';
     assert_int_equal(uv_loop_init(&loop), 0);
     const char *hosts[] = {
-        "",         "mx.test\r\nX-Injected: 1", "mx test",        "mx..test", ".mx.test",
-        "mx.test.", "mx_test.example",          "m\xc3\xa9.test", longname};
+        "",         "mx.test\r\nX-Injected: 1", "mx test",        "mx..test",  ".mx.test",
+        "mx.test.", "mx_test.example",          "m\xc3\xa9.test", "127.0.0.1", "mx.1",
+        longname};
     for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++)
         assert_int_equal(
             https_get_start(&g, &loop, NULL, client, hosts[i], 443, PATH, sa, NULL, on_done),
