@@ -85,7 +85,8 @@ static bool ext_value_char(unsigned char c)
     return c >= 0x21 && c <= 0x7e && c != '=' && c != ';';
 }
 
-int mta_sts_txt_parse(const char *text, size_t len, struct mta_sts_txt *out, const char **why)
+/* The parser proper; mta_sts_txt_parse hands out only a complete result. */
+static int txt_parse(const char *text, size_t len, struct mta_sts_txt *out, const char **why)
 {
     static const char version[] = "v=STSv1";
     size_t pos = sizeof(version) - 1;
@@ -160,6 +161,17 @@ int mta_sts_txt_parse(const char *text, size_t len, struct mta_sts_txt *out, con
         return MTA_STS_ERR;
     }
     return MTA_STS_OK;
+}
+
+int mta_sts_txt_parse(const char *text, size_t len, struct mta_sts_txt *out, const char **why)
+{
+    struct mta_sts_txt t;
+    int rc = txt_parse(text, len, &t, why);
+
+    memset(out, 0, sizeof(*out));
+    if (rc == MTA_STS_OK)
+        *out = t;
+    return rc;
 }
 
 /* §3.1 discards records "that do not begin with v=STSv1;". Erratum 6285

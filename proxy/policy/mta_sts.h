@@ -61,7 +61,8 @@ int mta_sts_txt_concat(const uint8_t *rdata, size_t len, char *out, size_t cap, 
  * Parses one record's text (len bytes, borrowed) strictly by the §3.1 ABNF:
  * "v=STSv1" first, then ";"-separated fields, one of them id=1*32 alnum;
  * extension fields are checked for syntax and ignored. MTA_STS_OK and *out,
- * or MTA_STS_ERR with a static reason in *why (why may be NULL).
+ * or MTA_STS_ERR with a static reason in *why (why may be NULL) and *out
+ * empty (here and in mta_sts_txt_select).
  */
 int mta_sts_txt_parse(const char *text, size_t len, struct mta_sts_txt *out, const char **why);
 

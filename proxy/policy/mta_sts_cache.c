@@ -75,11 +75,10 @@ enum mta_sts_action mta_sts_cache_decide(const struct mta_sts_cache_entry *e,
     return MTA_STS_USE;
 }
 
-static bool id_valid(const char *id)
+/* §3.1: 1*32(ALPHA / DIGIT), over exactly n octets (a NUL is not an end). */
+static bool id_valid(const char *id, size_t n)
 {
-    size_t n = id != NULL ? strlen(id) : 0;
-
-    if (n == 0 || n > MTA_STS_ID_MAX)
+    if (id == NULL || n == 0 || n > MTA_STS_ID_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
@@ -95,7 +94,8 @@ int mta_sts_cache_store(struct mta_sts_cache_entry *e, const char *domain, size_
     if (len > 0 && domain[len - 1] == '.')
         len--;
     /* A domain is a pattern without the wildcard. */
-    if ((len >= 1 && domain[0] == '*') || !mta_sts_pattern_valid(domain, len) || !id_valid(txt_id))
+    if ((len >= 1 && domain[0] == '*') || !mta_sts_pattern_valid(domain, len) || txt_id == NULL ||
+        !id_valid(txt_id, strlen(txt_id)))
         return MTA_STS_ERR;
     memset(e, 0, sizeof(*e));
     for (size_t i = 0; i < len; i++) {
@@ -217,15 +217,11 @@ int mta_sts_cache_parse(const char *text, size_t len, struct mta_sts_cache_entry
             return MTA_STS_ERR;
         }
     memcpy(e->domain, v, vlen);
-    if (!field(&r, "id", &v, &vlen) || vlen == 0 || vlen > MTA_STS_ID_MAX) {
+    if (!field(&r, "id", &v, &vlen) || !id_valid(v, vlen)) {
         set_why(why, "bad id line");
         return MTA_STS_ERR;
     }
     memcpy(e->id, v, vlen);
-    if (!id_valid(e->id)) {
-        set_why(why, "bad id line");
-        return MTA_STS_ERR;
-    }
     if (!field(&r, "fetched", &v, &vlen) || !number(v, vlen, &e->fetched) ||
         !field(&r, "expires", &v, &vlen) || !number(v, vlen, &e->expires)) {
         set_why(why, "bad fetched or expires line");

@@ -136,7 +136,9 @@ static bool ext_name(const char *s, size_t len)
     return true;
 }
 
-int tlsrpt_txt_parse(const char *text, size_t len, struct tlsrpt_record *r, const char **why)
+/* The parser proper; on failure tlsrpt_txt_parse keeps only the count of
+ * ignored URIs. */
+static int txt_parse(const char *text, size_t len, struct tlsrpt_record *r, const char **why)
 {
     static const char version[] = "v=TLSRPTv1";
     size_t pos = sizeof(version) - 1;
@@ -221,6 +223,15 @@ int tlsrpt_txt_parse(const char *text, size_t len, struct tlsrpt_record *r, cons
         return TLSRPT_ERR;
     }
     return TLSRPT_OK;
+}
+
+int tlsrpt_txt_parse(const char *text, size_t len, struct tlsrpt_record *r, const char **why)
+{
+    int rc = txt_parse(text, len, r, why);
+
+    if (rc != TLSRPT_OK)
+        r->n = 0; /* no destination of a record that is not one */
+    return rc;
 }
 
 static bool begins_tlsrpt(const char *t, size_t n)

@@ -52,7 +52,8 @@ struct tlsrpt_record {
  * percent-decoded (commas, semicolons and "!" must be encoded in the
  * record) and must then be one address: no "?" header part, no comma, no
  * space or control character, one "@". TLSRPT_OK with at least one
- * destination, else TLSRPT_ERR and a static reason in *why.
+ * destination, else TLSRPT_ERR, a static reason in *why, r->n 0 (and
+ * r->ignored what was seen before the error).
  */
 int tlsrpt_txt_parse(const char *text, size_t len, struct tlsrpt_record *r, const char **why);
 

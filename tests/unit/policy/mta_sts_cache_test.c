@@ -240,6 +240,10 @@ static void test_file_rejects(void **state)
         assert_non_null(why);
         assert_int_equal(used, 0);
     }
+    /* A NUL inside the id is no end of it (found by mta_sts_fuzz). */
+    static const char nul_id[] = "mta-sts-cache 1\ndomain a.example\nid x\0001\n" TIMES
+                                 "mode enforce\nmax_age 100\nmx a.example\nend\n";
+    assert_int_equal(mta_sts_cache_parse(nul_id, sizeof(nul_id) - 1, &e, &used, &why), MTA_STS_ERR);
     assert_int_equal(mta_sts_cache_parse(good, sizeof(good) - 1, &e, &used, &why), MTA_STS_OK);
     assert_int_equal(used, sizeof(good) - 1 - 4);
     assert_int_equal(e.failed_at, 0);

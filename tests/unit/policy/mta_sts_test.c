@@ -103,6 +103,10 @@ static void test_txt_parse(void **state)
             assert_non_null(why);
         }
     }
+    /* On failure nothing of the record is handed out. */
+    struct mta_sts_txt u;
+    assert_int_equal(mta_sts_txt_parse("v=STSv1; id=abc; x", 18, &u, NULL), MTA_STS_ERR);
+    assert_string_equal(u.id, "");
     /* The text is not NUL-terminated: the id ends where len says. */
     struct mta_sts_txt t;
     assert_int_equal(mta_sts_txt_parse("v=STSv1; id=abcdef", 15, &t, NULL), MTA_STS_OK);
