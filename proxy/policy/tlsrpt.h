@@ -69,7 +69,7 @@ int tlsrpt_txt_select(const uint8_t *const *rdata, const size_t *len, size_t cou
 /* --- Result types (§4.3) --- */
 
 enum tlsrpt_result {
-    /* §4.3.1 negotiation failures */
+    /* §4.3.1 negotiation failures (validation-failure: also §4.3.3, the general one) */
     TLSRPT_STARTTLS_NOT_SUPPORTED,
     TLSRPT_CERTIFICATE_HOST_MISMATCH,
     TLSRPT_CERTIFICATE_EXPIRED,
