@@ -325,8 +325,7 @@ static int parse_max_age(struct mta_sts_policy *p, const char *v, size_t len, co
         }
         n = n * 10 + (uint64_t)(v[i] - '0');
     }
-    /* "This value MUST be less than or equal to 31557600": clamped, not
-     * refused (see mta_sts.h). */
+    /* "maximum value of 31557600": clamped, not refused (see mta_sts.h). */
     p->max_age_clamped = n > MTA_STS_MAX_AGE_MAX;
     p->max_age = p->max_age_clamped ? MTA_STS_MAX_AGE_MAX : (uint32_t)n;
     return MTA_STS_OK;
@@ -379,9 +378,9 @@ int mta_sts_policy_parse(const char *text, size_t len, struct mta_sts_policy *p,
         const char *val = line + v;
         size_t vlen = vend - v;
 
-        /* §3.2: "If any non-repeated field -- i.e., all fields excluding
-         * the mx field -- appears more than once, senders MUST ignore all
-         * but the first instance of such a field." */
+        /* §3.2: "If any non-repeated field--i.e., all fields excepting
+         * mx--is duplicated, all entries except for the first SHALL be
+         * ignored." */
         if (key_is(line, k, "version")) {
             if (have_version)
                 continue;

@@ -8,12 +8,16 @@
  *
  * Choices where the RFC leaves room (each also noted where it is made):
  *   - A non-repeated field that appears again (version, mode, max_age in the
- *     policy; id in the TXT record) keeps its first instance (§3.2: "senders
- *     MUST ignore all but the first instance"); later ones are not checked.
- *   - max_age above 31557600 (§3.2: "MUST be less than or equal to
- *     31557600") is clamped to it and flagged: the ABNF allows ten digits,
- *     and refusing the whole policy would only downgrade the domain to no
- *     policy at all. More than ten digits is a syntax error.
+ *     policy; id in the TXT record) keeps its first instance (§3.2: "If any
+ *     non-repeated field--i.e., all fields excepting mx--is duplicated, all
+ *     entries except for the first SHALL be ignored"); later ones are not
+ *     checked.
+ *   - max_age above 31557600 (§3.2: "maximum value of 31557600") is clamped
+ *     to it and flagged: the ABNF allows ten digits, and refusing the whole
+ *     policy would only downgrade the domain to no policy at all. More than
+ *     ten digits is a syntax error.
+ *   - mx values are ASCII host names: §3.2 asks for A-labels ("the mx value
+ *     MUST specify the Punycode-encoded A-label"), so a U-label is invalid.
  *   - An mx line whose value is not ["*."] Domain makes the policy invalid
  *     (ignoring it could enforce a list that lacks the real MX); so do more
  *     than MTA_STS_MX_MAX distinct patterns and lines over MTA_STS_LINE_MAX.
