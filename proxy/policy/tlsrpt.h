@@ -108,7 +108,8 @@ struct tlsrpt_attempt {
     enum tlsrpt_policy_type type;
     char domain[TLSRPT_NAME_MAX + 1]; /* the policy domain, lower case */
     bool success;
-    enum tlsrpt_result result;            /* when !success */
+    enum tlsrpt_result result; /* when !success */
+    /* Addresses as inet_ntop writes them (RFC 5952 for IPv6, §4.4). */
     char sending_ip[TLSRPT_IP_MAX + 1];   /* "" = unknown */
     char mx_host[TLSRPT_NAME_MAX + 1];    /* "" = unknown */
     char receiving_ip[TLSRPT_IP_MAX + 1]; /* "" = unknown */
@@ -121,7 +122,7 @@ struct tlsrpt_attempt {
  * field. Written to buf (cap bytes; TLSRPT_LINE_MAX + 1 always suffices).
  * Returns the length (NUL written, not counted), TLSRPT_ERR_SPACE, or
  * TLSRPT_ERR when a field would not parse back (a name that is not a host
- * name, an address that is not one).
+ * name, an address that is not one in canonical text).
  */
 int tlsrpt_line_format(const struct tlsrpt_attempt *a, char *buf, size_t cap);
 

@@ -26,16 +26,22 @@ static bool name_ok(const char *s, size_t len)
     return len > 0 && s[0] != '*' && mta_sts_pattern_valid(s, len);
 }
 
+/* An address in the text §4.4 asks for: dotted decimal, or IPv6 as RFC
+ * 5952 writes it (lower case, no leading zeros, "::" for the longest run),
+ * which is what inet_ntop produces: anything else is not canonical. */
 static bool ip_ok(const char *s, size_t len)
 {
-    char tmp[TLSRPT_IP_MAX + 1];
+    char tmp[TLSRPT_IP_MAX + 1], back[INET6_ADDRSTRLEN];
     unsigned char bin[16];
+    int af;
 
-    if (len == 0 || len > TLSRPT_IP_MAX)
+    if (len == 0 || len > TLSRPT_IP_MAX || memchr(s, '\0', len) != NULL)
         return false;
     memcpy(tmp, s, len);
     tmp[len] = '\0';
-    return inet_pton(AF_INET, tmp, bin) == 1 || inet_pton(AF_INET6, tmp, bin) == 1;
+    af = memchr(tmp, ':', len) != NULL ? AF_INET6 : AF_INET;
+    return inet_pton(af, tmp, bin) == 1 && inet_ntop(af, bin, back, sizeof(back)) != NULL &&
+           strcmp(back, tmp) == 0;
 }
 
 static const char *or_dash(const char *s)
@@ -311,7 +317,7 @@ static void put_str_array(struct out *o, const char *const *v, size_t n)
 }
 
 /* A UTC day as RFC 3339 date-times (§4.4 date-range; §4.1: reports cover
- * "a full day, from 00:00-24:00 UTC"). The civil date of a day count is
+ * "a full day, from 0000-2400 UTC"). The civil date of a day count is
  * the usual era arithmetic of the proleptic Gregorian calendar. */
 static void put_day(struct out *o, const char *key, int64_t day, const char *clock)
 {
