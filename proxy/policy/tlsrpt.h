@@ -182,7 +182,10 @@ struct tlsrpt_report_policy {
     const struct tlsrpt_stats *stats;
     const char *const *policy_string; /* policy-string[]: e.g. the STS policy lines */
     size_t n_strings;
-    const char *const *mx_host; /* mx-host[]: e.g. the STS mx patterns */
+    /* mx-host: the STS mx patterns. §4.4 describes one pattern "provided
+     * as a string", but a policy may have several: written as a JSON array
+     * of strings (left out when n_mx is 0). A deliberate choice. */
+    const char *const *mx_host;
     size_t n_mx;
 };
 
