@@ -53,8 +53,14 @@ int mta_sts_txt_concat(const uint8_t *rdata, size_t len, char *out, size_t cap, 
         size_t l = rdata[pos++];
         if (l > len - pos)
             return MTA_STS_ERR;
-        if (l >= cap - n)
+        if (l >= cap - n) {
+            /* What fits stays readable, so a caller can still see how a
+             * record too long to keep begins. */
+            memcpy(out + n, rdata + pos, cap - 1 - n);
+            out[cap - 1] = '\0';
+            *outlen = cap - 1;
             return MTA_STS_ERR_SPACE;
+        }
         memcpy(out + n, rdata + pos, l);
         n += l;
         pos += l;
@@ -190,15 +196,15 @@ int mta_sts_txt_select(const uint8_t *const *rdata, const size_t *len, size_t co
 
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; i < count; i++) {
-        /* A record we cannot read (bad wire form, longer than we keep)
-         * cannot be seen to begin with v=STSv1 either: discarded. */
-        if (mta_sts_txt_concat(rdata[i], len[i], text, sizeof(text), &n) != MTA_STS_OK)
-            continue;
-        if (!begins_sts(text, n))
+        /* A record of broken wire form is discarded; one longer than we
+         * keep still counts when it begins with v=STSv1 (so that it and
+         * another make "several"), and is invalid if it is the one. */
+        int rc = mta_sts_txt_concat(rdata[i], len[i], text, sizeof(text), &n);
+        if ((rc != MTA_STS_OK && rc != MTA_STS_ERR_SPACE) || !begins_sts(text, n))
             continue;
         if (++found == 1) {
             memcpy(chosen, text, n);
-            chosen_len = n;
+            chosen_len = rc == MTA_STS_OK ? n : SIZE_MAX;
         }
     }
     if (found == 0) {
@@ -207,6 +213,10 @@ int mta_sts_txt_select(const uint8_t *const *rdata, const size_t *len, size_t co
     }
     if (found > 1) {
         set_why(why, "several v=STSv1 TXT records");
+        return MTA_STS_ERR;
+    }
+    if (chosen_len == SIZE_MAX) {
+        set_why(why, "the v=STSv1 TXT record is longer than 4095 octets");
         return MTA_STS_ERR;
     }
     return mta_sts_txt_parse(chosen, chosen_len, out, why);

@@ -57,7 +57,8 @@ struct mta_sts_txt {
  * as RFC 8461 §3.1 and RFC 8460 §3 ask ("treated as if those strings are
  * concatenated together without adding spaces"). MTA_STS_OK with *outlen;
  * MTA_STS_ERR for empty RDATA or a length octet past the end;
- * MTA_STS_ERR_SPACE when the text does not fit. Also used by tlsrpt.c.
+ * MTA_STS_ERR_SPACE when the text does not fit (out then holds the first
+ * cap - 1 octets, *outlen says so). Also used by tlsrpt.c.
  */
 int mta_sts_txt_concat(const uint8_t *rdata, size_t len, char *out, size_t cap, size_t *outlen);
 

@@ -4,9 +4,6 @@
  */
 #include "proxy/policy/tlsrpt.h"
 
-#include <arpa/inet.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "proxy/policy/mta_sts.h"
@@ -248,17 +245,21 @@ int tlsrpt_txt_select(const uint8_t *const *rdata, const size_t *len, size_t cou
 
     memset(r, 0, sizeof(*r));
     for (size_t i = 0; i < count; i++) {
-        if (mta_sts_txt_concat(rdata[i], len[i], text, sizeof(text), &n) != MTA_STS_OK)
-            continue;
-        if (!begins_tlsrpt(text, n))
+        /* As in mta_sts_txt_select: a record too long to keep still counts. */
+        int rc = mta_sts_txt_concat(rdata[i], len[i], text, sizeof(text), &n);
+        if ((rc != MTA_STS_OK && rc != MTA_STS_ERR_SPACE) || !begins_tlsrpt(text, n))
             continue;
         if (++found == 1) {
             memcpy(chosen, text, n);
-            chosen_len = n;
+            chosen_len = rc == MTA_STS_OK ? n : SIZE_MAX;
         }
     }
     if (found != 1) {
         set_why(why, found == 0 ? "no v=TLSRPTv1 TXT record" : "several v=TLSRPTv1 TXT records");
+        return TLSRPT_ERR;
+    }
+    if (chosen_len == SIZE_MAX) {
+        set_why(why, "the v=TLSRPTv1 TXT record is longer than 4095 octets");
         return TLSRPT_ERR;
     }
     return tlsrpt_txt_parse(chosen, chosen_len, r, why);

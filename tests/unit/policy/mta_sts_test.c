@@ -52,6 +52,8 @@ static void test_txt_concat(void **state)
     assert_int_equal(mta_sts_txt_concat(wire, 0, text, sizeof(text), &n), MTA_STS_ERR);
     len = rdata(wire, sizeof(wire), two);
     assert_int_equal(mta_sts_txt_concat(wire, len, text, 16, &n), MTA_STS_ERR_SPACE);
+    assert_string_equal(text, "v=STSv1; id=abc"); /* what fits, readable */
+    assert_int_equal(n, 15);
     assert_int_equal(mta_sts_txt_concat(wire, len, text, 17, &n), MTA_STS_OK);
 }
 
@@ -144,6 +146,21 @@ static void test_txt_select(void **state)
     /* The single STSv1 record is invalid: no policy. */
     len[1] = rdata(w[1], 300, bad);
     assert_int_equal(mta_sts_txt_select(rd, len, 2, &t, &why), MTA_STS_ERR);
+    /* A record longer than MTA_STS_TXT_MAX still counts: with another it
+     * makes two, alone it is invalid. */
+    static uint8_t big[5200];
+    const uint8_t *rd2[2] = {big, w[1]};
+    size_t len2[2] = {0, 0};
+    memcpy(big, "\x08v=STSv1;", 9);
+    for (len2[0] = 9; len2[0] + 256 <= sizeof(big); len2[0] += 256) {
+        big[len2[0]] = 255;
+        memset(big + len2[0] + 1, 'x', 255);
+    }
+    len2[1] = rdata(w[1], 300, sts);
+    assert_int_equal(mta_sts_txt_select(rd2, len2, 2, &t, &why), MTA_STS_ERR);
+    assert_non_null(strstr(why, "several"));
+    assert_int_equal(mta_sts_txt_select(rd2, len2, 1, &t, &why), MTA_STS_ERR);
+    assert_non_null(strstr(why, "longer"));
     /* A broken RDATA is discarded, not fatal. */
     w[3][0] = 200, w[3][1] = 'v', len[3] = 2;
     len[1] = rdata(w[1], 300, sts);

@@ -152,6 +152,18 @@ static void test_txt_select(void **state)
     assert_non_null(strstr(why, "several"));
     assert_int_equal(tlsrpt_txt_select(rd, len, 1, &r, &why), TLSRPT_ERR);
     assert_int_equal(tlsrpt_txt_select(rd, len, 0, &r, &why), TLSRPT_ERR);
+    /* A record too long to keep still counts as one (then invalid). */
+    static uint8_t big[5200];
+    const uint8_t *rd2[2] = {big, w[1]};
+    size_t len2[2] = {11, 0};
+    memcpy(big, "\x0av=TLSRPTv1", 11);
+    for (; len2[0] + 256 <= sizeof(big); len2[0] += 256)
+        big[len2[0]] = 255, memset(big + len2[0] + 1, ';', 255);
+    len2[1] = len[1];
+    assert_int_equal(tlsrpt_txt_select(rd2, len2, 2, &r, &why), TLSRPT_ERR);
+    assert_non_null(strstr(why, "several"));
+    assert_int_equal(tlsrpt_txt_select(rd2, len2, 1, &r, &why), TLSRPT_ERR);
+    assert_non_null(strstr(why, "longer"));
     /* "v=TLSRPTv10" is another record. */
     len[0] = wire(w[0], "v=TLSRPTv10; rua=mailto:c@x.example", NULL);
     assert_int_equal(tlsrpt_txt_select(rd, len, 2, &r, &why), TLSRPT_OK);
