@@ -6,6 +6,7 @@
 #include "proxy/core/inbound.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,6 +18,7 @@ static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
 static const char R_IN_TXN[] = "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n";
 static const char R_XCLIENT[] = "421 4.3.0 Backend refused XCLIENT, closing connection\r\n";
 static const char R_BACKEND_TIMEOUT[] = "421 4.4.2 Backend timeout, closing connection\r\n";
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 
 static const char *const state_names[] = {
     [INBOUND_GREETING] = "GREETING",   [INBOUND_XEHLO] = "XEHLO",
@@ -58,6 +60,7 @@ static void close_with(struct inbound *e, const char *reply, enum reason reason)
     if (reply != NULL)
         to_client(e, reply, strlen(reply));
     enter_state(e, INBOUND_CLOSED);
+    inbound_free(e); /* nothing is greeted or relayed any more */
     e->actions |= ENGINE_ACT_CLOSE;
     e->reason = reason;
     relay_close(&e->relay, NULL, reason); /* nothing more from it either */
@@ -214,21 +217,36 @@ static void keep_domain(struct inbound *e, const uint8_t *p, size_t len)
 }
 
 /* Keeps the first greeting for a backend that turns out not to offer
- * XCLIENT; one longer than the buffer is cut to its first line. */
-static void keep_greeting(struct inbound *e, const uint8_t *p, size_t len)
+ * XCLIENT; one longer than SMTP_REPLY_LINE_MAX is cut to its first line.
+ * Returns -1 when out of memory. */
+static int keep_greeting(struct inbound *e, const uint8_t *p, size_t len)
 {
-    bool cut = len > sizeof(e->greeting);
+    bool cut = len > SMTP_REPLY_LINE_MAX;
 
     if (cut) {
         const uint8_t *nl = memchr(p, '\n', len);
         len = nl ? (size_t)(nl - p) + 1 : 0; /* a line is at most SMTP_REPLY_LINE_MAX */
     }
-    if (len > sizeof(e->greeting) || len < 4)
+    if (len > SMTP_REPLY_LINE_MAX || len < 4)
         len = 0;
+    e->greeting_len = 0;
+    if (len == 0)
+        return 0;
+    if (e->greeting == NULL && (e->greeting = malloc(SMTP_REPLY_LINE_MAX)) == NULL)
+        return -1;
     memcpy(e->greeting, p, len);
-    if (cut && len > 0)
+    if (cut)
         e->greeting[3] = ' '; /* now the only, so the last, line */
     e->greeting_len = len;
+    return 0;
+}
+
+/* The kept greeting has served (XCLIENT offered or not). */
+static void drop_greeting(struct inbound *e)
+{
+    free(e->greeting);
+    e->greeting = NULL;
+    e->greeting_len = 0;
 }
 
 static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
@@ -243,7 +261,10 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
              * its answer is a new greeting, which the client gets. First
              * EHLO alone: XCLIENT is sent only once the reply offers it
              * (Postfix >= 3.9 answers pipelined commands with 554). */
-            keep_greeting(e, p, len);
+            if (keep_greeting(e, p, len) != 0) {
+                close_with(e, R_INTERNAL, REASON_INTERNAL_ERROR);
+                return;
+            }
             to_server_str(e, "EHLO ");
             to_server_str(e, e->cfg.helo_name);
             to_server_str(e, "\r\n");
@@ -262,6 +283,7 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
             return;
         }
         if (code / 100 == 2 && ehlo_offers(p, len, "XCLIENT")) {
+            drop_greeting(e); /* XCLIENT's 220 is the client's greeting */
             to_server_str(e, e->cfg.xclient);
             relay_expect(&e->relay);
             enter_state(e, INBOUND_XCLIENT);
@@ -271,7 +293,9 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
          * smtpd_authorized_xclient_hosts, or no Postfix at all): the
          * session still works, the backend just sees the proxy's address. */
         report(e, "xclient_not_offered", p, len);
-        to_client(e, e->greeting, e->greeting_len);
+        if (e->greeting_len > 0)
+            to_client(e, e->greeting, e->greeting_len);
+        drop_greeting(e);
         enter_state(e, INBOUND_RELAY);
         return;
     case INBOUND_XCLIENT:
@@ -389,10 +413,19 @@ size_t inbound_received_format(char *out, size_t cap, const struct inbound_recei
     return f.n;
 }
 
-void inbound_set_received(struct inbound *e, const struct inbound_received *ri)
+int inbound_set_received(struct inbound *e, const struct inbound_received *ri)
 {
-    e->received = *ri;
-    e->received_on = true;
+    if (e->received == NULL && (e->received = malloc(sizeof(*e->received))) == NULL)
+        return -1;
+    *e->received = *ri;
+    return 0;
+}
+
+void inbound_free(struct inbound *e)
+{
+    drop_greeting(e);
+    free(e->received);
+    e->received = NULL;
 }
 
 /* The relay asks at the start of every message's content. */
@@ -400,9 +433,9 @@ static size_t on_prefix(void *arg, uint8_t *out, size_t cap)
 {
     struct inbound *e = arg;
 
-    if (!e->received_on || !e->tls_active)
+    if (e->received == NULL || !e->tls_active)
         return 0;
-    return inbound_received_format((char *)out, cap, &e->received, e->relay.client_helo);
+    return inbound_received_format((char *)out, cap, e->received, e->relay.client_helo);
 }
 
 void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io)
@@ -550,6 +583,11 @@ static enum reason op_reason(const void *v)
     return ((const struct inbound *)v)->reason;
 }
 
+static void op_release(void *v)
+{
+    inbound_free(v);
+}
+
 static unsigned op_take_actions(void *v)
 {
     struct inbound *e = v;
@@ -574,4 +612,5 @@ const struct engine_ops inbound_engine_ops = {
     .progress = op_progress,
     .reason = op_reason,
     .take_actions = op_take_actions,
+    .release = op_release,
 };

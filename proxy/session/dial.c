@@ -14,6 +14,7 @@
 #include "proxy/obs/log.h"
 #include "proxy/policy/rules.h"
 
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 static const char R_NO_DEST[] =
     "421 4.3.0 No original destination: connection was not redirected to the proxy\r\n";
 
@@ -80,8 +81,11 @@ static void name_done(struct session *s, const char *name, bool tempfail)
     s->d.in.name_known = true;
     log_debug("session=%s event=client_name client=%s name=%s", s->id, s->client_addr,
               name ? name : tempfail ? XCLIENT_NAME_TEMPUNAVAIL : XCLIENT_NAME_UNAVAILABLE);
-    if (s->engine.in.tls_active)
-        session_set_received(s); /* implicit TLS: the handshake came first */
+    /* implicit TLS: the handshake came first */
+    if (s->engine.in.tls_active && session_set_received(s) != 0) {
+        session_run_actions(s);
+        return;
+    }
     session_dial(s);
 }
 
@@ -170,20 +174,28 @@ static void start_name_lookup(struct session *s)
 }
 
 /* received_header: what the Received: line of each message names, from
- * the client leg's TLS and the lookup above (see inbound_set_received). */
-void session_set_received(struct session *s)
+ * the client leg's TLS and the lookup above (see inbound_set_received).
+ * Returns -1 when out of memory: the engine is then closing with a 421 and
+ * the caller runs its actions. */
+int session_set_received(struct session *s)
 {
     struct inbound_received ri = {.when = (int64_t)time(NULL)};
 
     if (s->p->outbound || !s->p->in->received_header)
-        return;
+        return 0;
     snprintf(ri.by, sizeof(ri.by), "%s", session_host_name());
     snprintf(ri.id, sizeof(ri.id), "%s", s->id);
     snprintf(ri.client_name, sizeof(ri.client_name), "%s", s->d.in.client_name);
     addr_format_ip((const struct sockaddr *)&s->peer, ri.client_ip, sizeof(ri.client_ip));
     snprintf(ri.tls_version, sizeof(ri.tls_version), "%s", s->tls_version ? s->tls_version : "");
     snprintf(ri.tls_cipher, sizeof(ri.tls_cipher), "%s", s->tls_cipher ? s->tls_cipher : "");
-    inbound_set_received(&s->engine.in, &ri);
+    if (inbound_set_received(&s->engine.in, &ri) != 0) {
+        log_error("session=%s listener=%s event=out_of_memory action=\"%s\"", s->id, s->p->name,
+                  s->action);
+        s->ops->abort(s->eng, R_INTERNAL, REASON_INTERNAL_ERROR);
+        return -1;
+    }
+    return 0;
 }
 
 void session_dial(struct session *s)

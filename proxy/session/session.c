@@ -198,6 +198,8 @@ static void free_session(struct session *s)
     struct session_set *set = s->set;
 
     report_end(s);
+    if (s->ops != NULL && s->ops->release != NULL)
+        s->ops->release(s->eng);
     if (s->counted) {
         atomic_fetch_sub(s->p->active, 1);
         metrics_connection_close(s->p->metrics);
@@ -640,7 +642,10 @@ static void on_tls_ready(struct conn *c)
     const char *sni = tls_sni(c->tls);
     snprintf(s->d.in.sni, sizeof(s->d.in.sni), "%s", sni ? sni : "");
     s->ops->tls_ready(s->eng);
-    session_set_received(s); /* received_header: dial.c */
+    if (session_set_received(s) != 0) { /* received_header: dial.c */
+        session_run_actions(s);
+        return;
+    }
     if (s->phase == PHASE_HANDSHAKE_IMPLICIT) {
         session_dial(s);
         return;

@@ -108,7 +108,7 @@ void session_init_engine(struct session *s);
 void session_dial(struct session *s);
 void session_start_outbound(struct session *s);
 void session_start_implicit_tls(struct session *s, const uint8_t *early, size_t n);
-void session_set_received(struct session *s);
+int session_set_received(struct session *s);
 
 /* session.c: the proxy's host name (EHLO to the backend, Received: lines). */
 const char *session_host_name(void);
