@@ -15,6 +15,7 @@
 #include "proxy/policy/rules.h"
 
 static const char R_SHUTDOWN[] = "421 4.3.2 Service shutting down, closing connection\r\n";
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 static const char R_TOO_MANY[] = "421 4.3.2 Too many connections, try again later\r\n";
 
 static atomic_uint_fast32_t session_counter;
@@ -33,7 +34,8 @@ static void init_salt(void)
 
 void session_accept(struct session_set *set, int fd, const struct session_profile *profile)
 {
-    struct session *s = calloc(1, sizeof(*s));
+    /* An inbound session has no room for the outbound part (session_int.h). */
+    struct session *s = calloc(1, session_alloc_size(profile));
 
     if (s == NULL) {
         log_error("listener=%s event=accept_failed error=\"out of memory\"",
@@ -81,7 +83,13 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
     metrics_connection_open(profile->metrics);
     s->counted = true;
     unsigned active = atomic_fetch_add(profile->active, 1) + 1;
-    session_init_engine(s);
+    if (session_init_engine(s) != 0) {
+        log_error("session=%s listener=%s event=out_of_memory action=\"%s\"", s->id, profile->name,
+                  s->action);
+        conn_emit(&s->client, (const uint8_t *)R_INTERNAL, sizeof(R_INTERNAL) - 1);
+        session_close(s, REASON_INTERNAL_ERROR);
+        return;
+    }
     bool implicit = !profile->outbound && profile->in->tls_mode == SESSION_TLS_IMPLICIT;
 
     if (conn_init(&s->server, set->loop, &session_conn_cb, s) == 0) {

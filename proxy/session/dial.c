@@ -36,8 +36,8 @@ static void client_info_for_backend(struct session *s)
         hlen = proxyproto_v2(hdr, sizeof(hdr), peer, local);
         break;
     case SESSION_CLIENT_INFO_XCLIENT:
-        xclient_line(s->d.in.xclient, sizeof(s->d.in.xclient), peer,
-                     s->d.in.client_name[0] ? s->d.in.client_name
+        xclient_line(s->d.in.client->xclient, sizeof(s->d.in.client->xclient), peer,
+                     s->d.in.client->name[0] ? s->d.in.client->name
                      : s->d.in.name_tempfail ? XCLIENT_NAME_TEMPUNAVAIL
                                              : NULL);
         break;
@@ -73,10 +73,12 @@ static bool lookup_wanted(const struct session *s)
 /* The lookup is over: name is the confirmed name or NULL. Dial. */
 static void name_done(struct session *s, const char *name, bool tempfail)
 {
+    char *own = s->d.in.client->name; /* lookup_wanted: the block exists */
+
     if (name == NULL)
-        s->d.in.client_name[0] = '\0';
-    else if (name != s->d.in.client_name)
-        snprintf(s->d.in.client_name, sizeof(s->d.in.client_name), "%s", name);
+        own[0] = '\0';
+    else if (name != own)
+        snprintf(own, sizeof(s->d.in.client->name), "%s", name);
     s->d.in.name_tempfail = tempfail;
     s->d.in.name_known = true;
     log_debug("session=%s event=client_name client=%s name=%s", s->id, s->client_addr,
@@ -120,7 +122,7 @@ static void on_forward(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     s->handles--; /* never the last: the legs and the timer are open */
-    name_done(s, ok ? s->d.in.client_name : NULL, status == UV_EAI_AGAIN);
+    name_done(s, ok ? s->d.in.client->name : NULL, status == UV_EAI_AGAIN);
 }
 
 static void on_reverse(uv_getnameinfo_t *req, int status, const char *host, const char *service)
@@ -140,10 +142,10 @@ static void on_reverse(uv_getnameinfo_t *req, int status, const char *host, cons
         name_done(s, NULL, status == UV_EAI_AGAIN);
         return;
     }
-    snprintf(s->d.in.client_name, sizeof(s->d.in.client_name), "%s", host);
+    snprintf(s->d.in.client->name, sizeof(s->d.in.client->name), "%s", host);
     struct addrinfo hints = {.ai_family = s->peer.ss_family, .ai_socktype = SOCK_STREAM};
     l->ai.data = l;
-    int rc = uv_getaddrinfo(s->set->loop, &l->ai, on_forward, s->d.in.client_name, NULL, &hints);
+    int rc = uv_getaddrinfo(s->set->loop, &l->ai, on_forward, s->d.in.client->name, NULL, &hints);
     if (rc != 0) {
         free(l);
         s->handles--;
@@ -185,7 +187,7 @@ int session_set_received(struct session *s)
         return 0;
     snprintf(ri.by, sizeof(ri.by), "%s", session_host_name());
     snprintf(ri.id, sizeof(ri.id), "%s", s->id);
-    snprintf(ri.client_name, sizeof(ri.client_name), "%s", s->d.in.client_name);
+    snprintf(ri.client_name, sizeof(ri.client_name), "%s", s->d.in.client->name);
     addr_format_ip((const struct sockaddr *)&s->peer, ri.client_ip, sizeof(ri.client_ip));
     snprintf(ri.tls_version, sizeof(ri.tls_version), "%s", s->tls_version ? s->tls_version : "");
     snprintf(ri.tls_cipher, sizeof(ri.tls_cipher), "%s", s->tls_cipher ? s->tls_cipher : "");

@@ -20,6 +20,7 @@
 #include "proxy/session/session_int.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,7 +123,14 @@ const char *session_host_name(void)
     return helo_name;
 }
 
-void session_init_engine(struct session *s)
+size_t session_alloc_size(const struct session_profile *p)
+{
+    if (p == NULL || p->outbound)
+        return sizeof(struct session);
+    return offsetof(struct session, d) + sizeof(((struct session *)NULL)->d.in);
+}
+
+int session_init_engine(struct session *s)
 {
     struct engine_io io = {
         .arg = s,
@@ -144,7 +152,7 @@ void session_init_engine(struct session *s)
         s->ops = &outbound_engine_ops;
         s->eng = &s->engine.out;
         outbound_init(&s->engine.out, &ocfg, &io);
-        return;
+        return 0;
     }
     const struct session_inbound_opts *in = s->p->in;
     struct inbound_cfg icfg = {
@@ -154,9 +162,14 @@ void session_init_engine(struct session *s)
         .max_line = in->max_command_line,
         .ehlo = &in->ehlo_keywords,
     };
+    if (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT || in->received_header) {
+        s->d.in.client = calloc(1, sizeof(*s->d.in.client));
+        if (s->d.in.client == NULL)
+            return -1;
+    }
     if (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT) {
         uv_once(&helo_once, init_helo_name);
-        icfg.xclient = s->d.in.xclient; /* filled in when dialling */
+        icfg.xclient = s->d.in.client->xclient; /* filled in when dialling */
         icfg.helo_name = helo_name;
     }
     s->dir = &session_dir_in;
@@ -165,6 +178,7 @@ void session_init_engine(struct session *s)
     s->eng = &s->engine.in;
     addr_format_spec(&in->backend, in->backend.port, s->server_addr, sizeof(s->server_addr));
     inbound_init(&s->engine.in, &icfg, &io);
+    return 0;
 }
 
 /* ---- lifecycle ---- */
@@ -180,7 +194,7 @@ static void report_end(struct session *s)
         .server = s->server_addr[0] ? s->server_addr : "-",
         .tls_version = s->tls_version,
         .tls_cipher = s->tls_cipher,
-        .sni = out ? "" : s->d.in.sni,
+        .sni = out || s->d.in.sni == NULL ? "" : s->d.in.sni,
         .policy = out ? s->d.out.policy : OUTBOUND_NONE,
         .verified = out && s->d.out.verified,
         .verify_note = out && s->d.out.verify_note ? s->d.out.verify_note : "no",
@@ -200,6 +214,10 @@ static void free_session(struct session *s)
     report_end(s);
     if (s->ops != NULL && s->ops->release != NULL)
         s->ops->release(s->eng);
+    if (s->p != NULL && !s->p->outbound) {
+        free(s->d.in.sni);
+        free(s->d.in.client);
+    }
     if (s->counted) {
         atomic_fetch_sub(s->p->active, 1);
         metrics_connection_close(s->p->metrics);
@@ -640,7 +658,14 @@ static void on_tls_ready(struct conn *c)
         return;
     }
     const char *sni = tls_sni(c->tls);
-    snprintf(s->d.in.sni, sizeof(s->d.in.sni), "%s", sni ? sni : "");
+    if (sni != NULL && sni[0] != '\0' && s->d.in.sni == NULL &&
+        (s->d.in.sni = strdup(sni)) == NULL) {
+        log_error("session=%s listener=%s event=out_of_memory action=\"%s\"", s->id, s->p->name,
+                  s->action);
+        s->ops->abort(s->eng, R_INTERNAL, REASON_INTERNAL_ERROR);
+        session_run_actions(s);
+        return;
+    }
     s->ops->tls_ready(s->eng);
     if (session_set_received(s) != 0) { /* received_header: dial.c */
         session_run_actions(s);

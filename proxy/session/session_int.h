@@ -34,6 +34,15 @@ struct direction {
 };
 
 extern const struct direction session_dir_in, session_dir_out;
+
+/* Who the backend is told the client is (inbound, allocated with the engine
+ * when backend_client_info = "xclient" or received_header is on). */
+struct session_client {
+    char xclient[XCLIENT_LINE_MAX];
+    /* The client's forward-confirmed reverse name (dial.c), for XCLIENT and
+     * the Received: line: "" when none. */
+    char name[256];
+};
 extern const struct conn_cb session_conn_cb;
 
 struct session {
@@ -49,26 +58,6 @@ struct session {
         struct inbound in;
         struct outbound out;
     } engine;
-    /* What only one direction needs shares the memory of the other's. */
-    union {
-        struct {                      /* inbound */
-            char sni[128];
-            char xclient[XCLIENT_LINE_MAX];
-            /* The client's forward-confirmed reverse name (dial.c), for
-             * XCLIENT and the Received: line: "" when none. */
-            char client_name[256];
-            bool name_tempfail;      /* the lookup failed temporarily */
-            bool name_known;         /* the lookup is over (or not wanted) */
-        } in;
-        struct {                      /* outbound */
-            struct destination dest;
-            struct destination_lookup lookup; /* a fixed destination's name */
-            enum outbound_policy policy;
-            bool verified;
-            const char *verify_note;  /* static, from the TLS layer */
-            char tls_error[256];      /* why the handshake failed (copied) */
-        } out;
-    } d;
     struct session *prev, *next;      /* in set: only this file touches them */
     enum session_phase phase;
     unsigned handles;                 /* open handles + outstanding requests */
@@ -93,6 +82,25 @@ struct session {
     const char *tls_cipher;
     struct sockaddr_storage peer;     /* the client, as the PROXY header says */
     struct sockaddr_storage local;    /* where it connected to */
+    /* What only one direction needs shares the memory of the other's. It
+     * comes last: an inbound session is allocated only up to the end of
+     * d.in (session_alloc_size), so inbound code never touches d.out. */
+    union {
+        struct {                      /* inbound */
+            char *sni;                /* the client's SNI, NULL when none */
+            struct session_client *client; /* XCLIENT or received_header only */
+            bool name_tempfail;      /* the lookup failed temporarily */
+            bool name_known;         /* the lookup is over (or not wanted) */
+        } in;
+        struct {                      /* outbound */
+            struct destination dest;
+            struct destination_lookup lookup; /* a fixed destination's name */
+            enum outbound_policy policy;
+            bool verified;
+            const char *verify_note;  /* static, from the TLS layer */
+            char tls_error[256];      /* why the handshake failed (copied) */
+        } out;
+    } d;
 };
 
 /* session.c */
@@ -102,7 +110,9 @@ void session_run_actions(struct session *s);
 void session_close(struct session *s, enum reason reason);
 void session_close_handles(struct session *s);
 void session_drop_handle(struct session *s);
-void session_init_engine(struct session *s);
+int session_init_engine(struct session *s);
+/* How much of a struct session a session of profile p uses (NULL: all). */
+size_t session_alloc_size(const struct session_profile *p);
 
 /* dial.c */
 void session_dial(struct session *s);
