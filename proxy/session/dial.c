@@ -143,7 +143,7 @@ static void on_reverse(uv_getnameinfo_t *req, int status, const char *host, cons
         return;
     }
     snprintf(s->d.in.client->name, sizeof(s->d.in.client->name), "%s", host);
-    struct addrinfo hints = {.ai_family = s->peer.ss_family, .ai_socktype = SOCK_STREAM};
+    struct addrinfo hints = {.ai_family = s->peer.sa.sa_family, .ai_socktype = SOCK_STREAM};
     l->ai.data = l;
     int rc = uv_getaddrinfo(s->set->loop, &l->ai, on_forward, s->d.in.client->name, NULL, &hints);
     if (rc != 0) {
@@ -216,7 +216,7 @@ void session_dial(struct session *s)
     int rc = conn_connect(&s->server, sa);
     if (rc != 0) {
         log_warn("session=%s listener=%s event=connect_failed peer=%s error=\"%s\"", s->id,
-                 s->p->name, s->server_addr, uv_strerror(rc));
+                 s->p->name, session_server_name(s), uv_strerror(rc));
         s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
         session_run_actions(s);
     }

@@ -97,7 +97,7 @@ static void on_engine_event(void *arg, const char *event, const char *detail)
 
     log_quote(detail, q, sizeof(q));
     log_warn("session=%s listener=%s event=%s backend=%s reply=%s", s->id, s->p->name, event,
-             s->server_addr, q);
+             session_server_name(s), q);
 }
 
 static void on_engine_debug(void *arg, const char *event, const char *detail)
@@ -121,6 +121,17 @@ const char *session_host_name(void)
 {
     uv_once(&helo_once, init_helo_name);
     return helo_name;
+}
+
+const char *session_server_name(const struct session *s)
+{
+    static _Thread_local char backend[sizeof(s->server_addr)];
+
+    if (s->p == NULL || s->ops == NULL) /* before the engine: nowhere yet */
+        return "-";
+    if (s->p->outbound)
+        return s->server_addr[0] ? s->server_addr : "-";
+    return addr_format_spec(&s->p->in->backend, s->p->in->backend.port, backend, sizeof(backend));
 }
 
 size_t session_alloc_size(const struct session_profile *p)
@@ -176,7 +187,6 @@ int session_init_engine(struct session *s)
     s->timeouts = &in->timeouts;
     s->ops = &inbound_engine_ops;
     s->eng = &s->engine.in;
-    addr_format_spec(&in->backend, in->backend.port, s->server_addr, sizeof(s->server_addr));
     inbound_init(&s->engine.in, &icfg, &io);
     return 0;
 }
@@ -191,7 +201,7 @@ static void report_end(struct session *s)
         .listener = s->p ? s->p->name : "-",
         .outbound = out,
         .client = s->client_addr[0] ? s->client_addr : "-",
-        .server = s->server_addr[0] ? s->server_addr : "-",
+        .server = session_server_name(s),
         .tls_version = s->tls_version,
         .tls_cipher = s->tls_cipher,
         .sni = out || s->d.in.sni == NULL ? "" : s->d.in.sni,
@@ -310,7 +320,7 @@ static void on_timer(uv_timer_t *t)
     case PHASE_HANDSHAKE:
         log_warn("session=%s listener=%s event=tls_failed reason=\"handshake timeout\" "
                  "peer=%s",
-                 s->id, s->p->name, s->p->outbound ? s->server_addr : s->client_addr);
+                 s->id, s->p->name, s->p->outbound ? session_server_name(s) : s->client_addr);
         metrics_tls_failure(s->p->metrics, "handshake timeout");
         /* Inbound: nothing can be said in plaintext mid-handshake; outbound:
          * the client leg is plaintext and policy decides what it hears. */
@@ -318,7 +328,7 @@ static void on_timer(uv_timer_t *t)
         break;
     case PHASE_CONNECTING:
         log_warn("session=%s listener=%s event=connect_timeout peer=%s action=\"%s\"", s->id,
-                 s->p->name, s->server_addr, s->action);
+                 s->p->name, session_server_name(s), s->action);
         s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
         break;
     case PHASE_RUNNING:
@@ -332,7 +342,7 @@ static void on_timer(uv_timer_t *t)
         if (s->ops->awaiting_server(s->eng))
             log_warn("session=%s listener=%s event=server_timeout peer=%s "
                      "action=\"waiting for a reply\"",
-                     s->id, s->p->name, s->server_addr);
+                     s->id, s->p->name, session_server_name(s));
         s->ops->deadline(s->eng);
         break;
     }
@@ -543,8 +553,9 @@ static size_t read_preface(struct session *s, const uint8_t *p, size_t n)
     }
     s->pp_wait = false;
     if (src.ss_family != AF_UNSPEC) {
-        s->peer = src;
-        s->local = dst;
+        /* TCP4 or TCP6 (proxyproto_parse), so they fit. */
+        memcpy(&s->peer, &src, sizeof(s->peer));
+        memcpy(&s->local, &dst, sizeof(s->local));
         addr_format((const struct sockaddr *)&s->peer, s->client_addr, sizeof(s->client_addr));
     }
     if (s->p->in->tls_mode == SESSION_TLS_IMPLICIT) {
@@ -608,7 +619,7 @@ static void on_eof(struct conn *c, int err)
         return;
     if (err != UV_EOF)
         log_warn("session=%s listener=%s event=server_error peer=%s error=\"%s\"", s->id,
-                 s->p->name, s->server_addr, uv_strerror(err));
+                 s->p->name, session_server_name(s), uv_strerror(err));
     s->ops->server_eof(s->eng);
     session_run_actions(s);
 }
@@ -621,7 +632,7 @@ static void on_connect(struct conn *c, int status)
         return;
     if (status != 0) {
         log_warn("session=%s listener=%s event=connect_failed peer=%s error=\"%s\"", s->id,
-                 s->p->name, s->server_addr, uv_strerror(status));
+                 s->p->name, session_server_name(s), uv_strerror(status));
         s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
         session_run_actions(s);
         return;
@@ -692,7 +703,7 @@ static void on_tls_error(struct conn *c, const char *why)
     why = why ? why : "unknown";
     log_quote(why, q, sizeof(q));
     log_warn("session=%s listener=%s event=tls_failed peer=%s reason=%s action=\"%s\"", s->id,
-             s->p->name, c == &s->client ? s->client_addr : s->server_addr, q, s->action);
+             s->p->name, c == &s->client ? s->client_addr : session_server_name(s), q, s->action);
     metrics_tls_failure(s->p->metrics, why);
     if (s->phase == PHASE_HANDSHAKE)
         metrics_starttls(s->p->metrics, "failed");

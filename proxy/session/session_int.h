@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+
 #include <uv.h>
 
 #include "proxy/core/engine.h"
@@ -43,6 +45,14 @@ struct session_client {
      * the Received: line: "" when none. */
     char name[256];
 };
+/* A TCP peer's address: IPv4 or IPv6 only (28 bytes, not the 128 of a
+ * sockaddr_storage). */
+union session_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+};
+
 extern const struct conn_cb session_conn_cb;
 
 struct session {
@@ -77,14 +87,14 @@ struct session {
     uint64_t progress;
     char id[12];
     char client_addr[ADDR_STRLEN];
-    char server_addr[300];
     const char *tls_version;          /* static strings from BoringSSL */
     const char *tls_cipher;
-    struct sockaddr_storage peer;     /* the client, as the PROXY header says */
-    struct sockaddr_storage local;    /* where it connected to */
+    union session_addr peer;          /* the client, as the PROXY header says */
+    union session_addr local;         /* where it connected to */
     /* What only one direction needs shares the memory of the other's. It
      * comes last: an inbound session is allocated only up to the end of
-     * d.in (session_alloc_size), so inbound code never touches d.out. */
+     * d.in (session_alloc_size), so inbound code never touches d.out or
+     * what follows d. */
     union {
         struct {                      /* inbound */
             char *sni;                /* the client's SNI, NULL when none */
@@ -101,6 +111,9 @@ struct session {
             char tls_error[256];      /* why the handshake failed (copied) */
         } out;
     } d;
+    /* Outbound only (beyond an inbound session's end): the destination as
+     * logged. Common code names the server leg with session_server_name(). */
+    char server_addr[300];
 };
 
 /* session.c */
@@ -111,6 +124,10 @@ void session_close(struct session *s, enum reason reason);
 void session_close_handles(struct session *s);
 void session_drop_handle(struct session *s);
 int session_init_engine(struct session *s);
+/* The server leg's peer for logs: an outbound session's server_addr, or an
+ * inbound session's backend formatted into a per-thread buffer (valid until
+ * the next call on the thread). */
+const char *session_server_name(const struct session *s);
 /* How much of a struct session a session of profile p uses (NULL: all). */
 size_t session_alloc_size(const struct session_profile *p);
 
