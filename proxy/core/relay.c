@@ -77,9 +77,14 @@ static void close_with(struct relay *r, const char *reply, enum reason reason)
     r->reason = reason;
 }
 
-static struct relay_entry *fifo_head(struct relay *r)
+/* Copies the head entry to x; false when the FIFO is empty. */
+static bool fifo_head(const struct relay *r, struct relay_entry *x)
 {
-    return r->count ? &r->fifo[r->head] : NULL;
+    if (r->count == 0)
+        return false;
+    x->kind = r->fifo_kind[r->head];
+    x->text = r->fifo_text[r->head];
+    return true;
 }
 
 static void fifo_pop(struct relay *r)
@@ -91,25 +96,25 @@ static void fifo_pop(struct relay *r)
 static void fifo_push(struct relay *r, enum relay_pending kind, const char *text)
 {
     assert(r->count < RELAY_FIFO_MAX);
-    struct relay_entry *x = &r->fifo[(r->head + r->count) % RELAY_FIFO_MAX];
-    x->kind = (uint8_t)kind;
-    x->text = text;
+    unsigned i = (r->head + r->count) % RELAY_FIFO_MAX;
+    r->fifo_kind[i] = (uint8_t)kind;
+    r->fifo_text[i] = text;
     r->count++;
 }
 
 /* Emits the proxy's own replies that have reached the head of the FIFO. */
 static void drain(struct relay *r)
 {
-    struct relay_entry *x;
+    struct relay_entry x;
 
-    while ((x = fifo_head(r)) != NULL && r->state != RELAY_CLOSED) {
-        if (x->kind == PEND_LOCAL) {
-            to_client_str(r, x->text);
+    while (fifo_head(r, &x) && r->state != RELAY_CLOSED) {
+        if (x.kind == PEND_LOCAL) {
+            to_client_str(r, x.text);
             fifo_pop(r);
-        } else if (x->kind == PEND_CLOSE) {
+        } else if (x.kind == PEND_CLOSE) {
             fifo_pop(r);
-            close_with(r, x->text, REASON_PROTOCOL_ERROR);
-        } else if (x->kind == PEND_TURN) {
+            close_with(r, x.text, REASON_PROTOCOL_ERROR);
+        } else if (x.kind == PEND_TURN) {
             /* Every earlier reply has been delivered: the user may speak
              * (RFC 3207 §4 lets TLS start right after its 220). */
             fifo_pop(r);
@@ -593,11 +598,11 @@ static void reply_own_ehlo(struct relay *r, const uint8_t *p, size_t len)
 
 static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
 {
-    struct relay_entry *x = fifo_head(r);
+    struct relay_entry x;
     bool ok = code / 100 == 2;
 
     r->progress++;
-    if (x == NULL) {
+    if (!fifo_head(r, &x)) {
         /* RFC 5321 §3.8: a server may announce its shutdown with 421 at
          * any time; any other reply that answers nothing is an error. */
         if (code == 421) {
@@ -608,7 +613,7 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
         }
         return;
     }
-    enum relay_pending kind = x->kind;
+    enum relay_pending kind = x.kind;
     assert(kind != PEND_LOCAL && kind != PEND_TURN && kind != PEND_CLOSE);
     if (code / 100 == 3 && !(kind == PEND_DATA && code == 354) &&
         !(kind == PEND_AUTH && code == 334) && kind != PEND_USER) {
@@ -756,7 +761,7 @@ void relay_close(struct relay *r, const char *reply_text, enum reason reason)
 bool relay_awaiting_server(const struct relay *r)
 {
     for (unsigned i = 0; i < r->count; i++) {
-        uint8_t k = r->fifo[(r->head + i) % RELAY_FIFO_MAX].kind;
+        uint8_t k = r->fifo_kind[(r->head + i) % RELAY_FIFO_MAX];
         if (k != PEND_LOCAL && k != PEND_TURN && k != PEND_CLOSE)
             return true;
     }

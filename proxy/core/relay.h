@@ -159,7 +159,10 @@ struct relay {
     unsigned caps;          /* (ro) SMTP_CAP_* of the server's last EHLO reply */
     uint64_t bdat_left;
     struct smtp_data data;
-    struct relay_entry fifo[RELAY_FIFO_MAX];
+    /* The FIFO as two arrays (no padding in between: 288 bytes, not 512):
+     * entry i is fifo_kind[i] (enum relay_pending) and fifo_text[i]. */
+    uint8_t fifo_kind[RELAY_FIFO_MAX];
+    const char *fifo_text[RELAY_FIFO_MAX];
     unsigned head, count;   /* (ro) count: entries in the FIFO */
     enum reason reason;     /* (ro) why it closed; REASON_NONE while it runs */
     uint64_t progress;      /* (ro) complete lines/chunks/replies seen */
