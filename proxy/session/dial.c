@@ -84,7 +84,7 @@ static void name_done(struct session *s, const char *name, bool tempfail)
     log_debug("session=%s event=client_name client=%s name=%s", s->id, s->client_addr,
               name ? name : tempfail ? XCLIENT_NAME_TEMPUNAVAIL : XCLIENT_NAME_UNAVAILABLE);
     /* implicit TLS: the handshake came first */
-    if (s->engine.in.tls_active && session_set_received(s) != 0) {
+    if (s->d.in.engine.tls_active && session_set_received(s) != 0) {
         session_run_actions(s);
         return;
     }
@@ -191,7 +191,7 @@ int session_set_received(struct session *s)
     addr_format_ip((const struct sockaddr *)&s->peer, ri.client_ip, sizeof(ri.client_ip));
     snprintf(ri.tls_version, sizeof(ri.tls_version), "%s", s->tls_version ? s->tls_version : "");
     snprintf(ri.tls_cipher, sizeof(ri.tls_cipher), "%s", s->tls_cipher ? s->tls_cipher : "");
-    if (inbound_set_received(&s->engine.in, &ri) != 0) {
+    if (inbound_set_received(&s->d.in.engine, &ri) != 0) {
         log_error("session=%s listener=%s event=out_of_memory action=\"%s\"", s->id, s->p->name,
                   s->action);
         s->ops->abort(s->eng, R_INTERNAL, REASON_INTERNAL_ERROR);

@@ -186,8 +186,8 @@ int session_init_engine(struct session *s)
     s->dir = &session_dir_in;
     s->timeouts = &in->timeouts;
     s->ops = &inbound_engine_ops;
-    s->eng = &s->engine.in;
-    inbound_init(&s->engine.in, &icfg, &io);
+    s->eng = &s->d.in.engine;
+    inbound_init(&s->d.in.engine, &icfg, &io);
     return 0;
 }
 

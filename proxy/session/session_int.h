@@ -61,13 +61,9 @@ struct session {
     const struct session_timeouts *timeouts;
     const struct direction *dir;
     const struct engine_ops *ops;
-    void *eng;                        /* &engine.in or &engine.out */
+    void *eng;                        /* &d.in.engine or &engine.out */
     struct conn client, server;
     uv_timer_t timer;
-    union {
-        struct inbound in;
-        struct outbound out;
-    } engine;
     struct session *prev, *next;      /* in set: only this file touches them */
     enum session_phase phase;
     unsigned handles;                 /* open handles + outstanding requests */
@@ -97,6 +93,7 @@ struct session {
      * what follows d. */
     union {
         struct {                      /* inbound */
+            struct inbound engine;
             char *sni;                /* the client's SNI, NULL when none */
             struct session_client *client; /* XCLIENT or received_header only */
             bool name_tempfail;      /* the lookup failed temporarily */
@@ -111,8 +108,12 @@ struct session {
             char tls_error[256];      /* why the handshake failed (copied) */
         } out;
     } d;
-    /* Outbound only (beyond an inbound session's end): the destination as
-     * logged. Common code names the server leg with session_server_name(). */
+    /* Outbound only, beyond an inbound session's end: the engine, and the
+     * destination as logged (common code names the server leg with
+     * session_server_name()). */
+    union {
+        struct outbound out;
+    } engine;
     char server_addr[300];
 };
 
