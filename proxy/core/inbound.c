@@ -205,15 +205,14 @@ static void report(struct inbound *e, const char *event, const uint8_t *p, size_
 
 /* The domain a greeting names first (RFC 5321 §4.3.1: "220 domain ..."),
  * for the EHLO reply the relay writes for a HELO-only backend. */
-static void keep_domain(struct inbound *e, const uint8_t *p, size_t len)
+static int keep_domain(struct inbound *e, const uint8_t *p, size_t len)
 {
     size_t n = 0;
 
-    while (4 + n < len && n < sizeof(e->relay.server_domain) - 1 && p[4 + n] != ' ' &&
-           p[4 + n] != '\r' && p[4 + n] != '\n')
+    while (4 + n < len && n < RELAY_NAME_MAX && p[4 + n] != ' ' && p[4 + n] != '\r' &&
+           p[4 + n] != '\n')
         n++;
-    memcpy(e->relay.server_domain, p + 4, n);
-    e->relay.server_domain[n] = '\0';
+    return relay_set_server_domain(&e->relay, p + 4, n);
 }
 
 /* Keeps the first greeting for a backend that turns out not to offer
@@ -255,7 +254,10 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
 
     switch (e->state) {
     case INBOUND_GREETING:
-        keep_domain(e, p, len);
+        if (keep_domain(e, p, len) != 0) {
+            close_with(e, R_INTERNAL, REASON_INTERNAL_ERROR);
+            return;
+        }
         if (code == 220 && e->cfg.xclient != NULL) {
             /* Postfix XCLIENT: tell the backend who the client really is;
              * its answer is a new greeting, which the client gets. First
@@ -304,7 +306,10 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
             close_with(e, R_XCLIENT, REASON_XCLIENT_REFUSED);
             return;
         }
-        keep_domain(e, p, len);
+        if (keep_domain(e, p, len) != 0) {
+            close_with(e, R_INTERNAL, REASON_INTERNAL_ERROR);
+            return;
+        }
         to_client(e, p, len);
         enter_state(e, INBOUND_RELAY);
         return;
@@ -426,6 +431,7 @@ void inbound_free(struct inbound *e)
     drop_greeting(e);
     free(e->received);
     e->received = NULL;
+    relay_free(&e->relay);
 }
 
 /* The relay asks at the start of every message's content. */
@@ -435,7 +441,7 @@ static size_t on_prefix(void *arg, uint8_t *out, size_t cap)
 
     if (e->received == NULL || !e->tls_active)
         return 0;
-    return inbound_received_format((char *)out, cap, e->received, e->relay.client_helo);
+    return inbound_received_format((char *)out, cap, e->received, relay_client_helo(&e->relay));
 }
 
 void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io)

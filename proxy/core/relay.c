@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -16,6 +17,7 @@ const char RELAY_R_PROTOCOL[] = "421 4.5.0 Backend protocol error, closing conne
 const char RELAY_R_LOST[] = "421 4.4.2 Backend connection lost\r\n";
 const char RELAY_R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 const char RELAY_R_TOO_MANY_ERRORS[] = "421 4.7.0 Too many errors, closing connection\r\n";
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 static const char R_EHLO_AFTER_TLS[] = "503 5.5.1 Send EHLO again after STARTTLS\r\n";
 static const char R_NO_STARTTLS[] = "502 5.5.1 STARTTLS not offered\r\n";
 static const char R_RESERVED[] = "550 5.7.0 Command reserved for the proxy\r\n";
@@ -200,24 +202,46 @@ static void cmd_forward(struct relay *r, const struct relay_command *c,
     forward(r, c->line, c->len, (enum relay_pending)v->kind);
 }
 
-/* The first word of the client's EHLO/HELO argument, kept for a HELO
- * fallback and the Received: line; "" when it does not fit. */
-static void keep_helo(struct relay *r, const struct relay_command *c)
+/* A copy of p[0, n) in a block of its size into *to (NULL when n is 0 or
+ * above RELAY_NAME_MAX); -1 when out of memory. */
+static int keep_name(char **to, const uint8_t *p, size_t n)
 {
-    size_t n = 0, end = c->len - 2;
+    free(*to);
+    *to = NULL;
+    if (n == 0 || n > RELAY_NAME_MAX)
+        return 0;
+    if ((*to = malloc(n + 1)) == NULL)
+        return -1;
+    memcpy(*to, p, n);
+    (*to)[n] = '\0';
+    return 0;
+}
 
-    while (c->arg + n < end && c->line[c->arg + n] != ' ')
-        n++;
-    if (n >= sizeof(r->client_helo))
-        n = 0;
-    memcpy(r->client_helo, c->line + c->arg, n);
-    r->client_helo[n] = '\0';
+void relay_free(struct relay *r)
+{
+    free(r->client_helo);
+    free(r->server_domain);
+    r->client_helo = r->server_domain = NULL;
+}
+
+int relay_set_server_domain(struct relay *r, const uint8_t *p, size_t n)
+{
+    return keep_name(&r->server_domain, p, n);
 }
 
 static void cmd_ehlo(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
                      const char *refuse)
 {
-    keep_helo(r, c);
+    size_t n = 0, end = c->len - 2;
+
+    /* The first word of the argument, for a HELO fallback and the
+     * Received: line; none when it does not fit. */
+    while (r->cfg.helo_fallback && c->arg + n < end && c->line[c->arg + n] != ' ')
+        n++;
+    if (r->cfg.helo_fallback && keep_name(&r->client_helo, c->line + c->arg, n) != 0) {
+        close_with(r, R_INTERNAL, REASON_INTERNAL_ERROR);
+        return;
+    }
     r->ehlo_sent = true;
     r->need_ehlo = false;
     cmd_forward(r, c, v, refuse);
@@ -559,9 +583,9 @@ static void reply_ehlo(struct relay *r, const uint8_t *p, size_t len)
 static bool helo_fallback(struct relay *r)
 {
     if (!r->cfg.helo_fallback || r->count > 0 || r->state != RELAY_COMMAND ||
-        r->client_helo[0] == '\0')
+        r->client_helo == NULL)
         return false;
-    char line[sizeof(r->client_helo) + 8];
+    char line[RELAY_NAME_MAX + 8];
     int n = snprintf(line, sizeof(line), "HELO %s\r\n", r->client_helo);
     to_server(r, line, (size_t)n); /* one write, one line */
     fifo_push(r, PEND_HELO_FALLBACK, NULL);
@@ -589,7 +613,7 @@ static void reply_own_ehlo(struct relay *r, const uint8_t *p, size_t len)
     domain[n] = '\0';
     if (n == 0 || (len > 4 + n && p[4 + n] != ' ' && p[4 + n] != '\r'))
         snprintf(domain, sizeof(domain), "%s",
-                 r->server_domain[0] ? r->server_domain : "localhost");
+                 r->server_domain != NULL ? r->server_domain : "localhost");
     bool starttls = !r->cfg.tls && r->cfg.offer_starttls;
     to_client_str(r, starttls ? "250-" : "250 ");
     to_client_str(r, domain);

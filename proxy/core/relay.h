@@ -169,18 +169,39 @@ struct relay {
     unsigned errors;        /* (ro) commands the proxy itself answered with an error */
     bool error_limit;       /* (ro) RELAY_ERROR_LIMIT reached: no more commands are read */
     bool prefix_done;       /* the current message has had its prefix */
-    /* (ro) the first word of the client's last EHLO/HELO argument ("" when
-     * none or too long). */
-    char client_helo[256];
-    /* The server's domain from its greeting: the user (inbound) sets it, the
-     * HELO fallback names it when the HELO reply does not. */
-    char server_domain[256];
+    /* The first word of the client's last EHLO/HELO argument, kept (in a
+     * block of its own size) only with cfg.helo_fallback, the inbound
+     * front end's, which also names it in Received: lines; NULL when none
+     * or too long. Read it with relay_client_helo(). */
+    char *client_helo;
+    /* The server's domain from its greeting: the user (inbound) sets it
+     * with relay_set_server_domain(), the HELO fallback names it when the
+     * HELO reply does not. NULL when none. */
+    char *server_domain;
 };
+
+/* Longest EHLO/HELO word and server domain kept (RFC 1035: 255 octets). */
+#define RELAY_NAME_MAX 255
 
 /* Sets up r to read commands with nothing owed. cfg, io and hooks are
  * copied (hooks may be NULL: no hook). */
 void relay_init(struct relay *r, const struct relay_cfg *cfg, const struct engine_io *io,
                 const struct relay_hooks *hooks);
+
+/* Frees the names the relay keeps (client_helo, server_domain).
+ * Idempotent; the relay is not used afterwards. */
+void relay_free(struct relay *r);
+
+/* The client's last EHLO/HELO word (see client_helo), "" when none. */
+static inline const char *relay_client_helo(const struct relay *r)
+{
+    return r->client_helo != NULL ? r->client_helo : "";
+}
+
+/* Keeps p[0, n) as the server's domain ("" when n is 0 or above
+ * RELAY_NAME_MAX). 0, or -1 when out of memory (the domain is then
+ * forgotten). */
+int relay_set_server_domain(struct relay *r, const uint8_t *p, size_t n);
 
 /* Client bytes. Returns how many were consumed; the caller keeps the rest
  * and offers them again, with whatever arrives next, after the next server
