@@ -39,18 +39,19 @@ static void enter_state(struct inbound *e, enum inbound_state s)
         return;
     enum inbound_state from = e->state;
     e->state = s;
-    if (e->io.on_state != NULL)
-        e->io.on_state(e->io.arg, "inbound", inbound_state_str(from), inbound_state_str(s));
+    if (e->relay.io.on_state != NULL)
+        e->relay.io.on_state(e->relay.io.arg, "inbound", inbound_state_str(from),
+                             inbound_state_str(s));
 }
 
 static void to_client(struct inbound *e, const void *p, size_t n)
 {
-    e->io.to_client(e->io.arg, p, n);
+    e->relay.io.to_client(e->relay.io.arg, p, n);
 }
 
 static void to_server_str(struct inbound *e, const char *s)
 {
-    e->io.to_server(e->io.arg, (const uint8_t *)s, strlen(s));
+    e->relay.io.to_server(e->relay.io.arg, (const uint8_t *)s, strlen(s));
 }
 
 static void close_with(struct inbound *e, const char *reply, enum reason reason)
@@ -187,7 +188,7 @@ static void report(struct inbound *e, const char *event, const uint8_t *p, size_
     char line[512];
     size_t n = 0;
 
-    if (e->io.on_event == NULL)
+    if (e->relay.io.on_event == NULL)
         return;
     for (size_t i = 0; i < len && n < sizeof(line) - 1; i++) {
         if (p[i] == '\r')
@@ -200,7 +201,7 @@ static void report(struct inbound *e, const char *event, const uint8_t *p, size_
         line[n++] = (char)p[i];
     }
     line[n] = '\0';
-    e->io.on_event(e->io.arg, event, line);
+    e->relay.io.on_event(e->relay.io.arg, event, line);
 }
 
 /* The domain a greeting names first (RFC 5321 §4.3.1: "220 domain ..."),
@@ -448,7 +449,6 @@ void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct
 {
     memset(e, 0, sizeof(*e));
     e->cfg = *cfg;
-    e->io = *io;
     /* RFC 5321 §3.1: the client waits for the greeting. Whatever it sends
      * ahead is held, so nothing reaches the backend before the greeting
      * (and XCLIENT, when configured) is through. */

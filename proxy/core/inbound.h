@@ -85,10 +85,9 @@ const char *inbound_state_str(enum inbound_state s);
 /* The session may read the fields marked (ro); the rest is private. */
 struct inbound {
     struct inbound_cfg cfg;
-    struct engine_io io;
     enum inbound_state state; /* (ro) */
     bool tls_active;          /* (ro) the client leg is encrypted */
-    struct relay relay;       /* (ro) its state, caps, FIFO */
+    struct relay relay;       /* (ro) its state, caps, FIFO; relay.io is the engine's too */
     unsigned actions;         /* ENGINE_ACT_*, taken by take_actions */
     enum reason reason;       /* (ro) why it closed; REASON_NONE while it runs */
     /* The backend's first greeting, kept while XCLIENT is negotiated: the
