@@ -79,7 +79,8 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
     uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&s->peer, &alen);
     alen = sizeof(s->local);
     uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&s->local, &alen);
-    addr_format((const struct sockaddr *)&s->peer, s->client_addr, sizeof(s->client_addr));
+    if (profile->outbound) /* inbound sessions format it when logging */
+        addr_format((const struct sockaddr *)&s->peer, s->client_addr, sizeof(s->client_addr));
     metrics_connection_open(profile->metrics);
     s->counted = true;
     unsigned active = atomic_fetch_add(profile->active, 1) + 1;
@@ -100,16 +101,15 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
     }
     unsigned max = profile->outbound ? profile->out->max_connections : profile->in->max_connections;
     if (active > max || set->stopping) {
-        log_warn("session=%s listener=%s event=refused reason=%s client=%s", s->id,
-                 profile->name, set->stopping ? "shutting_down" : "max_connections",
-                 s->client_addr);
+        log_warn("session=%s listener=%s event=refused reason=%s client=%s", s->id, profile->name,
+                 set->stopping ? "shutting_down" : "max_connections", session_client_name(s));
         if (!implicit)
             conn_emit(&s->client, (const uint8_t *)R_TOO_MANY, sizeof(R_TOO_MANY) - 1);
         session_close(s, REASON_MAX_CONNECTIONS);
         return;
     }
     log_debug("session=%s listener=%s event=connect client=%s", s->id, profile->name,
-              s->client_addr);
+              session_client_name(s));
     if (profile->outbound) {
         session_start_outbound(s);
         return;
@@ -119,7 +119,7 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
                              (const struct sockaddr *)&s->peer)) {
         /* Only the load balancers named may say who the client is. */
         log_warn("session=%s listener=%s event=proxy_header_untrusted client=%s", s->id,
-                 profile->name, s->client_addr);
+                 profile->name, session_client_name(s));
         session_close(s, REASON_PROXY_HEADER_UNTRUSTED);
         return;
     }

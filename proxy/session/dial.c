@@ -81,8 +81,10 @@ static void name_done(struct session *s, const char *name, bool tempfail)
         snprintf(own, sizeof(s->d.in.client->name), "%s", name);
     s->d.in.name_tempfail = tempfail;
     s->d.in.name_known = true;
-    log_debug("session=%s event=client_name client=%s name=%s", s->id, s->client_addr,
-              name ? name : tempfail ? XCLIENT_NAME_TEMPUNAVAIL : XCLIENT_NAME_UNAVAILABLE);
+    log_debug("session=%s event=client_name client=%s name=%s", s->id, session_client_name(s),
+              name       ? name
+              : tempfail ? XCLIENT_NAME_TEMPUNAVAIL
+                         : XCLIENT_NAME_UNAVAILABLE);
     /* implicit TLS: the handshake came first */
     if (s->d.in.engine.tls_active && session_set_received(s) != 0) {
         session_run_actions(s);

@@ -123,6 +123,17 @@ const char *session_host_name(void)
     return helo_name;
 }
 
+const char *session_client_name(const struct session *s)
+{
+    static _Thread_local char client[ADDR_STRLEN];
+
+    if (s->p != NULL && s->p->outbound)
+        return s->client_addr[0] ? s->client_addr : "-";
+    if (s->peer.sa.sa_family != AF_INET && s->peer.sa.sa_family != AF_INET6)
+        return "-";
+    return addr_format(&s->peer.sa, client, sizeof(client));
+}
+
 const char *session_server_name(const struct session *s)
 {
     static _Thread_local char backend[sizeof(s->server_addr)];
@@ -200,7 +211,7 @@ static void report_end(struct session *s)
         .id = s->id,
         .listener = s->p ? s->p->name : "-",
         .outbound = out,
-        .client = s->client_addr[0] ? s->client_addr : "-",
+        .client = session_client_name(s),
         .server = session_server_name(s),
         .tls_version = s->tls_version,
         .tls_cipher = s->tls_cipher,
@@ -312,15 +323,16 @@ static void on_timer(uv_timer_t *t)
         session_close_handles(s);
         return;
     case PHASE_PREFACE:
-        log_warn("session=%s listener=%s event=proxy_header_timeout client=%s", s->id,
-                 s->p->name, s->client_addr);
+        log_warn("session=%s listener=%s event=proxy_header_timeout client=%s", s->id, s->p->name,
+                 session_client_name(s));
         session_close(s, REASON_PROXY_HEADER_TIMEOUT);
         return;
     case PHASE_HANDSHAKE_IMPLICIT:
     case PHASE_HANDSHAKE:
         log_warn("session=%s listener=%s event=tls_failed reason=\"handshake timeout\" "
                  "peer=%s",
-                 s->id, s->p->name, s->p->outbound ? session_server_name(s) : s->client_addr);
+                 s->id, s->p->name,
+                 s->p->outbound ? session_server_name(s) : session_client_name(s));
         metrics_tls_failure(s->p->metrics, "handshake timeout");
         /* Inbound: nothing can be said in plaintext mid-handshake; outbound:
          * the client leg is plaintext and policy decides what it hears. */
@@ -335,7 +347,7 @@ static void on_timer(uv_timer_t *t)
         if (s->content) {
             /* Below min_data_rate: a dribbler, not a slow backend. */
             log_warn("session=%s listener=%s event=data_rate_timeout client=%s min_data_rate=%u",
-                     s->id, s->p->name, s->client_addr, s->timeouts->min_data_rate);
+                     s->id, s->p->name, session_client_name(s), s->timeouts->min_data_rate);
             s->ops->abort(s->eng, R_SLOW_DATA, REASON_TIMEOUT);
             break;
         }
@@ -546,8 +558,8 @@ static size_t read_preface(struct session *s, const uint8_t *p, size_t n)
     if (rc == PROXYPROTO_AGAIN && n < PROXYPROTO_MAX)
         return 0;
     if (rc != PROXYPROTO_OK) {
-        log_warn("session=%s listener=%s event=proxy_header_invalid client=%s", s->id,
-                 s->p->name, s->client_addr);
+        log_warn("session=%s listener=%s event=proxy_header_invalid client=%s", s->id, s->p->name,
+                 session_client_name(s));
         session_close(s, REASON_PROXY_HEADER_INVALID);
         return n;
     }
@@ -556,7 +568,6 @@ static size_t read_preface(struct session *s, const uint8_t *p, size_t n)
         /* TCP4 or TCP6 (proxyproto_parse), so they fit. */
         memcpy(&s->peer, &src, sizeof(s->peer));
         memcpy(&s->local, &dst, sizeof(s->local));
-        addr_format((const struct sockaddr *)&s->peer, s->client_addr, sizeof(s->client_addr));
     }
     if (s->p->in->tls_mode == SESSION_TLS_IMPLICIT) {
         session_start_implicit_tls(s, p + used, n - used);
@@ -703,7 +714,8 @@ static void on_tls_error(struct conn *c, const char *why)
     why = why ? why : "unknown";
     log_quote(why, q, sizeof(q));
     log_warn("session=%s listener=%s event=tls_failed peer=%s reason=%s action=\"%s\"", s->id,
-             s->p->name, c == &s->client ? s->client_addr : session_server_name(s), q, s->action);
+             s->p->name, c == &s->client ? session_client_name(s) : session_server_name(s), q,
+             s->action);
     metrics_tls_failure(s->p->metrics, why);
     if (s->phase == PHASE_HANDSHAKE)
         metrics_starttls(s->p->metrics, "failed");

@@ -82,7 +82,6 @@ struct session {
     uint64_t start_ms;
     uint64_t progress;
     char id[12];
-    char client_addr[ADDR_STRLEN];
     const char *tls_version;          /* static strings from BoringSSL */
     const char *tls_cipher;
     union session_addr peer;          /* the client, as the PROXY header says */
@@ -109,11 +108,12 @@ struct session {
         } out;
     } d;
     /* Outbound only, beyond an inbound session's end: the engine, and the
-     * destination as logged (common code names the server leg with
-     * session_server_name()). */
+     * legs' peers as logged (common code names them with
+     * session_client_name() and session_server_name()). */
     union {
         struct outbound out;
     } engine;
+    char client_addr[ADDR_STRLEN];
     char server_addr[300];
 };
 
@@ -125,6 +125,10 @@ void session_close(struct session *s, enum reason reason);
 void session_close_handles(struct session *s);
 void session_drop_handle(struct session *s);
 int session_init_engine(struct session *s);
+/* The client for logs: an outbound session's client_addr, or an inbound
+ * session's peer (as the PROXY header says) formatted into a per-thread
+ * buffer (valid until the next call on the thread); "-" before it is known. */
+const char *session_client_name(const struct session *s);
 /* The server leg's peer for logs: an outbound session's server_addr, or an
  * inbound session's backend formatted into a per-thread buffer (valid until
  * the next call on the thread). */
