@@ -237,7 +237,7 @@ static int keep_greeting(struct inbound *e, const uint8_t *p, size_t len)
     memcpy(e->greeting, p, len);
     if (cut)
         e->greeting[3] = ' '; /* now the only, so the last, line */
-    e->greeting_len = len;
+    e->greeting_len = (uint16_t)len;
     return 0;
 }
 

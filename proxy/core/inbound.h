@@ -87,6 +87,7 @@ struct inbound {
     struct inbound_cfg cfg;
     enum inbound_state state; /* (ro) */
     bool tls_active;          /* (ro) the client leg is encrypted */
+    uint16_t greeting_len;    /* of greeting (below), <= SMTP_REPLY_LINE_MAX */
     struct relay relay;       /* (ro) its state, caps, FIFO; relay.io is the engine's too */
     unsigned actions;         /* ENGINE_ACT_*, taken by take_actions */
     enum reason reason;       /* (ro) why it closed; REASON_NONE while it runs */
@@ -95,7 +96,6 @@ struct inbound {
      * SMTP_REPLY_LINE_MAX becomes its first line). Allocated for that
      * exchange only: an idle session holds neither block. */
     uint8_t *greeting;
-    size_t greeting_len;
     struct inbound_received *received; /* set by inbound_set_received() */
 };
 

@@ -4,6 +4,7 @@
  * before TLS survives it), RFC 3030 (BDAT) and RFC 4954 (AUTH).
  */
 #include "proxy/core/relay.h"
+#include "proxy/core/relay_fifo.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -79,47 +80,22 @@ static void close_with(struct relay *r, const char *reply, enum reason reason)
     r->reason = reason;
 }
 
-/* Copies the head entry to x; false when the FIFO is empty. */
-static bool fifo_head(const struct relay *r, struct relay_entry *x)
-{
-    if (r->count == 0)
-        return false;
-    x->kind = r->fifo_kind[r->head];
-    x->text = r->fifo_text[r->head];
-    return true;
-}
-
-static void fifo_pop(struct relay *r)
-{
-    r->head = (r->head + 1) % RELAY_FIFO_MAX;
-    r->count--;
-}
-
-static void fifo_push(struct relay *r, enum relay_pending kind, const char *text)
-{
-    assert(r->count < RELAY_FIFO_MAX);
-    unsigned i = (r->head + r->count) % RELAY_FIFO_MAX;
-    r->fifo_kind[i] = (uint8_t)kind;
-    r->fifo_text[i] = text;
-    r->count++;
-}
-
 /* Emits the proxy's own replies that have reached the head of the FIFO. */
 static void drain(struct relay *r)
 {
     struct relay_entry x;
 
-    while (fifo_head(r, &x) && r->state != RELAY_CLOSED) {
+    while (relay_fifo_head(r, &x) && r->state != RELAY_CLOSED) {
         if (x.kind == PEND_LOCAL) {
             to_client_str(r, x.text);
-            fifo_pop(r);
+            relay_fifo_pop(r);
         } else if (x.kind == PEND_CLOSE) {
-            fifo_pop(r);
+            relay_fifo_pop(r);
             close_with(r, x.text, REASON_PROTOCOL_ERROR);
         } else if (x.kind == PEND_TURN) {
             /* Every earlier reply has been delivered: the user may speak
              * (RFC 3207 §4 lets TLS start right after its 220). */
-            fifo_pop(r);
+            relay_fifo_pop(r);
             r->hooks.turn(r->hooks.arg);
         } else {
             break;
@@ -132,18 +108,20 @@ static void drain(struct relay *r)
  * the client sends after it is read. */
 static void reply_local(struct relay *r, const char *text)
 {
-    fifo_push(r, PEND_LOCAL, text);
-    if ((text[0] == '4' || text[0] == '5') && ++r->errors >= RELAY_ERROR_LIMIT &&
+    int rc = relay_fifo_push(r, PEND_LOCAL, text);
+    if (rc == 0 && (text[0] == '4' || text[0] == '5') && ++r->errors >= RELAY_ERROR_LIMIT &&
         !r->error_limit) {
         r->error_limit = true;
-        fifo_push(r, PEND_CLOSE, RELAY_R_TOO_MANY_ERRORS);
+        rc = relay_fifo_push(r, PEND_CLOSE, RELAY_R_TOO_MANY_ERRORS);
     }
+    if (rc != 0)
+        close_with(r, R_INTERNAL, REASON_INTERNAL_ERROR);
     drain(r);
 }
 
 static void forward(struct relay *r, const uint8_t *line, size_t len, enum relay_pending kind)
 {
-    fifo_push(r, kind, NULL);
+    (void)relay_fifo_push(r, kind, NULL);
     to_server(r, line, len);
 }
 
@@ -219,6 +197,8 @@ static int keep_name(char **to, const uint8_t *p, size_t n)
 
 void relay_free(struct relay *r)
 {
+    relay_fifo_free(r);
+    r->ntext = 0;
     free(r->client_helo);
     free(r->server_domain);
     r->client_helo = r->server_domain = NULL;
@@ -364,7 +344,7 @@ static void yield(struct relay *r)
      * user's: any plaintext behind STARTTLS is hostile (RFC 3207 §4.2,
      * CVE-2011-0411) and the user drops it. */
     enter_state(r, RELAY_YIELDED);
-    fifo_push(r, PEND_TURN, NULL);
+    (void)relay_fifo_push(r, PEND_TURN, NULL);
     drain(r);
 }
 
@@ -501,7 +481,7 @@ size_t relay_client(struct relay *r, const uint8_t *p, size_t n)
             off += k;
             r->progress++;
             if (rc == SMTP_OK) {
-                fifo_push(r, PEND_DOT, NULL);
+                (void)relay_fifo_push(r, PEND_DOT, NULL);
                 enter_state(r, RELAY_COMMAND);
             } else if (rc == SMTP_ERR_BARE_NL) {
                 /* The server never sees an end of data for this message,
@@ -588,7 +568,7 @@ static bool helo_fallback(struct relay *r)
     char line[RELAY_NAME_MAX + 8];
     int n = snprintf(line, sizeof(line), "HELO %s\r\n", r->client_helo);
     to_server(r, line, (size_t)n); /* one write, one line */
-    fifo_push(r, PEND_HELO_FALLBACK, NULL);
+    (void)relay_fifo_push(r, PEND_HELO_FALLBACK, NULL);
     return true;
 }
 
@@ -626,7 +606,7 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
     bool ok = code / 100 == 2;
 
     r->progress++;
-    if (!fifo_head(r, &x)) {
+    if (!relay_fifo_head(r, &x)) {
         /* RFC 5321 §3.8: a server may announce its shutdown with 421 at
          * any time; any other reply that answers nothing is an error. */
         if (code == 421) {
@@ -648,7 +628,7 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
         close_with(r, RELAY_R_PROTOCOL, REASON_PROTOCOL_ERROR);
         return;
     }
-    fifo_pop(r);
+    relay_fifo_pop(r);
 
     switch (kind) {
     case PEND_EHLO:
@@ -774,7 +754,7 @@ void relay_tls_started(struct relay *r, bool ehlo_again)
 
 void relay_expect(struct relay *r)
 {
-    fifo_push(r, PEND_USER, NULL);
+    (void)relay_fifo_push(r, PEND_USER, NULL);
 }
 
 void relay_close(struct relay *r, const char *reply_text, enum reason reason)

@@ -43,11 +43,11 @@ struct relay_cfg {
      * the user answers STARTTLS itself through hooks.command. */
     bool offer_starttls;
     bool reject_bare_newline; /* bare CR/LF in content: 521 and close */
-    unsigned caps;            /* SMTP_CAP_* of an EHLO reply the user already read */
     /* A backend that answers EHLO with 500 or 502 (HELO only) gets the
      * client's HELO from the proxy, and the client an EHLO reply of the
      * proxy's own (see relay_server()). Inbound only. */
     bool helo_fallback;
+    unsigned caps;            /* SMTP_CAP_* of an EHLO reply the user already read */
     /* Longest command line, CRLF included; 0: SMTP_CMD_LINE_MAX. An AUTH
      * line may always be SMTP_AUTH_LINE_MAX (initial response). */
     size_t max_line;
@@ -156,19 +156,22 @@ struct relay {
     bool bdat_discard;      /* (ro) the current BDAT chunk is dropped */
     bool quit;              /* (ro) QUIT relayed */
     bool skip_pending;      /* an overlong line's tail is still to be dropped */
+    struct smtp_data data;  /* (two bytes: here, they fill what the bools leave) */
     unsigned caps;          /* (ro) SMTP_CAP_* of the server's last EHLO reply */
     uint64_t bdat_left;
-    struct smtp_data data;
-    /* The FIFO as two arrays (no padding in between: 288 bytes, not 512):
-     * entry i is fifo_kind[i] (enum relay_pending) and fifo_text[i]. */
+    /* The FIFO (relay_fifo.c): entry i is fifo_kind[i] (enum
+     * relay_pending) and, for the proxy's own replies, fifo_text[i], an
+     * array of RELAY_FIFO_MAX allocated only while ntext > 0 of them are
+     * queued. */
     uint8_t fifo_kind[RELAY_FIFO_MAX];
-    const char *fifo_text[RELAY_FIFO_MAX];
-    unsigned head, count;   /* (ro) count: entries in the FIFO */
-    enum reason reason;     /* (ro) why it closed; REASON_NONE while it runs */
-    uint64_t progress;      /* (ro) complete lines/chunks/replies seen */
-    unsigned errors;        /* (ro) commands the proxy itself answered with an error */
+    uint8_t ntext;
     bool error_limit;       /* (ro) RELAY_ERROR_LIMIT reached: no more commands are read */
     bool prefix_done;       /* the current message has had its prefix */
+    const char **fifo_text;
+    unsigned head, count;   /* (ro) count: entries in the FIFO */
+    enum reason reason;     /* (ro) why it closed; REASON_NONE while it runs */
+    unsigned errors;        /* (ro) commands the proxy itself answered with an error */
+    uint64_t progress;      /* (ro) complete lines/chunks/replies seen */
     /* The first word of the client's last EHLO/HELO argument, kept (in a
      * block of its own size) only with cfg.helo_fallback, the inbound
      * front end's, which also names it in Received: lines; NULL when none

@@ -235,6 +235,8 @@ static void free_session(struct session *s)
     report_end(s);
     if (s->ops != NULL && s->ops->release != NULL)
         s->ops->release(s->eng);
+    else if (s->ops != NULL && s->p->outbound)
+        relay_free(&s->engine.out.relay); /* the outbound engine has no release op */
     if (s->p != NULL && !s->p->outbound) {
         free(s->d.in.sni);
         free(s->d.in.client);
