@@ -45,6 +45,7 @@ struct session_client {
      * the Received: line: "" when none. */
     char name[256];
 };
+
 /* A TCP peer's address: IPv4 or IPv6 only (28 bytes, not the 128 of a
  * sockaddr_storage). */
 union session_addr {
@@ -87,9 +88,9 @@ struct session {
     union session_addr peer;          /* the client, as the PROXY header says */
     union session_addr local;         /* where it connected to */
     /* What only one direction needs shares the memory of the other's. It
-     * comes last: an inbound session is allocated only up to the end of
-     * d.in (session_alloc_size), so inbound code never touches d.out or
-     * what follows d. */
+     * comes after all that both use: an inbound session is allocated only
+     * up to the end of d.in (session_alloc_size), so inbound code never
+     * touches d.out or what follows d. */
     union {
         struct {                      /* inbound */
             struct inbound engine;
