@@ -16,26 +16,23 @@ uint8_t *buf_reserve(struct buf *b, size_t n)
         if (b->cap - b->len >= n)
             return b->data + b->len;
     }
-    if (n > SIZE_MAX - b->len)
+    if (n > BUF_MAX - b->len)
         return NULL;
     size_t want = b->len + n;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < want) {
-        if (cap > SIZE_MAX / 2)
-            return NULL;
-        cap *= 2;
-    }
+    while (cap < want)
+        cap *= 2; /* want <= BUF_MAX, a power of two: cap stays <= BUF_MAX */
     uint8_t *p = realloc(b->data, cap);
     if (p == NULL)
         return NULL;
     b->data = p;
-    b->cap = cap;
+    b->cap = (uint32_t)cap;
     return b->data + b->len;
 }
 
 void buf_commit(struct buf *b, size_t n)
 {
-    b->len += n;
+    b->len += (uint32_t)n; /* n <= what buf_reserve made room for */
 }
 
 int buf_append(struct buf *b, const void *p, size_t n)
@@ -46,13 +43,13 @@ int buf_append(struct buf *b, const void *p, size_t n)
     if (dst == NULL)
         return -ENOMEM;
     memcpy(dst, p, n);
-    b->len += n;
+    b->len += (uint32_t)n;
     return 0;
 }
 
 void buf_consume(struct buf *b, size_t n)
 {
-    b->off += n;
+    b->off += (uint32_t)n; /* n <= buf_len(b) */
     if (b->off >= b->len)
         buf_free(b);
 }

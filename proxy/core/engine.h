@@ -89,6 +89,10 @@ struct engine_ops {
     /* Why the engine closed (REASON_NONE while it runs). */
     enum reason (*reason)(const void *e);
     unsigned (*take_actions)(void *e);
+    /* Optional (NULL: nothing to free): frees what the engine allocated
+     * for a phase of the session. Called once, when the session is freed;
+     * the engine is not used afterwards. */
+    void (*release)(void *e);
 };
 
 #endif

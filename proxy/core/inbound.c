@@ -6,6 +6,7 @@
 #include "proxy/core/inbound.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,6 +18,7 @@ static const char R_EHLO_FIRST[] = "503 5.5.1 Send EHLO first\r\n";
 static const char R_IN_TXN[] = "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n";
 static const char R_XCLIENT[] = "421 4.3.0 Backend refused XCLIENT, closing connection\r\n";
 static const char R_BACKEND_TIMEOUT[] = "421 4.4.2 Backend timeout, closing connection\r\n";
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 
 static const char *const state_names[] = {
     [INBOUND_GREETING] = "GREETING",   [INBOUND_XEHLO] = "XEHLO",
@@ -37,18 +39,19 @@ static void enter_state(struct inbound *e, enum inbound_state s)
         return;
     enum inbound_state from = e->state;
     e->state = s;
-    if (e->io.on_state != NULL)
-        e->io.on_state(e->io.arg, "inbound", inbound_state_str(from), inbound_state_str(s));
+    if (e->relay.io.on_state != NULL)
+        e->relay.io.on_state(e->relay.io.arg, "inbound", inbound_state_str(from),
+                             inbound_state_str(s));
 }
 
 static void to_client(struct inbound *e, const void *p, size_t n)
 {
-    e->io.to_client(e->io.arg, p, n);
+    e->relay.io.to_client(e->relay.io.arg, p, n);
 }
 
 static void to_server_str(struct inbound *e, const char *s)
 {
-    e->io.to_server(e->io.arg, (const uint8_t *)s, strlen(s));
+    e->relay.io.to_server(e->relay.io.arg, (const uint8_t *)s, strlen(s));
 }
 
 static void close_with(struct inbound *e, const char *reply, enum reason reason)
@@ -58,6 +61,7 @@ static void close_with(struct inbound *e, const char *reply, enum reason reason)
     if (reply != NULL)
         to_client(e, reply, strlen(reply));
     enter_state(e, INBOUND_CLOSED);
+    inbound_free(e); /* nothing is greeted or relayed any more */
     e->actions |= ENGINE_ACT_CLOSE;
     e->reason = reason;
     relay_close(&e->relay, NULL, reason); /* nothing more from it either */
@@ -184,7 +188,7 @@ static void report(struct inbound *e, const char *event, const uint8_t *p, size_
     char line[512];
     size_t n = 0;
 
-    if (e->io.on_event == NULL)
+    if (e->relay.io.on_event == NULL)
         return;
     for (size_t i = 0; i < len && n < sizeof(line) - 1; i++) {
         if (p[i] == '\r')
@@ -197,38 +201,52 @@ static void report(struct inbound *e, const char *event, const uint8_t *p, size_
         line[n++] = (char)p[i];
     }
     line[n] = '\0';
-    e->io.on_event(e->io.arg, event, line);
+    e->relay.io.on_event(e->relay.io.arg, event, line);
 }
 
 /* The domain a greeting names first (RFC 5321 §4.3.1: "220 domain ..."),
  * for the EHLO reply the relay writes for a HELO-only backend. */
-static void keep_domain(struct inbound *e, const uint8_t *p, size_t len)
+static int keep_domain(struct inbound *e, const uint8_t *p, size_t len)
 {
     size_t n = 0;
 
-    while (4 + n < len && n < sizeof(e->relay.server_domain) - 1 && p[4 + n] != ' ' &&
-           p[4 + n] != '\r' && p[4 + n] != '\n')
+    while (4 + n < len && n < RELAY_NAME_MAX && p[4 + n] != ' ' && p[4 + n] != '\r' &&
+           p[4 + n] != '\n')
         n++;
-    memcpy(e->relay.server_domain, p + 4, n);
-    e->relay.server_domain[n] = '\0';
+    return relay_set_server_domain(&e->relay, p + 4, n);
 }
 
 /* Keeps the first greeting for a backend that turns out not to offer
- * XCLIENT; one longer than the buffer is cut to its first line. */
-static void keep_greeting(struct inbound *e, const uint8_t *p, size_t len)
+ * XCLIENT; one longer than SMTP_REPLY_LINE_MAX is cut to its first line.
+ * Returns -1 when out of memory. */
+static int keep_greeting(struct inbound *e, const uint8_t *p, size_t len)
 {
-    bool cut = len > sizeof(e->greeting);
+    bool cut = len > SMTP_REPLY_LINE_MAX;
 
     if (cut) {
         const uint8_t *nl = memchr(p, '\n', len);
         len = nl ? (size_t)(nl - p) + 1 : 0; /* a line is at most SMTP_REPLY_LINE_MAX */
     }
-    if (len > sizeof(e->greeting) || len < 4)
+    if (len > SMTP_REPLY_LINE_MAX || len < 4)
         len = 0;
+    e->greeting_len = 0;
+    if (len == 0)
+        return 0;
+    if (e->greeting == NULL && (e->greeting = malloc(SMTP_REPLY_LINE_MAX)) == NULL)
+        return -1;
     memcpy(e->greeting, p, len);
-    if (cut && len > 0)
+    if (cut)
         e->greeting[3] = ' '; /* now the only, so the last, line */
-    e->greeting_len = len;
+    e->greeting_len = (uint16_t)len;
+    return 0;
+}
+
+/* The kept greeting has served (XCLIENT offered or not). */
+static void drop_greeting(struct inbound *e)
+{
+    free(e->greeting);
+    e->greeting = NULL;
+    e->greeting_len = 0;
 }
 
 static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
@@ -237,13 +255,19 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
 
     switch (e->state) {
     case INBOUND_GREETING:
-        keep_domain(e, p, len);
+        if (keep_domain(e, p, len) != 0) {
+            close_with(e, R_INTERNAL, REASON_INTERNAL_ERROR);
+            return;
+        }
         if (code == 220 && e->cfg.xclient != NULL) {
             /* Postfix XCLIENT: tell the backend who the client really is;
              * its answer is a new greeting, which the client gets. First
              * EHLO alone: XCLIENT is sent only once the reply offers it
              * (Postfix >= 3.9 answers pipelined commands with 554). */
-            keep_greeting(e, p, len);
+            if (keep_greeting(e, p, len) != 0) {
+                close_with(e, R_INTERNAL, REASON_INTERNAL_ERROR);
+                return;
+            }
             to_server_str(e, "EHLO ");
             to_server_str(e, e->cfg.helo_name);
             to_server_str(e, "\r\n");
@@ -262,6 +286,7 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
             return;
         }
         if (code / 100 == 2 && ehlo_offers(p, len, "XCLIENT")) {
+            drop_greeting(e); /* XCLIENT's 220 is the client's greeting */
             to_server_str(e, e->cfg.xclient);
             relay_expect(&e->relay);
             enter_state(e, INBOUND_XCLIENT);
@@ -271,7 +296,9 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
          * smtpd_authorized_xclient_hosts, or no Postfix at all): the
          * session still works, the backend just sees the proxy's address. */
         report(e, "xclient_not_offered", p, len);
-        to_client(e, e->greeting, e->greeting_len);
+        if (e->greeting_len > 0)
+            to_client(e, e->greeting, e->greeting_len);
+        drop_greeting(e);
         enter_state(e, INBOUND_RELAY);
         return;
     case INBOUND_XCLIENT:
@@ -280,7 +307,10 @@ static void on_reply(void *arg, const uint8_t *p, size_t len, int code)
             close_with(e, R_XCLIENT, REASON_XCLIENT_REFUSED);
             return;
         }
-        keep_domain(e, p, len);
+        if (keep_domain(e, p, len) != 0) {
+            close_with(e, R_INTERNAL, REASON_INTERNAL_ERROR);
+            return;
+        }
         to_client(e, p, len);
         enter_state(e, INBOUND_RELAY);
         return;
@@ -389,10 +419,20 @@ size_t inbound_received_format(char *out, size_t cap, const struct inbound_recei
     return f.n;
 }
 
-void inbound_set_received(struct inbound *e, const struct inbound_received *ri)
+int inbound_set_received(struct inbound *e, const struct inbound_received *ri)
 {
-    e->received = *ri;
-    e->received_on = true;
+    if (e->received == NULL && (e->received = malloc(sizeof(*e->received))) == NULL)
+        return -1;
+    *e->received = *ri;
+    return 0;
+}
+
+void inbound_free(struct inbound *e)
+{
+    drop_greeting(e);
+    free(e->received);
+    e->received = NULL;
+    relay_free(&e->relay);
 }
 
 /* The relay asks at the start of every message's content. */
@@ -400,16 +440,15 @@ static size_t on_prefix(void *arg, uint8_t *out, size_t cap)
 {
     struct inbound *e = arg;
 
-    if (!e->received_on || !e->tls_active)
+    if (e->received == NULL || !e->tls_active)
         return 0;
-    return inbound_received_format((char *)out, cap, &e->received, e->relay.client_helo);
+    return inbound_received_format((char *)out, cap, e->received, relay_client_helo(&e->relay));
 }
 
 void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct engine_io *io)
 {
     memset(e, 0, sizeof(*e));
     e->cfg = *cfg;
-    e->io = *io;
     /* RFC 5321 §3.1: the client waits for the greeting. Whatever it sends
      * ahead is held, so nothing reaches the backend before the greeting
      * (and XCLIENT, when configured) is through. */
@@ -550,6 +589,11 @@ static enum reason op_reason(const void *v)
     return ((const struct inbound *)v)->reason;
 }
 
+static void op_release(void *v)
+{
+    inbound_free(v);
+}
+
 static unsigned op_take_actions(void *v)
 {
     struct inbound *e = v;
@@ -574,4 +618,5 @@ const struct engine_ops inbound_engine_ops = {
     .progress = op_progress,
     .reason = op_reason,
     .take_actions = op_take_actions,
+    .release = op_release,
 };

@@ -85,19 +85,18 @@ const char *inbound_state_str(enum inbound_state s);
 /* The session may read the fields marked (ro); the rest is private. */
 struct inbound {
     struct inbound_cfg cfg;
-    struct engine_io io;
     enum inbound_state state; /* (ro) */
     bool tls_active;          /* (ro) the client leg is encrypted */
-    struct relay relay;       /* (ro) its state, caps, FIFO */
+    uint16_t greeting_len;    /* of greeting (below), <= SMTP_REPLY_LINE_MAX */
+    struct relay relay;       /* (ro) its state, caps, FIFO; relay.io is the engine's too */
     unsigned actions;         /* ENGINE_ACT_*, taken by take_actions */
     enum reason reason;       /* (ro) why it closed; REASON_NONE while it runs */
     /* The backend's first greeting, kept while XCLIENT is negotiated: the
      * client gets it when XCLIENT is not offered (a greeting longer than
-     * this becomes its first line). */
-    uint8_t greeting[SMTP_REPLY_LINE_MAX];
-    size_t greeting_len;
-    bool received_on;                /* inbound_set_received() was called */
-    struct inbound_received received;
+     * SMTP_REPLY_LINE_MAX becomes its first line). Allocated for that
+     * exchange only: an idle session holds neither block. */
+    uint8_t *greeting;
+    struct inbound_received *received; /* set by inbound_set_received() */
 };
 
 /* Sets up e for a new session; the backend's greeting is the first reply
@@ -106,9 +105,16 @@ void inbound_init(struct inbound *e, const struct inbound_cfg *cfg, const struct
 
 /* received_header = true: from now on (the session calls it when the client
  * leg's TLS is up) every message relayed starts with the Received: line of
- * ri and the client's latest EHLO. ri is copied. Plaintext sessions never
- * get one: the prefix is only written while tls_active. */
-void inbound_set_received(struct inbound *e, const struct inbound_received *ri);
+ * ri and the client's latest EHLO. ri is copied (into a block allocated on
+ * the first call). Plaintext sessions never get one: the prefix is only
+ * written while tls_active. Returns 0, or -1 when out of memory (nothing
+ * changed; the caller closes the session). */
+int inbound_set_received(struct inbound *e, const struct inbound_received *ri);
+
+/* Frees what the engine allocated for one phase (the XCLIENT greeting, the
+ * Received: fields). Idempotent; the engine is not used afterwards. Also
+ * inbound_engine_ops.release. */
+void inbound_free(struct inbound *e);
 
 /* The engine operations; e is a struct inbound *. tls_failed closes
  * without a reply (nothing can be said in plaintext mid-handshake), with

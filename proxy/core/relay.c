@@ -4,9 +4,11 @@
  * before TLS survives it), RFC 3030 (BDAT) and RFC 4954 (AUTH).
  */
 #include "proxy/core/relay.h"
+#include "proxy/core/relay_fifo.h"
 
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -16,6 +18,7 @@ const char RELAY_R_PROTOCOL[] = "421 4.5.0 Backend protocol error, closing conne
 const char RELAY_R_LOST[] = "421 4.4.2 Backend connection lost\r\n";
 const char RELAY_R_IDLE[] = "421 4.4.2 Idle timeout exceeded, closing connection\r\n";
 const char RELAY_R_TOO_MANY_ERRORS[] = "421 4.7.0 Too many errors, closing connection\r\n";
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 static const char R_EHLO_AFTER_TLS[] = "503 5.5.1 Send EHLO again after STARTTLS\r\n";
 static const char R_NO_STARTTLS[] = "502 5.5.1 STARTTLS not offered\r\n";
 static const char R_RESERVED[] = "550 5.7.0 Command reserved for the proxy\r\n";
@@ -77,42 +80,22 @@ static void close_with(struct relay *r, const char *reply, enum reason reason)
     r->reason = reason;
 }
 
-static struct relay_entry *fifo_head(struct relay *r)
-{
-    return r->count ? &r->fifo[r->head] : NULL;
-}
-
-static void fifo_pop(struct relay *r)
-{
-    r->head = (r->head + 1) % RELAY_FIFO_MAX;
-    r->count--;
-}
-
-static void fifo_push(struct relay *r, enum relay_pending kind, const char *text)
-{
-    assert(r->count < RELAY_FIFO_MAX);
-    struct relay_entry *x = &r->fifo[(r->head + r->count) % RELAY_FIFO_MAX];
-    x->kind = (uint8_t)kind;
-    x->text = text;
-    r->count++;
-}
-
 /* Emits the proxy's own replies that have reached the head of the FIFO. */
 static void drain(struct relay *r)
 {
-    struct relay_entry *x;
+    struct relay_entry x;
 
-    while ((x = fifo_head(r)) != NULL && r->state != RELAY_CLOSED) {
-        if (x->kind == PEND_LOCAL) {
-            to_client_str(r, x->text);
-            fifo_pop(r);
-        } else if (x->kind == PEND_CLOSE) {
-            fifo_pop(r);
-            close_with(r, x->text, REASON_PROTOCOL_ERROR);
-        } else if (x->kind == PEND_TURN) {
+    while (relay_fifo_head(r, &x) && r->state != RELAY_CLOSED) {
+        if (x.kind == PEND_LOCAL) {
+            to_client_str(r, x.text);
+            relay_fifo_pop(r);
+        } else if (x.kind == PEND_CLOSE) {
+            relay_fifo_pop(r);
+            close_with(r, x.text, REASON_PROTOCOL_ERROR);
+        } else if (x.kind == PEND_TURN) {
             /* Every earlier reply has been delivered: the user may speak
              * (RFC 3207 §4 lets TLS start right after its 220). */
-            fifo_pop(r);
+            relay_fifo_pop(r);
             r->hooks.turn(r->hooks.arg);
         } else {
             break;
@@ -125,18 +108,20 @@ static void drain(struct relay *r)
  * the client sends after it is read. */
 static void reply_local(struct relay *r, const char *text)
 {
-    fifo_push(r, PEND_LOCAL, text);
-    if ((text[0] == '4' || text[0] == '5') && ++r->errors >= RELAY_ERROR_LIMIT &&
+    int rc = relay_fifo_push(r, PEND_LOCAL, text);
+    if (rc == 0 && (text[0] == '4' || text[0] == '5') && ++r->errors >= RELAY_ERROR_LIMIT &&
         !r->error_limit) {
         r->error_limit = true;
-        fifo_push(r, PEND_CLOSE, RELAY_R_TOO_MANY_ERRORS);
+        rc = relay_fifo_push(r, PEND_CLOSE, RELAY_R_TOO_MANY_ERRORS);
     }
+    if (rc != 0)
+        close_with(r, R_INTERNAL, REASON_INTERNAL_ERROR);
     drain(r);
 }
 
 static void forward(struct relay *r, const uint8_t *line, size_t len, enum relay_pending kind)
 {
-    fifo_push(r, kind, NULL);
+    (void)relay_fifo_push(r, kind, NULL);
     to_server(r, line, len);
 }
 
@@ -195,24 +180,48 @@ static void cmd_forward(struct relay *r, const struct relay_command *c,
     forward(r, c->line, c->len, (enum relay_pending)v->kind);
 }
 
-/* The first word of the client's EHLO/HELO argument, kept for a HELO
- * fallback and the Received: line; "" when it does not fit. */
-static void keep_helo(struct relay *r, const struct relay_command *c)
+/* A copy of p[0, n) in a block of its size into *to (NULL when n is 0 or
+ * above RELAY_NAME_MAX); -1 when out of memory. */
+static int keep_name(char **to, const uint8_t *p, size_t n)
 {
-    size_t n = 0, end = c->len - 2;
+    free(*to);
+    *to = NULL;
+    if (n == 0 || n > RELAY_NAME_MAX)
+        return 0;
+    if ((*to = malloc(n + 1)) == NULL)
+        return -1;
+    memcpy(*to, p, n);
+    (*to)[n] = '\0';
+    return 0;
+}
 
-    while (c->arg + n < end && c->line[c->arg + n] != ' ')
-        n++;
-    if (n >= sizeof(r->client_helo))
-        n = 0;
-    memcpy(r->client_helo, c->line + c->arg, n);
-    r->client_helo[n] = '\0';
+void relay_free(struct relay *r)
+{
+    relay_fifo_free(r);
+    r->ntext = 0;
+    free(r->client_helo);
+    free(r->server_domain);
+    r->client_helo = r->server_domain = NULL;
+}
+
+int relay_set_server_domain(struct relay *r, const uint8_t *p, size_t n)
+{
+    return keep_name(&r->server_domain, p, n);
 }
 
 static void cmd_ehlo(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
                      const char *refuse)
 {
-    keep_helo(r, c);
+    size_t n = 0, end = c->len - 2;
+
+    /* The first word of the argument, for a HELO fallback and the
+     * Received: line; none when it does not fit. */
+    while (r->cfg.helo_fallback && c->arg + n < end && c->line[c->arg + n] != ' ')
+        n++;
+    if (r->cfg.helo_fallback && keep_name(&r->client_helo, c->line + c->arg, n) != 0) {
+        close_with(r, R_INTERNAL, REASON_INTERNAL_ERROR);
+        return;
+    }
     r->ehlo_sent = true;
     r->need_ehlo = false;
     cmd_forward(r, c, v, refuse);
@@ -335,7 +344,7 @@ static void yield(struct relay *r)
      * user's: any plaintext behind STARTTLS is hostile (RFC 3207 §4.2,
      * CVE-2011-0411) and the user drops it. */
     enter_state(r, RELAY_YIELDED);
-    fifo_push(r, PEND_TURN, NULL);
+    (void)relay_fifo_push(r, PEND_TURN, NULL);
     drain(r);
 }
 
@@ -472,7 +481,7 @@ size_t relay_client(struct relay *r, const uint8_t *p, size_t n)
             off += k;
             r->progress++;
             if (rc == SMTP_OK) {
-                fifo_push(r, PEND_DOT, NULL);
+                (void)relay_fifo_push(r, PEND_DOT, NULL);
                 enter_state(r, RELAY_COMMAND);
             } else if (rc == SMTP_ERR_BARE_NL) {
                 /* The server never sees an end of data for this message,
@@ -554,12 +563,12 @@ static void reply_ehlo(struct relay *r, const uint8_t *p, size_t len)
 static bool helo_fallback(struct relay *r)
 {
     if (!r->cfg.helo_fallback || r->count > 0 || r->state != RELAY_COMMAND ||
-        r->client_helo[0] == '\0')
+        r->client_helo == NULL)
         return false;
-    char line[sizeof(r->client_helo) + 8];
+    char line[RELAY_NAME_MAX + 8];
     int n = snprintf(line, sizeof(line), "HELO %s\r\n", r->client_helo);
     to_server(r, line, (size_t)n); /* one write, one line */
-    fifo_push(r, PEND_HELO_FALLBACK, NULL);
+    (void)relay_fifo_push(r, PEND_HELO_FALLBACK, NULL);
     return true;
 }
 
@@ -584,7 +593,7 @@ static void reply_own_ehlo(struct relay *r, const uint8_t *p, size_t len)
     domain[n] = '\0';
     if (n == 0 || (len > 4 + n && p[4 + n] != ' ' && p[4 + n] != '\r'))
         snprintf(domain, sizeof(domain), "%s",
-                 r->server_domain[0] ? r->server_domain : "localhost");
+                 r->server_domain != NULL ? r->server_domain : "localhost");
     bool starttls = !r->cfg.tls && r->cfg.offer_starttls;
     to_client_str(r, starttls ? "250-" : "250 ");
     to_client_str(r, domain);
@@ -593,11 +602,11 @@ static void reply_own_ehlo(struct relay *r, const uint8_t *p, size_t len)
 
 static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
 {
-    struct relay_entry *x = fifo_head(r);
+    struct relay_entry x;
     bool ok = code / 100 == 2;
 
     r->progress++;
-    if (x == NULL) {
+    if (!relay_fifo_head(r, &x)) {
         /* RFC 5321 §3.8: a server may announce its shutdown with 421 at
          * any time; any other reply that answers nothing is an error. */
         if (code == 421) {
@@ -608,7 +617,7 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
         }
         return;
     }
-    enum relay_pending kind = x->kind;
+    enum relay_pending kind = x.kind;
     assert(kind != PEND_LOCAL && kind != PEND_TURN && kind != PEND_CLOSE);
     if (code / 100 == 3 && !(kind == PEND_DATA && code == 354) &&
         !(kind == PEND_AUTH && code == 334) && kind != PEND_USER) {
@@ -619,7 +628,7 @@ static void reply(struct relay *r, const uint8_t *p, size_t len, int code)
         close_with(r, RELAY_R_PROTOCOL, REASON_PROTOCOL_ERROR);
         return;
     }
-    fifo_pop(r);
+    relay_fifo_pop(r);
 
     switch (kind) {
     case PEND_EHLO:
@@ -745,7 +754,7 @@ void relay_tls_started(struct relay *r, bool ehlo_again)
 
 void relay_expect(struct relay *r)
 {
-    fifo_push(r, PEND_USER, NULL);
+    (void)relay_fifo_push(r, PEND_USER, NULL);
 }
 
 void relay_close(struct relay *r, const char *reply_text, enum reason reason)
@@ -756,7 +765,7 @@ void relay_close(struct relay *r, const char *reply_text, enum reason reason)
 bool relay_awaiting_server(const struct relay *r)
 {
     for (unsigned i = 0; i < r->count; i++) {
-        uint8_t k = r->fifo[(r->head + i) % RELAY_FIFO_MAX].kind;
+        uint8_t k = r->fifo_kind[(r->head + i) % RELAY_FIFO_MAX];
         if (k != PEND_LOCAL && k != PEND_TURN && k != PEND_CLOSE)
             return true;
     }

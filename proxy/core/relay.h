@@ -43,11 +43,11 @@ struct relay_cfg {
      * the user answers STARTTLS itself through hooks.command. */
     bool offer_starttls;
     bool reject_bare_newline; /* bare CR/LF in content: 521 and close */
-    unsigned caps;            /* SMTP_CAP_* of an EHLO reply the user already read */
     /* A backend that answers EHLO with 500 or 502 (HELO only) gets the
      * client's HELO from the proxy, and the client an EHLO reply of the
      * proxy's own (see relay_server()). Inbound only. */
     bool helo_fallback;
+    unsigned caps;            /* SMTP_CAP_* of an EHLO reply the user already read */
     /* Longest command line, CRLF included; 0: SMTP_CMD_LINE_MAX. An AUTH
      * line may always be SMTP_AUTH_LINE_MAX (initial response). */
     size_t max_line;
@@ -156,28 +156,55 @@ struct relay {
     bool bdat_discard;      /* (ro) the current BDAT chunk is dropped */
     bool quit;              /* (ro) QUIT relayed */
     bool skip_pending;      /* an overlong line's tail is still to be dropped */
+    struct smtp_data data;  /* (two bytes: here, they fill what the bools leave) */
     unsigned caps;          /* (ro) SMTP_CAP_* of the server's last EHLO reply */
     uint64_t bdat_left;
-    struct smtp_data data;
-    struct relay_entry fifo[RELAY_FIFO_MAX];
-    unsigned head, count;   /* (ro) count: entries in the FIFO */
-    enum reason reason;     /* (ro) why it closed; REASON_NONE while it runs */
-    uint64_t progress;      /* (ro) complete lines/chunks/replies seen */
-    unsigned errors;        /* (ro) commands the proxy itself answered with an error */
+    /* The FIFO (relay_fifo.c): entry i is fifo_kind[i] (enum
+     * relay_pending) and, for the proxy's own replies, fifo_text[i], an
+     * array of RELAY_FIFO_MAX allocated only while ntext > 0 of them are
+     * queued. */
+    uint8_t fifo_kind[RELAY_FIFO_MAX];
+    uint8_t ntext;
     bool error_limit;       /* (ro) RELAY_ERROR_LIMIT reached: no more commands are read */
     bool prefix_done;       /* the current message has had its prefix */
-    /* (ro) the first word of the client's last EHLO/HELO argument ("" when
-     * none or too long). */
-    char client_helo[256];
-    /* The server's domain from its greeting: the user (inbound) sets it, the
-     * HELO fallback names it when the HELO reply does not. */
-    char server_domain[256];
+    const char **fifo_text;
+    unsigned head, count;   /* (ro) count: entries in the FIFO */
+    enum reason reason;     /* (ro) why it closed; REASON_NONE while it runs */
+    unsigned errors;        /* (ro) commands the proxy itself answered with an error */
+    uint64_t progress;      /* (ro) complete lines/chunks/replies seen */
+    /* The first word of the client's last EHLO/HELO argument, kept (in a
+     * block of its own size) only with cfg.helo_fallback, the inbound
+     * front end's, which also names it in Received: lines; NULL when none
+     * or too long. Read it with relay_client_helo(). */
+    char *client_helo;
+    /* The server's domain from its greeting: the user (inbound) sets it
+     * with relay_set_server_domain(), the HELO fallback names it when the
+     * HELO reply does not. NULL when none. */
+    char *server_domain;
 };
+
+/* Longest EHLO/HELO word and server domain kept (RFC 1035: 255 octets). */
+#define RELAY_NAME_MAX 255
 
 /* Sets up r to read commands with nothing owed. cfg, io and hooks are
  * copied (hooks may be NULL: no hook). */
 void relay_init(struct relay *r, const struct relay_cfg *cfg, const struct engine_io *io,
                 const struct relay_hooks *hooks);
+
+/* Frees the names the relay keeps (client_helo, server_domain).
+ * Idempotent; the relay is not used afterwards. */
+void relay_free(struct relay *r);
+
+/* The client's last EHLO/HELO word (see client_helo), "" when none. */
+static inline const char *relay_client_helo(const struct relay *r)
+{
+    return r->client_helo != NULL ? r->client_helo : "";
+}
+
+/* Keeps p[0, n) as the server's domain ("" when n is 0 or above
+ * RELAY_NAME_MAX). 0, or -1 when out of memory (the domain is then
+ * forgotten). */
+int relay_set_server_domain(struct relay *r, const uint8_t *p, size_t n);
 
 /* Client bytes. Returns how many were consumed; the caller keeps the rest
  * and offers them again, with whatever arrives next, after the next server

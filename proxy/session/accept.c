@@ -15,6 +15,7 @@
 #include "proxy/policy/rules.h"
 
 static const char R_SHUTDOWN[] = "421 4.3.2 Service shutting down, closing connection\r\n";
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 static const char R_TOO_MANY[] = "421 4.3.2 Too many connections, try again later\r\n";
 
 static atomic_uint_fast32_t session_counter;
@@ -33,7 +34,8 @@ static void init_salt(void)
 
 void session_accept(struct session_set *set, int fd, const struct session_profile *profile)
 {
-    struct session *s = calloc(1, sizeof(*s));
+    /* An inbound session has no room for the outbound part (session_int.h). */
+    struct session *s = calloc(1, session_alloc_size(profile));
 
     if (s == NULL) {
         log_error("listener=%s event=accept_failed error=\"out of memory\"",
@@ -77,11 +79,18 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
     uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&s->peer, &alen);
     alen = sizeof(s->local);
     uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&s->local, &alen);
-    addr_format((const struct sockaddr *)&s->peer, s->client_addr, sizeof(s->client_addr));
+    if (profile->outbound) /* inbound sessions format it when logging */
+        addr_format((const struct sockaddr *)&s->peer, s->client_addr, sizeof(s->client_addr));
     metrics_connection_open(profile->metrics);
     s->counted = true;
     unsigned active = atomic_fetch_add(profile->active, 1) + 1;
-    session_init_engine(s);
+    if (session_init_engine(s) != 0) {
+        log_error("session=%s listener=%s event=out_of_memory action=\"%s\"", s->id, profile->name,
+                  s->action);
+        conn_emit(&s->client, (const uint8_t *)R_INTERNAL, sizeof(R_INTERNAL) - 1);
+        session_close(s, REASON_INTERNAL_ERROR);
+        return;
+    }
     bool implicit = !profile->outbound && profile->in->tls_mode == SESSION_TLS_IMPLICIT;
 
     if (conn_init(&s->server, set->loop, &session_conn_cb, s) == 0) {
@@ -92,16 +101,15 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
     }
     unsigned max = profile->outbound ? profile->out->max_connections : profile->in->max_connections;
     if (active > max || set->stopping) {
-        log_warn("session=%s listener=%s event=refused reason=%s client=%s", s->id,
-                 profile->name, set->stopping ? "shutting_down" : "max_connections",
-                 s->client_addr);
+        log_warn("session=%s listener=%s event=refused reason=%s client=%s", s->id, profile->name,
+                 set->stopping ? "shutting_down" : "max_connections", session_client_name(s));
         if (!implicit)
             conn_emit(&s->client, (const uint8_t *)R_TOO_MANY, sizeof(R_TOO_MANY) - 1);
         session_close(s, REASON_MAX_CONNECTIONS);
         return;
     }
     log_debug("session=%s listener=%s event=connect client=%s", s->id, profile->name,
-              s->client_addr);
+              session_client_name(s));
     if (profile->outbound) {
         session_start_outbound(s);
         return;
@@ -111,7 +119,7 @@ void session_accept(struct session_set *set, int fd, const struct session_profil
                              (const struct sockaddr *)&s->peer)) {
         /* Only the load balancers named may say who the client is. */
         log_warn("session=%s listener=%s event=proxy_header_untrusted client=%s", s->id,
-                 profile->name, s->client_addr);
+                 profile->name, session_client_name(s));
         session_close(s, REASON_PROXY_HEADER_UNTRUSTED);
         return;
     }

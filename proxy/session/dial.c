@@ -14,6 +14,7 @@
 #include "proxy/obs/log.h"
 #include "proxy/policy/rules.h"
 
+static const char R_INTERNAL[] = "421 4.3.0 Internal error, closing connection\r\n";
 static const char R_NO_DEST[] =
     "421 4.3.0 No original destination: connection was not redirected to the proxy\r\n";
 
@@ -35,8 +36,8 @@ static void client_info_for_backend(struct session *s)
         hlen = proxyproto_v2(hdr, sizeof(hdr), peer, local);
         break;
     case SESSION_CLIENT_INFO_XCLIENT:
-        xclient_line(s->d.in.xclient, sizeof(s->d.in.xclient), peer,
-                     s->d.in.client_name[0] ? s->d.in.client_name
+        xclient_line(s->d.in.client->xclient, sizeof(s->d.in.client->xclient), peer,
+                     s->d.in.client->name[0] ? s->d.in.client->name
                      : s->d.in.name_tempfail ? XCLIENT_NAME_TEMPUNAVAIL
                                              : NULL);
         break;
@@ -72,16 +73,23 @@ static bool lookup_wanted(const struct session *s)
 /* The lookup is over: name is the confirmed name or NULL. Dial. */
 static void name_done(struct session *s, const char *name, bool tempfail)
 {
+    char *own = s->d.in.client->name; /* lookup_wanted: the block exists */
+
     if (name == NULL)
-        s->d.in.client_name[0] = '\0';
-    else if (name != s->d.in.client_name)
-        snprintf(s->d.in.client_name, sizeof(s->d.in.client_name), "%s", name);
+        own[0] = '\0';
+    else if (name != own)
+        snprintf(own, sizeof(s->d.in.client->name), "%s", name);
     s->d.in.name_tempfail = tempfail;
     s->d.in.name_known = true;
-    log_debug("session=%s event=client_name client=%s name=%s", s->id, s->client_addr,
-              name ? name : tempfail ? XCLIENT_NAME_TEMPUNAVAIL : XCLIENT_NAME_UNAVAILABLE);
-    if (s->engine.in.tls_active)
-        session_set_received(s); /* implicit TLS: the handshake came first */
+    log_debug("session=%s event=client_name client=%s name=%s", s->id, session_client_name(s),
+              name       ? name
+              : tempfail ? XCLIENT_NAME_TEMPUNAVAIL
+                         : XCLIENT_NAME_UNAVAILABLE);
+    /* implicit TLS: the handshake came first */
+    if (s->d.in.engine.tls_active && session_set_received(s) != 0) {
+        session_run_actions(s);
+        return;
+    }
     session_dial(s);
 }
 
@@ -116,7 +124,7 @@ static void on_forward(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     s->handles--; /* never the last: the legs and the timer are open */
-    name_done(s, ok ? s->d.in.client_name : NULL, status == UV_EAI_AGAIN);
+    name_done(s, ok ? s->d.in.client->name : NULL, status == UV_EAI_AGAIN);
 }
 
 static void on_reverse(uv_getnameinfo_t *req, int status, const char *host, const char *service)
@@ -136,10 +144,10 @@ static void on_reverse(uv_getnameinfo_t *req, int status, const char *host, cons
         name_done(s, NULL, status == UV_EAI_AGAIN);
         return;
     }
-    snprintf(s->d.in.client_name, sizeof(s->d.in.client_name), "%s", host);
-    struct addrinfo hints = {.ai_family = s->peer.ss_family, .ai_socktype = SOCK_STREAM};
+    snprintf(s->d.in.client->name, sizeof(s->d.in.client->name), "%s", host);
+    struct addrinfo hints = {.ai_family = s->peer.sa.sa_family, .ai_socktype = SOCK_STREAM};
     l->ai.data = l;
-    int rc = uv_getaddrinfo(s->set->loop, &l->ai, on_forward, s->d.in.client_name, NULL, &hints);
+    int rc = uv_getaddrinfo(s->set->loop, &l->ai, on_forward, s->d.in.client->name, NULL, &hints);
     if (rc != 0) {
         free(l);
         s->handles--;
@@ -170,20 +178,28 @@ static void start_name_lookup(struct session *s)
 }
 
 /* received_header: what the Received: line of each message names, from
- * the client leg's TLS and the lookup above (see inbound_set_received). */
-void session_set_received(struct session *s)
+ * the client leg's TLS and the lookup above (see inbound_set_received).
+ * Returns -1 when out of memory: the engine is then closing with a 421 and
+ * the caller runs its actions. */
+int session_set_received(struct session *s)
 {
     struct inbound_received ri = {.when = (int64_t)time(NULL)};
 
     if (s->p->outbound || !s->p->in->received_header)
-        return;
+        return 0;
     snprintf(ri.by, sizeof(ri.by), "%s", session_host_name());
     snprintf(ri.id, sizeof(ri.id), "%s", s->id);
-    snprintf(ri.client_name, sizeof(ri.client_name), "%s", s->d.in.client_name);
+    snprintf(ri.client_name, sizeof(ri.client_name), "%s", s->d.in.client->name);
     addr_format_ip((const struct sockaddr *)&s->peer, ri.client_ip, sizeof(ri.client_ip));
     snprintf(ri.tls_version, sizeof(ri.tls_version), "%s", s->tls_version ? s->tls_version : "");
     snprintf(ri.tls_cipher, sizeof(ri.tls_cipher), "%s", s->tls_cipher ? s->tls_cipher : "");
-    inbound_set_received(&s->engine.in, &ri);
+    if (inbound_set_received(&s->d.in.engine, &ri) != 0) {
+        log_error("session=%s listener=%s event=out_of_memory action=\"%s\"", s->id, s->p->name,
+                  s->action);
+        s->ops->abort(s->eng, R_INTERNAL, REASON_INTERNAL_ERROR);
+        return -1;
+    }
+    return 0;
 }
 
 void session_dial(struct session *s)
@@ -202,7 +218,7 @@ void session_dial(struct session *s)
     int rc = conn_connect(&s->server, sa);
     if (rc != 0) {
         log_warn("session=%s listener=%s event=connect_failed peer=%s error=\"%s\"", s->id,
-                 s->p->name, s->server_addr, uv_strerror(rc));
+                 s->p->name, session_server_name(s), uv_strerror(rc));
         s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
         session_run_actions(s);
     }

@@ -20,6 +20,7 @@
 #include "proxy/session/session_int.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,7 @@ static void on_engine_event(void *arg, const char *event, const char *detail)
 
     log_quote(detail, q, sizeof(q));
     log_warn("session=%s listener=%s event=%s backend=%s reply=%s", s->id, s->p->name, event,
-             s->server_addr, q);
+             session_server_name(s), q);
 }
 
 static void on_engine_debug(void *arg, const char *event, const char *detail)
@@ -122,7 +123,36 @@ const char *session_host_name(void)
     return helo_name;
 }
 
-void session_init_engine(struct session *s)
+const char *session_client_name(const struct session *s)
+{
+    static _Thread_local char client[ADDR_STRLEN];
+
+    if (s->p != NULL && s->p->outbound)
+        return s->client_addr[0] ? s->client_addr : "-";
+    if (s->peer.sa.sa_family != AF_INET && s->peer.sa.sa_family != AF_INET6)
+        return "-";
+    return addr_format(&s->peer.sa, client, sizeof(client));
+}
+
+const char *session_server_name(const struct session *s)
+{
+    static _Thread_local char backend[sizeof(s->server_addr)];
+
+    if (s->p == NULL || s->ops == NULL) /* before the engine: nowhere yet */
+        return "-";
+    if (s->p->outbound)
+        return s->server_addr[0] ? s->server_addr : "-";
+    return addr_format_spec(&s->p->in->backend, s->p->in->backend.port, backend, sizeof(backend));
+}
+
+size_t session_alloc_size(const struct session_profile *p)
+{
+    if (p == NULL || p->outbound)
+        return sizeof(struct session);
+    return offsetof(struct session, d) + sizeof(((struct session *)NULL)->d.in);
+}
+
+int session_init_engine(struct session *s)
 {
     struct engine_io io = {
         .arg = s,
@@ -145,7 +175,7 @@ void session_init_engine(struct session *s)
         s->ops = &outbound_engine_ops;
         s->eng = &s->engine.out;
         outbound_init(&s->engine.out, &ocfg, &io);
-        return;
+        return 0;
     }
     const struct session_inbound_opts *in = s->p->in;
     struct inbound_cfg icfg = {
@@ -155,17 +185,22 @@ void session_init_engine(struct session *s)
         .max_line = in->max_command_line,
         .ehlo = &in->ehlo_keywords,
     };
+    if (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT || in->received_header) {
+        s->d.in.client = calloc(1, sizeof(*s->d.in.client));
+        if (s->d.in.client == NULL)
+            return -1;
+    }
     if (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT) {
         uv_once(&helo_once, init_helo_name);
-        icfg.xclient = s->d.in.xclient; /* filled in when dialling */
+        icfg.xclient = s->d.in.client->xclient; /* filled in when dialling */
         icfg.helo_name = helo_name;
     }
     s->dir = &session_dir_in;
     s->timeouts = &in->timeouts;
     s->ops = &inbound_engine_ops;
-    s->eng = &s->engine.in;
-    addr_format_spec(&in->backend, in->backend.port, s->server_addr, sizeof(s->server_addr));
-    inbound_init(&s->engine.in, &icfg, &io);
+    s->eng = &s->d.in.engine;
+    inbound_init(&s->d.in.engine, &icfg, &io);
+    return 0;
 }
 
 /* ---- lifecycle ---- */
@@ -179,11 +214,11 @@ static void report_end(struct session *s)
         .id = s->id,
         .listener = s->p ? s->p->name : "-",
         .outbound = out,
-        .client = s->client_addr[0] ? s->client_addr : "-",
-        .server = s->server_addr[0] ? s->server_addr : "-",
+        .client = session_client_name(s),
+        .server = session_server_name(s),
         .tls_version = s->tls_version,
         .tls_cipher = s->tls_cipher,
-        .sni = out ? "" : s->d.in.sni,
+        .sni = out || s->d.in.sni == NULL ? "" : s->d.in.sni,
         .policy = out ? s->d.out.policy : OUTBOUND_NONE,
         .verified = out && s->d.out.verified,
         .verify_note = out && s->d.out.verify_note ? s->d.out.verify_note : "no",
@@ -205,6 +240,14 @@ static void free_session(struct session *s)
     report_end(s);
     if (s->p != NULL && s->p->outbound)
         session_dane_free(s);
+    if (s->ops != NULL && s->ops->release != NULL)
+        s->ops->release(s->eng);
+    else if (s->ops != NULL && s->p->outbound)
+        relay_free(&s->engine.out.relay); /* the outbound engine has no release op */
+    if (s->p != NULL && !s->p->outbound) {
+        free(s->d.in.sni);
+        free(s->d.in.client);
+    }
     if (s->counted) {
         atomic_fetch_sub(s->p->active, 1);
         metrics_connection_close(s->p->metrics);
@@ -289,15 +332,16 @@ static void on_timer(uv_timer_t *t)
         session_close_handles(s);
         return;
     case PHASE_PREFACE:
-        log_warn("session=%s listener=%s event=proxy_header_timeout client=%s", s->id,
-                 s->p->name, s->client_addr);
+        log_warn("session=%s listener=%s event=proxy_header_timeout client=%s", s->id, s->p->name,
+                 session_client_name(s));
         session_close(s, REASON_PROXY_HEADER_TIMEOUT);
         return;
     case PHASE_HANDSHAKE_IMPLICIT:
     case PHASE_HANDSHAKE:
         log_warn("session=%s listener=%s event=tls_failed reason=\"handshake timeout\" "
                  "peer=%s",
-                 s->id, s->p->name, s->p->outbound ? s->server_addr : s->client_addr);
+                 s->id, s->p->name,
+                 s->p->outbound ? session_server_name(s) : session_client_name(s));
         metrics_tls_failure(s->p->metrics, "handshake timeout");
         /* Inbound: nothing can be said in plaintext mid-handshake; outbound:
          * the client leg is plaintext and policy decides what it hears. */
@@ -305,21 +349,21 @@ static void on_timer(uv_timer_t *t)
         break;
     case PHASE_CONNECTING:
         log_warn("session=%s listener=%s event=connect_timeout peer=%s action=\"%s\"", s->id,
-                 s->p->name, s->server_addr, s->action);
+                 s->p->name, session_server_name(s), s->action);
         s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
         break;
     case PHASE_RUNNING:
         if (s->content) {
             /* Below min_data_rate: a dribbler, not a slow backend. */
             log_warn("session=%s listener=%s event=data_rate_timeout client=%s min_data_rate=%u",
-                     s->id, s->p->name, s->client_addr, s->timeouts->min_data_rate);
+                     s->id, s->p->name, session_client_name(s), s->timeouts->min_data_rate);
             s->ops->abort(s->eng, R_SLOW_DATA, REASON_TIMEOUT);
             break;
         }
         if (s->ops->awaiting_server(s->eng))
             log_warn("session=%s listener=%s event=server_timeout peer=%s "
                      "action=\"waiting for a reply\"",
-                     s->id, s->p->name, s->server_addr);
+                     s->id, s->p->name, session_server_name(s));
         s->ops->deadline(s->eng);
         break;
     }
@@ -525,16 +569,16 @@ static size_t read_preface(struct session *s, const uint8_t *p, size_t n)
     if (rc == PROXYPROTO_AGAIN && n < PROXYPROTO_MAX)
         return 0;
     if (rc != PROXYPROTO_OK) {
-        log_warn("session=%s listener=%s event=proxy_header_invalid client=%s", s->id,
-                 s->p->name, s->client_addr);
+        log_warn("session=%s listener=%s event=proxy_header_invalid client=%s", s->id, s->p->name,
+                 session_client_name(s));
         session_close(s, REASON_PROXY_HEADER_INVALID);
         return n;
     }
     s->pp_wait = false;
     if (src.ss_family != AF_UNSPEC) {
-        s->peer = src;
-        s->local = dst;
-        addr_format((const struct sockaddr *)&s->peer, s->client_addr, sizeof(s->client_addr));
+        /* TCP4 or TCP6 (proxyproto_parse), so they fit. */
+        memcpy(&s->peer, &src, sizeof(s->peer));
+        memcpy(&s->local, &dst, sizeof(s->local));
     }
     if (s->p->in->tls_mode == SESSION_TLS_IMPLICIT) {
         session_start_implicit_tls(s, p + used, n - used);
@@ -597,7 +641,7 @@ static void on_eof(struct conn *c, int err)
         return;
     if (err != UV_EOF)
         log_warn("session=%s listener=%s event=server_error peer=%s error=\"%s\"", s->id,
-                 s->p->name, s->server_addr, uv_strerror(err));
+                 s->p->name, session_server_name(s), uv_strerror(err));
     s->ops->server_eof(s->eng);
     session_run_actions(s);
 }
@@ -610,7 +654,7 @@ static void on_connect(struct conn *c, int status)
         return;
     if (status != 0) {
         log_warn("session=%s listener=%s event=connect_failed peer=%s error=\"%s\"", s->id,
-                 s->p->name, s->server_addr, uv_strerror(status));
+                 s->p->name, session_server_name(s), uv_strerror(status));
         s->ops->abort(s->eng, s->dir->server_down, REASON_BACKEND_UNREACHABLE);
         session_run_actions(s);
         return;
@@ -648,9 +692,19 @@ static void on_tls_ready(struct conn *c)
         return;
     }
     const char *sni = tls_sni(c->tls);
-    snprintf(s->d.in.sni, sizeof(s->d.in.sni), "%s", sni ? sni : "");
+    if (sni != NULL && sni[0] != '\0' && s->d.in.sni == NULL &&
+        (s->d.in.sni = strdup(sni)) == NULL) {
+        log_error("session=%s listener=%s event=out_of_memory action=\"%s\"", s->id, s->p->name,
+                  s->action);
+        s->ops->abort(s->eng, R_INTERNAL, REASON_INTERNAL_ERROR);
+        session_run_actions(s);
+        return;
+    }
     s->ops->tls_ready(s->eng);
-    session_set_received(s); /* received_header: dial.c */
+    if (session_set_received(s) != 0) { /* received_header: dial.c */
+        session_run_actions(s);
+        return;
+    }
     if (s->phase == PHASE_HANDSHAKE_IMPLICIT) {
         session_dial(s);
         return;
@@ -672,7 +726,8 @@ static void on_tls_error(struct conn *c, const char *why)
     why = why ? why : "unknown";
     log_quote(why, q, sizeof(q));
     log_warn("session=%s listener=%s event=tls_failed peer=%s reason=%s action=\"%s\"", s->id,
-             s->p->name, c == &s->client ? s->client_addr : s->server_addr, q, s->action);
+             s->p->name, c == &s->client ? session_client_name(s) : session_server_name(s), q,
+             s->action);
     metrics_tls_failure(s->p->metrics, why);
     if (s->phase == PHASE_HANDSHAKE)
         metrics_starttls(s->p->metrics, "failed");

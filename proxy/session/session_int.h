@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+
 #include <uv.h>
 
 #include "proxy/core/engine.h"
@@ -35,6 +37,24 @@ struct direction {
 };
 
 extern const struct direction session_dir_in, session_dir_out;
+
+/* Who the backend is told the client is (inbound, allocated with the engine
+ * when backend_client_info = "xclient" or received_header is on). */
+struct session_client {
+    char xclient[XCLIENT_LINE_MAX];
+    /* The client's forward-confirmed reverse name (dial.c), for XCLIENT and
+     * the Received: line: "" when none. */
+    char name[256];
+};
+
+/* A TCP peer's address: IPv4 or IPv6 only (28 bytes, not the 128 of a
+ * sockaddr_storage). */
+union session_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+};
+
 extern const struct conn_cb session_conn_cb;
 
 /* DANE for a fixed destination (dane.c): allocated when the TLSA lookup
@@ -55,34 +75,9 @@ struct session {
     const struct session_timeouts *timeouts;
     const struct direction *dir;
     const struct engine_ops *ops;
-    void *eng;                        /* &engine.in or &engine.out */
+    void *eng;                        /* &d.in.engine or &engine.out */
     struct conn client, server;
     uv_timer_t timer;
-    union {
-        struct inbound in;
-        struct outbound out;
-    } engine;
-    /* What only one direction needs shares the memory of the other's. */
-    union {
-        struct {                      /* inbound */
-            char sni[128];
-            char xclient[XCLIENT_LINE_MAX];
-            /* The client's forward-confirmed reverse name (dial.c), for
-             * XCLIENT and the Received: line: "" when none. */
-            char client_name[256];
-            bool name_tempfail;      /* the lookup failed temporarily */
-            bool name_known;         /* the lookup is over (or not wanted) */
-        } in;
-        struct {                      /* outbound */
-            struct destination dest;
-            struct destination_lookup lookup; /* a fixed destination's name */
-            enum outbound_policy policy;
-            struct session_dane *dane; /* NULL unless DANE applies (or is being looked up) */
-            bool verified;
-            const char *verify_note;  /* static, from the TLS layer */
-            char tls_error[256];      /* why the handshake failed (copied) */
-        } out;
-    } d;
     struct session *prev, *next;      /* in set: only this file touches them */
     enum session_phase phase;
     unsigned handles;                 /* open handles + outstanding requests */
@@ -101,12 +96,40 @@ struct session {
     uint64_t start_ms;
     uint64_t progress;
     char id[12];
-    char client_addr[ADDR_STRLEN];
-    char server_addr[300];
     const char *tls_version;          /* static strings from BoringSSL */
     const char *tls_cipher;
-    struct sockaddr_storage peer;     /* the client, as the PROXY header says */
-    struct sockaddr_storage local;    /* where it connected to */
+    union session_addr peer;          /* the client, as the PROXY header says */
+    union session_addr local;         /* where it connected to */
+    /* What only one direction needs shares the memory of the other's. It
+     * comes after all that both use: an inbound session is allocated only
+     * up to the end of d.in (session_alloc_size), so inbound code never
+     * touches d.out or what follows d. */
+    union {
+        struct {                      /* inbound */
+            struct inbound engine;
+            char *sni;                /* the client's SNI, NULL when none */
+            struct session_client *client; /* XCLIENT or received_header only */
+            bool name_tempfail;      /* the lookup failed temporarily */
+            bool name_known;         /* the lookup is over (or not wanted) */
+        } in;
+        struct {                      /* outbound */
+            struct destination dest;
+            struct destination_lookup lookup; /* a fixed destination's name */
+            enum outbound_policy policy;
+            struct session_dane *dane; /* NULL unless DANE applies (or is being looked up) */
+            bool verified;
+            const char *verify_note;  /* static, from the TLS layer */
+            char tls_error[256];      /* why the handshake failed (copied) */
+        } out;
+    } d;
+    /* Outbound only, beyond an inbound session's end: the engine, and the
+     * legs' peers as logged (common code names them with
+     * session_client_name() and session_server_name()). */
+    union {
+        struct outbound out;
+    } engine;
+    char client_addr[ADDR_STRLEN];
+    char server_addr[300];
 };
 
 /* session.c */
@@ -116,13 +139,23 @@ void session_run_actions(struct session *s);
 void session_close(struct session *s, enum reason reason);
 void session_close_handles(struct session *s);
 void session_drop_handle(struct session *s);
-void session_init_engine(struct session *s);
+int session_init_engine(struct session *s);
+/* The client for logs: an outbound session's client_addr, or an inbound
+ * session's peer (as the PROXY header says) formatted into a per-thread
+ * buffer (valid until the next call on the thread); "-" before it is known. */
+const char *session_client_name(const struct session *s);
+/* The server leg's peer for logs: an outbound session's server_addr, or an
+ * inbound session's backend formatted into a per-thread buffer (valid until
+ * the next call on the thread). */
+const char *session_server_name(const struct session *s);
+/* How much of a struct session a session of profile p uses (NULL: all). */
+size_t session_alloc_size(const struct session_profile *p);
 
 /* dial.c */
 void session_dial(struct session *s);
 void session_start_outbound(struct session *s);
 void session_start_implicit_tls(struct session *s, const uint8_t *early, size_t n);
-void session_set_received(struct session *s);
+int session_set_received(struct session *s);
 
 /* dane.c */
 bool session_dane_wanted(const struct session *s);

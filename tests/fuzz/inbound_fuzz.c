@@ -182,5 +182,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         after_call(d, false, 0, 0);
     }
     fuzz_play(&d->s, data + 1, size - 1);
+    inbound_free(&d->e);
     return 0;
 }

@@ -253,5 +253,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     outbound_init(&d->o, &cfg, &io);
     d->s = (struct fuzz_session){.arg = d, .client = client, .server = server, .event = event};
     fuzz_play(&d->s, data + 1, size - 1);
+    relay_free(&d->o.relay); /* what the relay allocated for this input */
     return 0;
 }

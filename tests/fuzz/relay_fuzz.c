@@ -168,5 +168,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     relay_init(&d->r, &cfg, &io, hooked ? &hooks : NULL);
     d->s = (struct fuzz_session){.arg = d, .client = client, .server = server, .event = event};
     fuzz_play(&d->s, data + 1, size - 1);
+    relay_free(&d->r);
     return 0;
 }

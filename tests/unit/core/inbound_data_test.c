@@ -149,7 +149,7 @@ static void test_received_data_and_bdat(void **state)
     struct t *t = session_after_ehlo(NULL);
 
     upgrade(t);
-    inbound_set_received(&t->e, &RECEIVED);
+    assert_int_equal(inbound_set_received(&t->e, &RECEIVED), 0);
     client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
     expect_srv(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
     server(t, "250 ok\r\n250 ok\r\n354 go\r\n");
@@ -168,7 +168,7 @@ static void test_received_data_and_bdat(void **state)
     actions(t);
     tls_ready(t);
     ehlo_with(t, EHLO_REPLY_CHUNKING, EHLO_REPLY_CHUNKING);
-    inbound_set_received(&t->e, &RECEIVED);
+    assert_int_equal(inbound_set_received(&t->e, &RECEIVED), 0);
     char want[1024];
     client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 5\r\nhelloBDAT 3 LAST\r\nabc");
     snprintf(want, sizeof(want),
@@ -186,7 +186,7 @@ static void test_received_data_and_bdat(void **state)
 
     /* Plaintext: never. */
     t = session_after_ehlo(NULL);
-    inbound_set_received(&t->e, &RECEIVED);
+    assert_int_equal(inbound_set_received(&t->e, &RECEIVED), 0);
     client(t, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
     server(t, "250 ok\r\n250 ok\r\n354 go\r\n");
     client(t, "hi\r\n.\r\n");

@@ -14,6 +14,7 @@
 #define TRANSCRIPT_CLIENT(e, p, n) OPS.client(e, p, n)
 #define TRANSCRIPT_SERVER(e, p, n) OPS.server(e, p, n)
 #define TRANSCRIPT_TAKE_ACTIONS(e) OPS.take_actions(e)
+#define TRANSCRIPT_FREE(e) inbound_free(e)
 #include "tests/unit/core/transcript.c.h"
 #include "tests/unit/core/relay_fixture.c.h"
 

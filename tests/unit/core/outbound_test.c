@@ -9,6 +9,7 @@
 #define TRANSCRIPT_CLIENT(e, p, n) OPS.client(e, p, n)
 #define TRANSCRIPT_SERVER(e, p, n) OPS.server(e, p, n)
 #define TRANSCRIPT_TAKE_ACTIONS(e) OPS.take_actions(e)
+#define TRANSCRIPT_FREE(e) relay_free(&(e)->relay)
 #include "tests/unit/core/transcript.c.h"
 
 #define R_NO_STARTTLS                                                                        \

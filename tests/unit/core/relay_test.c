@@ -15,6 +15,7 @@ static unsigned relay_actions(struct relay *r);
 #define TRANSCRIPT_CLIENT(e, p, n) relay_client(e, p, n)
 #define TRANSCRIPT_SERVER(e, p, n) relay_server(e, p, n)
 #define TRANSCRIPT_TAKE_ACTIONS(e) relay_actions(e)
+#define TRANSCRIPT_FREE(e) relay_free(e)
 #include "tests/unit/core/transcript.c.h"
 #include "tests/unit/core/relay_fixture.c.h"
 

@@ -85,6 +85,12 @@ static inline struct engine_io transcript_io(struct t *t)
         .arg = t, .to_client = on_client, .to_server = on_server, .on_state = on_state};
 }
 
+/* What the engine allocated for itself (a user defines it before the
+ * include); nothing by default. */
+#ifndef TRANSCRIPT_FREE
+#define TRANSCRIPT_FREE(e) ((void)(e))
+#endif
+
 /* Drivers still allocated: a failed assertion leaves the test early, and
  * the teardown frees what it left behind. */
 static struct t *live[4];
@@ -110,12 +116,15 @@ static inline void release(struct t *t)
         if (live[i] == t)
             live[i] = NULL;
     }
+    TRANSCRIPT_FREE(&t->e);
     free(t);
 }
 
 static inline int teardown(void **state)
 {
     for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
+        if (live[i] != NULL)
+            TRANSCRIPT_FREE(&live[i]->e);
         free(live[i]);
         live[i] = NULL;
     }
