@@ -108,43 +108,6 @@ static void on_engine_debug(void *arg, const char *event, const char *detail)
     log_debug("session=%s event=%s detail=%s", s->id, event, log_quote(detail, q, sizeof(q)));
 }
 
-static char helo_name[256];
-static uv_once_t helo_once = UV_ONCE_INIT;
-
-static void init_helo_name(void)
-{
-    if (gethostname(helo_name, sizeof(helo_name) - 1) != 0 || helo_name[0] == '\0')
-        snprintf(helo_name, sizeof(helo_name), "smtp-tls-proxy");
-}
-
-const char *session_host_name(void)
-{
-    uv_once(&helo_once, init_helo_name);
-    return helo_name;
-}
-
-const char *session_client_name(const struct session *s)
-{
-    static _Thread_local char client[ADDR_STRLEN];
-
-    if (s->p != NULL && s->p->outbound)
-        return s->client_addr[0] ? s->client_addr : "-";
-    if (s->peer.sa.sa_family != AF_INET && s->peer.sa.sa_family != AF_INET6)
-        return "-";
-    return addr_format(&s->peer.sa, client, sizeof(client));
-}
-
-const char *session_server_name(const struct session *s)
-{
-    static _Thread_local char backend[sizeof(s->server_addr)];
-
-    if (s->p == NULL || s->ops == NULL) /* before the engine: nowhere yet */
-        return "-";
-    if (s->p->outbound)
-        return s->server_addr[0] ? s->server_addr : "-";
-    return addr_format_spec(&s->p->in->backend, s->p->in->backend.port, backend, sizeof(backend));
-}
-
 size_t session_alloc_size(const struct session_profile *p)
 {
     if (p == NULL || p->outbound)
@@ -191,9 +154,8 @@ int session_init_engine(struct session *s)
             return -1;
     }
     if (in->backend_client_info == SESSION_CLIENT_INFO_XCLIENT) {
-        uv_once(&helo_once, init_helo_name);
         icfg.xclient = s->d.in.client->xclient; /* filled in when dialling */
-        icfg.helo_name = helo_name;
+        icfg.helo_name = session_host_name();
     }
     s->dir = &session_dir_in;
     s->timeouts = &in->timeouts;
