@@ -295,12 +295,39 @@ static void cmd_bdat(struct relay *r, const struct relay_command *c, const struc
         enter_state(r, RELAY_BDAT);
 }
 
+/* A recipient the user decides about (hooks.rcpt); relay_rcpt.c parses. */
+static void cmd_rcpt(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
+                     const char *refuse)
+{
+    char domain[256];
+    int rc;
+
+    if (r->rcpt_resumed) {
+        r->rcpt_resumed = false;
+        if (r->rcpt_reply == NULL) {
+            cmd_forward(r, c, v, refuse);
+        } else {
+            fifo_push(r, PEND_LOCAL, r->rcpt_reply); /* not the client's error */
+            drain(r);
+        }
+    } else if (r->hooks.rcpt == NULL) {
+        cmd_forward(r, c, v, refuse);
+    } else if ((rc = relay_rcpt_domain(c->line + c->arg, c->len - c->arg, domain,
+                                       sizeof(domain))) < 0) {
+        reply_local(r, rc == RELAY_RCPT_NOT_ALABEL ? RELAY_R_RCPT_NOT_ALABEL : RELAY_R_RCPT_SYNTAX);
+    } else if (r->hooks.rcpt(r->hooks.arg, domain) == RELAY_RCPT_PASS) {
+        cmd_forward(r, c, v, refuse);
+    } else {
+        r->rcpt_wait = true; /* the line stays unread: client_line() */
+    }
+}
+
 static const struct verb_rule verbs[] = {
     [SMTP_VERB_UNKNOWN] = {PEND_OTHER, GREETED, false, NULL, cmd_forward},
     [SMTP_VERB_HELO] = {PEND_HELO, ANY, false, NULL, cmd_ehlo},
     [SMTP_VERB_EHLO] = {PEND_EHLO, ANY, false, NULL, cmd_ehlo},
     [SMTP_VERB_MAIL] = {PEND_MAIL, GREETED, false, NULL, cmd_mail},
-    [SMTP_VERB_RCPT] = {PEND_RCPT, GREETED, false, NULL, cmd_forward},
+    [SMTP_VERB_RCPT] = {PEND_RCPT, GREETED, false, NULL, cmd_rcpt},
     [SMTP_VERB_DATA] = {PEND_DATA, GREETED, false, NULL, cmd_hold},
     [SMTP_VERB_BDAT] = {PEND_BDAT, GREETED, true, NULL, cmd_bdat},
     [SMTP_VERB_RSET] = {PEND_RSET, ANY, false, NULL, cmd_forward},
@@ -349,7 +376,7 @@ static void command(struct relay *r, const uint8_t *line, size_t len)
     assert((unsigned)c.verb < sizeof(verbs) / sizeof(verbs[0]));
     const struct verb_rule *v = &verbs[c.verb];
 
-    if (r->hooks.command != NULL) {
+    if (r->hooks.command != NULL && !r->rcpt_resumed) { /* it saw a waiting RCPT once */
         switch (r->hooks.command(r->hooks.arg, &c, &refuse)) {
         case RELAY_PASS:
             refuse = NULL;
@@ -411,7 +438,7 @@ static size_t client_line(struct relay *r, const uint8_t *p, size_t n)
         } else {
             command(r, p, k);
         }
-        return k;
+        return r->rcpt_wait ? 0 : k;
     }
     r->progress++;
     if (auth) {
@@ -483,7 +510,7 @@ size_t relay_client(struct relay *r, const uint8_t *p, size_t n)
             break;
         case RELAY_AUTH:
         case RELAY_COMMAND: {
-            if (r->count >= RELAY_FIFO_MAX - 1)
+            if (r->count >= RELAY_FIFO_MAX - 1 || r->rcpt_wait)
                 return off; /* pipelining depth bound: wait for replies */
             enum relay_state before = r->state;
             k = client_line(r, p + off, n - off);

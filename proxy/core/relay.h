@@ -89,6 +89,12 @@ enum relay_verdict {
                      every reply owed before this command is delivered */
 };
 
+/* What the recipient hook decides about one RCPT (hooks.rcpt). */
+enum relay_rcpt_verdict {
+    RELAY_RCPT_PASS, /* forward it now */
+    RELAY_RCPT_WAIT, /* decide later: relay_rcpt_resume() */
+};
+
 struct relay_hooks {
     void *arg;
     /* Optional: every command line before the relay acts on it. It may write
@@ -105,6 +111,17 @@ struct relay_hooks {
      * 354, or the first BDAT chunk, whose size then counts them). Writes at
      * most cap bytes to out and returns how many; 0: nothing. */
     size_t (*prefix)(void *arg, uint8_t *out, size_t cap);
+    /* Optional (outbound, per-recipient authentication): each RCPT TO the
+     * relay would forward, with its recipient's domain (relay_rcpt_domain():
+     * lower-cased, no trailing dot; "" for an address literal or a path
+     * without a domain, to which no domain's policy applies). A path that
+     * does not parse never gets here: the proxy answers it (501 5.1.3, or
+     * 450 4.7.5 for a domain not in A-label form). PASS: forwarded. WAIT:
+     * the relay reads nothing more of the client, this command included
+     * (RFC 2920: later commands stay unread behind it, in order), until the
+     * user calls relay_rcpt_resume() and offers the client's bytes again.
+     * It must not call into the relay. */
+    enum relay_rcpt_verdict (*rcpt)(void *arg, const char *domain);
 };
 
 /* Longest content prefix asked of hooks.prefix. */
@@ -172,6 +189,10 @@ struct relay {
     /* The server's domain from its greeting: the user (inbound) sets it, the
      * HELO fallback names it when the HELO reply does not. */
     char server_domain[256];
+    /* hooks.rcpt said WAIT: the RCPT line is unread until resumed (ro). */
+    bool rcpt_wait;
+    bool rcpt_resumed;      /* the next RCPT read is the decided one */
+    const char *rcpt_reply; /* its answer (static), or NULL: forward it */
 };
 
 /* Sets up r to read commands with nothing owed. cfg, io and hooks are
@@ -214,6 +235,31 @@ bool relay_awaiting_server(const struct relay *r);
  * pol's use). For the relay and any engine rewriting an EHLO reply. */
 void relay_ehlo_policy(const struct smtp_ehlo_policy *cfg, const struct engine_io *io,
                        struct smtp_ehlo_policy *pol);
+
+/* The decision hooks.rcpt waited for: reply NULL forwards the RCPT, else
+ * reply (static, CRLF; lives as long as the relay) answers it in its place
+ * in the reply order and the RCPT is not forwarded. A policy refusal is not
+ * the client's error: it does not count towards RELAY_ERROR_LIMIT. The user
+ * then offers the client's unread bytes again (relay_client()), this RCPT
+ * first. Does nothing unless the relay waits (after a close, say). */
+void relay_rcpt_resume(struct relay *r, const char *reply);
+
+/* The recipient's domain of a RCPT argument (arg[0, len): "TO:<...>" and
+ * any parameters, CRLF included or not), strictly by RFC 5321 §4.1.2: a
+ * source route is ignored, a quoted local part may hold '@'. Into out
+ * (cap >= 256): the domain lower-cased without a trailing dot, or "" for an
+ * address literal ("[192.0.2.1]") or a path without domain ("<postmaster>").
+ * Returns RELAY_RCPT_OK, RELAY_RCPT_SYNTAX, or RELAY_RCPT_NOT_ALABEL (a
+ * domain with octets beyond ASCII: an SMTPUTF8 U-label). Never reads past
+ * arg + len. */
+enum relay_rcpt_parse {
+    RELAY_RCPT_OK = 0,
+    RELAY_RCPT_SYNTAX = -1,
+    RELAY_RCPT_NOT_ALABEL = -2,
+};
+int relay_rcpt_domain(const uint8_t *arg, size_t len, char *out, size_t cap);
+extern const char RELAY_R_RCPT_SYNTAX[];     /* 501 5.1.3 Bad recipient address syntax */
+extern const char RELAY_R_RCPT_NOT_ALABEL[]; /* 450 4.7.5 ... A-label form ... */
 
 /* True while the client's bytes are message content (DATA or a BDAT chunk). */
 bool relay_in_content(const struct relay *r);
