@@ -160,9 +160,11 @@ int relay_rcpt_domain(const uint8_t *arg, size_t len, char *out, size_t cap)
 
 void relay_rcpt_resume(struct relay *r, const char *reply)
 {
-    if (r->state == RELAY_CLOSED || !r->rcpt_wait)
+    if (!r->rcpt_wait)
         return;
     r->rcpt_wait = false;
+    if (r->state == RELAY_CLOSED)
+        return; /* nothing more is read: the decision is moot */
     r->rcpt_resumed = true;
     r->rcpt_reply = reply;
 }
