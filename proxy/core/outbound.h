@@ -57,7 +57,7 @@ struct outbound_cfg {
     /* Optional: the relay's recipient hook (relay.h, hooks.rcpt) with its
      * arg, for per-recipient decisions of a transparent session; NULL: the
      * relay runs with no hooks. */
-    enum relay_rcpt_verdict (*rcpt)(void *arg, const char *domain);
+    enum relay_rcpt_verdict (*rcpt)(void *arg, const char *domain, const char **reply);
     void *rcpt_arg;
 };
 

@@ -4,6 +4,7 @@
  * before TLS survives it), RFC 3030 (BDAT) and RFC 4954 (AUTH).
  */
 #include "proxy/core/relay.h"
+#include "proxy/core/relay_int.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -295,30 +296,21 @@ static void cmd_bdat(struct relay *r, const struct relay_command *c, const struc
         enter_state(r, RELAY_BDAT);
 }
 
-/* A recipient the user decides about (hooks.rcpt); relay_rcpt.c parses. */
+/* A recipient the user decides about (hooks.rcpt): relay_rcpt.c asks. */
 static void cmd_rcpt(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
                      const char *refuse)
 {
-    char domain[256];
-    int rc;
+    int rc = relay_rcpt_ask(r, c);
 
-    if (r->rcpt_resumed) {
-        r->rcpt_resumed = false;
-        if (r->rcpt_reply == NULL) {
-            cmd_forward(r, c, v, refuse);
-        } else {
-            fifo_push(r, PEND_LOCAL, r->rcpt_reply); /* not the client's error */
-            drain(r);
-        }
-    } else if (r->hooks.rcpt == NULL) {
-        cmd_forward(r, c, v, refuse);
-    } else if ((rc = relay_rcpt_domain(c->line + c->arg, c->len - c->arg, domain,
-                                       sizeof(domain))) < 0) {
+    if (rc < 0) {
         reply_local(r, rc == RELAY_RCPT_NOT_ALABEL ? RELAY_R_RCPT_NOT_ALABEL : RELAY_R_RCPT_SYNTAX);
-    } else if (r->hooks.rcpt(r->hooks.arg, domain) == RELAY_RCPT_PASS) {
-        cmd_forward(r, c, v, refuse);
-    } else {
+    } else if (rc == RELAY_RCPT_WAIT) {
         r->rcpt_wait = true; /* the line stays unread: client_line() */
+    } else if (rc == RELAY_RCPT_REFUSE) {
+        fifo_push(r, PEND_LOCAL, r->rcpt_reply); /* not the client's error */
+        drain(r);
+    } else {
+        cmd_forward(r, c, v, refuse);
     }
 }
 
@@ -782,6 +774,8 @@ void relay_close(struct relay *r, const char *reply_text, enum reason reason)
 
 bool relay_awaiting_server(const struct relay *r)
 {
+    if (r->rcpt_wait)
+        return true;
     for (unsigned i = 0; i < r->count; i++) {
         uint8_t k = r->fifo[(r->head + i) % RELAY_FIFO_MAX].kind;
         if (k != PEND_LOCAL && k != PEND_TURN && k != PEND_CLOSE)

@@ -91,8 +91,9 @@ enum relay_verdict {
 
 /* What the recipient hook decides about one RCPT (hooks.rcpt). */
 enum relay_rcpt_verdict {
-    RELAY_RCPT_PASS, /* forward it now */
-    RELAY_RCPT_WAIT, /* decide later: relay_rcpt_resume() */
+    RELAY_RCPT_PASS,   /* forward it now */
+    RELAY_RCPT_REFUSE, /* answered with *reply (static), not forwarded */
+    RELAY_RCPT_WAIT,   /* decide later: relay_rcpt_resume() */
 };
 
 struct relay_hooks {
@@ -116,12 +117,14 @@ struct relay_hooks {
      * lower-cased, no trailing dot; "" for an address literal or a path
      * without a domain, to which no domain's policy applies). A path that
      * does not parse never gets here: the proxy answers it (501 5.1.3, or
-     * 450 4.7.5 for a domain not in A-label form). PASS: forwarded. WAIT:
+     * 450 4.7.5 for a domain not in A-label form). PASS: forwarded.
+     * REFUSE (a decision already known): *reply answers it, as a resumed
+     * refusal would (relay_rcpt_resume()). WAIT:
      * the relay reads nothing more of the client, this command included
      * (RFC 2920: later commands stay unread behind it, in order), until the
      * user calls relay_rcpt_resume() and offers the client's bytes again.
      * It must not call into the relay. */
-    enum relay_rcpt_verdict (*rcpt)(void *arg, const char *domain);
+    enum relay_rcpt_verdict (*rcpt)(void *arg, const char *domain, const char **reply);
 };
 
 /* Longest content prefix asked of hooks.prefix. */
@@ -227,7 +230,8 @@ void relay_expect(struct relay *r);
  * more is read or written. Idempotent. */
 void relay_close(struct relay *r, const char *reply, enum reason reason);
 
-/* True while a reply from the server is owed. */
+/* True while a reply from the server is owed, or a recipient's decision
+ * (hooks.rcpt) is: either way the client is waiting for an answer. */
 bool relay_awaiting_server(const struct relay *r);
 
 /* Into pol: the keyword policy cfg (NULL: none) with every dropped keyword

@@ -16,6 +16,7 @@
  * "TO:a@b" would otherwise get a recipient nobody decided about).
  */
 #include "proxy/core/relay.h"
+#include "proxy/core/relay_int.h"
 
 #include <string.h>
 
@@ -156,6 +157,27 @@ int relay_rcpt_domain(const uint8_t *arg, size_t len, char *out, size_t cap)
         return RELAY_RCPT_SYNTAX;
     }
     return RELAY_RCPT_OK;
+}
+
+int relay_rcpt_ask(struct relay *r, const struct relay_command *c)
+{
+    char domain[256];
+    int rc;
+
+    if (r->rcpt_resumed) {
+        r->rcpt_resumed = false;
+        return r->rcpt_reply != NULL ? RELAY_RCPT_REFUSE : RELAY_RCPT_PASS;
+    }
+    if (r->hooks.rcpt == NULL)
+        return RELAY_RCPT_PASS;
+    rc = relay_rcpt_domain(c->line + c->arg, c->len - c->arg, domain, sizeof(domain));
+    if (rc < 0)
+        return rc;
+    r->rcpt_reply = NULL;
+    rc = (int)r->hooks.rcpt(r->hooks.arg, domain, &r->rcpt_reply);
+    if (rc == RELAY_RCPT_REFUSE && r->rcpt_reply == NULL)
+        rc = RELAY_RCPT_PASS; /* a refusal without words is the user's bug: forward */
+    return rc;
 }
 
 void relay_rcpt_resume(struct relay *r, const char *reply)

@@ -6,7 +6,7 @@
  *            offer_starttls), 1 a hook that refuses transaction verbs
  *            while !tls (require_tls), 2 reject_bare_newline, 4 tls,
  *            5 CHUNKING already offered, 3 a recipient hook that waits
- *            for domains starting a-m and passes the others
+ *            for domains starting a-m, refuses n-p, passes the others
  *   then     segments (fuzz_session.h); events: 'T' TLS starts after a
  *            yield (relay_tls_started; the next byte's bit 0: EHLO again),
  *            'E' the server closes, 'R' a waiting recipient is decided
@@ -75,7 +75,7 @@ static enum relay_verdict on_command(void *arg, const struct relay_command *c, c
     return RELAY_PASS;
 }
 
-static enum relay_rcpt_verdict on_rcpt(void *arg, const char *domain)
+static enum relay_rcpt_verdict on_rcpt(void *arg, const char *domain, const char **reply)
 {
     struct drv *d = arg;
     size_t n = strlen(domain);
@@ -85,6 +85,10 @@ static enum relay_rcpt_verdict on_rcpt(void *arg, const char *domain)
         CHECK((domain[i] >= 'a' && domain[i] <= 'z') || (domain[i] >= '0' && domain[i] <= '9') ||
               domain[i] == '-' || domain[i] == '.');
     CHECK(n == 0 || (domain[0] != '.' && domain[n - 1] != '.'));
+    if (n > 0 && domain[0] >= 'n' && domain[0] <= 'p') {
+        *reply = "450 4.7.5 refused\r\n";
+        return RELAY_RCPT_REFUSE;
+    }
     if (n > 0 && domain[0] >= 'a' && domain[0] <= 'm') {
         d->waiting = true;
         return RELAY_RCPT_WAIT;

@@ -128,16 +128,21 @@ static void test_parse_bounds(void **state)
 
 /* ---------- transcripts ---------- */
 
-/* The test hook: "wait.*" domains wait, others pass; every domain seen is
+/* The test hook: "wait.*" domains wait, "refuse.*" ones are refused at
+ * once, others pass; every domain seen is
  * recorded. */
 static char seen[512];
 
-static enum relay_rcpt_verdict on_rcpt(void *arg, const char *domain)
+static enum relay_rcpt_verdict on_rcpt(void *arg, const char *domain, const char **reply)
 {
     (void)arg;
     strncat(seen, "[", sizeof(seen) - strlen(seen) - 1);
     strncat(seen, domain, sizeof(seen) - strlen(seen) - 1);
     strncat(seen, "]", sizeof(seen) - strlen(seen) - 1);
+    if (strncmp(domain, "refuse.", 7) == 0) {
+        *reply = R_REFUSED;
+        return RELAY_RCPT_REFUSE;
+    }
     return strncmp(domain, "wait.", 5) == 0 ? RELAY_RCPT_WAIT : RELAY_RCPT_PASS;
 }
 
@@ -273,10 +278,28 @@ static void test_pending_earlier_reply(void **state)
     server(t, "250 noop\r\n");
     expect_cli(t, "250 noop\r\n");
     assert_true(t->e.rcpt_wait);
-    assert_false(relay_awaiting_server(&t->e));
+    /* The client waits for an answer: to the session that is "owed". */
+    assert_true(relay_awaiting_server(&t->e));
     resume(t, R_REFUSED);
     expect_cli(t, R_REFUSED);
     assert_false(t->e.rcpt_wait);
+    assert_false(relay_awaiting_server(&t->e));
+    release(t);
+}
+
+/* A decision already known (the session's cache): refused at once, in
+ * its place after what is owed. */
+static void test_refused_at_once(void **state)
+{
+    struct t *t = start();
+
+    client(t, "MAIL FROM:<s@x.example>\r\nRCPT TO:<u@refuse.a.example>\r\n"
+              "RCPT TO:<v@b.example>\r\n");
+    expect_srv(t, "MAIL FROM:<s@x.example>\r\nRCPT TO:<v@b.example>\r\n");
+    expect_cli(t, "");
+    server(t, "250 mail\r\n250 rcpt\r\n");
+    expect_cli(t, "250 mail\r\n" R_REFUSED "250 rcpt\r\n");
+    assert_int_equal(t->e.errors, 0);
     release(t);
 }
 
@@ -334,6 +357,7 @@ int main(void)
         cmocka_unit_test_teardown(test_pending_server_421, teardown),
         cmocka_unit_test_teardown(test_pending_close, teardown),
         cmocka_unit_test_teardown(test_pending_earlier_reply, teardown),
+        cmocka_unit_test_teardown(test_refused_at_once, teardown),
         cmocka_unit_test_teardown(test_refusals_do_not_count, teardown),
         cmocka_unit_test_teardown(test_syntax, teardown),
         cmocka_unit_test_teardown(test_no_hook, teardown),
