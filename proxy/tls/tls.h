@@ -173,6 +173,15 @@ bool tls_resumed(const struct tls *t);
  * tls_dane_result_str() names for DANE). why may be NULL. */
 bool tls_verify_result(const struct tls *t, const char **why);
 
+/* Client side, after the handshake: copies of the chain the peer sent
+ * (DER, leaf first), for decisions made after the handshake (per-recipient
+ * DANE of a transparent session). At most max certificates (the leaf and
+ * its nearest issuers) and max_bytes octets in all go into one heap block,
+ * *block, which the caller frees; der[i] and len[i] point into it. Returns
+ * the count (0: no certificate, *block NULL) or -ENOMEM. */
+int tls_peer_chain(const struct tls *t, size_t max, size_t max_bytes, uint8_t **block,
+                   const uint8_t **der, size_t *len);
+
 /* Why the last TLS_ERR happened: BoringSSL's reason (the first error-queue
  * entry of its TLS library, e.g. "WRONG_VERSION_NUMBER",
  * "TLSV1_ALERT_PROTOCOL_VERSION"), "certificate verify failed: <why>", or a

@@ -6,9 +6,11 @@
  * and only the X509_V_* result is kept in the engine.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -179,4 +181,32 @@ bool tls_verify_result(const struct tls *t, const char **why)
                    ? tls_dane_result_str((enum tls_dane_result)t->dane_result)
                    : tls_verify_why(t->verify_err);
     return false;
+}
+
+int tls_peer_chain(const struct tls *t, size_t max, size_t max_bytes, uint8_t **block,
+                   const uint8_t **der, size_t *len)
+{
+    const STACK_OF(CRYPTO_BUFFER) *ders = SSL_get0_peer_certificates(t->ssl);
+    size_t n = ders ? sk_CRYPTO_BUFFER_num(ders) : 0, total = 0, k = 0;
+
+    *block = NULL;
+    for (; k < n && k < max; k++) {
+        size_t l = CRYPTO_BUFFER_len(sk_CRYPTO_BUFFER_value(ders, k));
+        if (l > max_bytes - total)
+            break; /* the nearest issuers that fit, never a gap */
+        total += l;
+    }
+    if (k == 0)
+        return 0;
+    *block = malloc(total);
+    if (*block == NULL)
+        return -ENOMEM;
+    for (size_t i = 0, off = 0; i < k; i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(ders, i);
+        memcpy(*block + off, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+        der[i] = *block + off;
+        len[i] = CRYPTO_BUFFER_len(b);
+        off += len[i];
+    }
+    return (int)k;
 }
