@@ -23,6 +23,9 @@
  * domains (beyond, the oldest is decided again). MTA-STS is not fetched yet:
  * its state is "no policy" until the policy cache exists.
  *
+ * A `policies` verify rule for the domain wants the kept chain PKIX-valid
+ * for the domain or a name below it (tls_chain_valid_for_domain).
+ *
  * Every refused recipient, and with enforce = false every one that would
  * have been, gets one line (event=rcpt_refused, result=refused|logged) and
  * a count in outbound_auth_total{auth,result}; an authenticated one counts
@@ -182,8 +185,12 @@ static void base_input(const struct session *s, const char *domain, struct decid
     in->fallback = o->policy.fallback;
     in->tls = s->engine.out.server_tls;
     in->pkix_session = s->d.out.verified;
-    in->pkix_domain = false; /* no name check against the domain yet */
     in->enforce = o->enforce;
+    /* Only a verify rule asks whether the chain is valid for the domain:
+     * a PKIX verification per recipient domain costs. */
+    const struct session_rcpt *r = s->d.out.rcpt;
+    if (in->rule && p == OUTBOUND_VERIFY && in->tls && r->nchain > 0)
+        in->pkix_domain = tls_chain_valid_for_domain(s->p->tls, r->der, r->len, r->nchain, domain);
 }
 
 /* The verdict for domain: logged, counted, remembered; the reply to give

@@ -111,8 +111,8 @@ class DaneOriginalTest(ProxyTestCase):
         self.addCleanup(z.stop)
         return z
 
-    def destination(self, tls=True):
-        ctx = oh.tls_server_context(oh.certs()["netns"]) if tls else None
+    def destination(self, tls=True, cert=None):
+        ctx = oh.tls_server_context(cert or oh.certs()["netns"]) if tls else None
         b = self.ns.run_in(lambda: oh.BoundBackend(DEST, DEST_PORT, socket.AF_INET,
                                                    name="destination", greeting=GREETING,
                                                    tls_ctx=ctx,
@@ -122,10 +122,10 @@ class DaneOriginalTest(ProxyTestCase):
         self.addCleanup(b.stop)
         return b
 
-    def start_proxy(self, z, enforce=True):
+    def start_proxy(self, z, enforce=True, **extra):
         self.mport = harness.free_port()
         l = oh.outbound_listener("original", name="relay", listen="127.0.0.1:%d" % PROXY_PORT,
-                                 timeouts={"connect": 15, "handshake": 10, "idle": 30})
+                                 timeouts={"connect": 15, "handshake": 10, "idle": 30}, **extra)
         l["dane"] = True
         if not enforce:
             l["enforce"] = False
@@ -258,6 +258,34 @@ class DaneOriginalTest(ProxyTestCase):
         self.assertEqual(self.rcpts_seen(d), [])
         self.assertIn(b"DATA", d.raw_all())
         c.cmd("QUIT")
+
+    def test_verify_rule_for_recipient_domain(self):
+        # A `policies` rule naming the domain comes first (no DNS): verify
+        # wants the chain valid for the domain or a name below it.
+        cert = oh._issue(harness.new_tmpdir("pki"), "mx-v", "mx.v.example.net",
+                         "DNS:mx.v.example.net,IP:127.0.0.2")
+        z = self.zone()
+        d = self.destination(cert=cert)
+        p = self.start_proxy(z, tls={"ca_file": harness.pki().ca},
+                             policies=[{"match": "v.example.net", "policy": "verify"},
+                                       {"match": "q.example.net", "policy": "verify"},
+                                       {"match": "a.example.net", "policy": "opportunistic"}])
+        c = self.connect()
+        r = c.send_message("legacy@corp.test",
+                           ["u@v.example.net", "u@q.example.net", "u@a.example.net"], BODY)
+        self.assertEqual([x.code for x in r], [250, 250, 450, 250, 354, 250], r)
+        self.assertEqual(r[2].enhanced, "4.7.5", r[2])
+        self.assertIn("certificate for the domain", r[2].lines[0])
+        self.assertTrue(d.wait_messages(1))
+        self.assertEqual(self.rcpts_seen(d), [b"RCPT TO:<u@v.example.net>",
+                                              b"RCPT TO:<u@a.example.net>"])
+        c.cmd("QUIT")
+        kv = self.session_end(p)
+        self.assertEqual(kv["auth"], "policy", kv["_line"])
+        self.assertTrue(p.wait_log(r"event=rcpt_refused .*domain=q\.example\.net auth=policy "
+                                   r"result=refused", 5), p.log()[-3000:])
+        # The rule for a.example.net wins over its mismatching TLSA records.
+        self.assertFalse(p.wait_log(r"event=rcpt_refused .*domain=a\.example\.net", 0.2))
 
     def test_enforce_false_logs_and_delivers(self):
         z = self.zone()

@@ -1,7 +1,8 @@
 /*
  * tls_peer_chain (tls_verify.c): the chain a client engine keeps after a
  * real in-memory handshake, bounded in count and size, and DANE matched
- * afterwards on those copies, as a transparent session does per recipient.
+ * afterwards on those copies, as a transparent session does per recipient;
+ * tls_chain_valid_for_domain on them (a `policies` verify rule).
  *
  *   server-ecdsa (+ ca): CA-signed leaf for localhost, mx.test, 127.0.0.1
  *   selfsigned:          self-signed leaf for mx.test
@@ -219,11 +220,45 @@ static void test_dane_on_kept_chain(void **state)
     free(block);
 }
 
+/* The kept chain against the CA for a recipient domain: the domain
+ * itself, or a name below it; never without the CA or another name. */
+static void test_valid_for_domain(void **state)
+{
+    uint8_t *block;
+    const uint8_t *der[8];
+    size_t len[8] = {0};
+
+    make_chain_file();
+    int n = keep(8, 65536, &block, der, len);
+    assert_int_equal(n, 2);
+    struct tls_ctx *with = client_ctx(true), *without = client_ctx(false);
+    assert_true(tls_chain_valid_for_domain(with, der, len, 2, "mx.test"));
+    assert_true(tls_chain_valid_for_domain(with, der, len, 2, "MX.Test."));
+    assert_true(tls_chain_valid_for_domain(with, der, len, 2, "test"));    /* dot-nexthop */
+    assert_true(tls_chain_valid_for_domain(with, der, len, 1, "mx.test")); /* CA from the store */
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, "x.mx.test"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, "other.test"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, "st"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, ""));
+    assert_false(tls_chain_valid_for_domain(without, der, len, 2, "mx.test"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 0, "mx.test"));
+    /* A chain that does not verify: the self-signed leaf. */
+    uint8_t *self;
+    size_t nself = file_der(TD "selfsigned.pem", &self);
+    const uint8_t *sder[1] = {self};
+    assert_false(tls_chain_valid_for_domain(with, sder, &nself, 1, "mx.test"));
+    OPENSSL_free(self);
+    tls_ctx_unref(with);
+    tls_ctx_unref(without);
+    free(block);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chain_kept),
         cmocka_unit_test(test_dane_on_kept_chain),
+        cmocka_unit_test(test_valid_for_domain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
