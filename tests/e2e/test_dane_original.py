@@ -17,7 +17,10 @@ DANE and the mismatch, b is delivered, and the destination sees exactly one
 RCPT; auth=dane on the session line; outbound_auth_total counts one "fail"
 and one "ok". Bogus MX: "450 4.4.3", temporary. A destination without
 STARTTLS: b refused (DANE requires TLS), n delivered. enforce = false: both
-delivered, the refusal logged (result=logged) and counted "logged".
+delivered, the refusal logged (result=logged) and counted "logged". A name
+server that stops answering (INPUT dropped): 450 4.4.3 after the decision's
+10 s bound, and the session goes on. A `policies` verify rule for a domain:
+the chain must be valid for a name under it.
 """
 
 import atexit
@@ -26,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import unittest
 
 import dnszone
@@ -286,6 +290,39 @@ class DaneOriginalTest(ProxyTestCase):
                                    r"result=refused", 5), p.log()[-3000:])
         # The rule for a.example.net wins over its mismatching TLSA records.
         self.assertFalse(p.wait_log(r"event=rcpt_refused .*domain=a\.example\.net", 0.2))
+
+    def test_unanswered_dns_is_temporary(self):
+        # The name server stops answering (dropped on INPUT: the resolver
+        # gets no error, only silence): the decision is bounded, 4.4.3.
+        z = self.zone()
+        d = self.destination()
+        p = self.start_proxy(z)
+        c = self.connect()
+        self.assertEqual(c.cmd("MAIL FROM:<legacy@corp.test>").code, 250)
+        for proto in ("udp", "tcp"):
+            self.ns.must(["iptables", "-I", "INPUT", "-p", proto, "-d", NS_IP, "--dport", "53",
+                          "-j", "DROP"])
+        self.addCleanup(lambda: [self.ns.exec(["iptables", "-D", "INPUT", "-p", proto, "-d",
+                                               NS_IP, "--dport", "53", "-j", "DROP"])
+                                 for proto in ("udp", "tcp")])
+        t0 = time.monotonic()
+        r = c.cmd("RCPT TO:<u@b.example.net>", timeout=30)
+        took = time.monotonic() - t0
+        self.assertEqual(r.code, 450, r)
+        self.assertEqual(r.enhanced, "4.4.3", r)
+        sys.stderr.write("unanswered DNS: %r after %.1f s\n" % (r.lines[0], took))
+        self.assertIn("timed out", r.lines[0])
+        self.assertGreater(took, 9)
+        self.assertLess(took, 15)
+        self.assertEqual(self.rcpts_seen(d), [])
+        # The session goes on: other commands are answered.
+        self.assertEqual(c.cmd("RSET").code, 250)
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        # The cancelled lookups no longer count: the session ends and is freed.
+        kv = self.session_end(p)
+        self.assertEqual(kv["end"], "quit", kv["_line"])
+        self.assertTrue(p.wait_log(r"event=rcpt_refused .*domain=b\.example\.net auth=dane "
+                                   r'result=refused why="the lookups did not finish in time"', 5))
 
     def test_enforce_false_logs_and_delivers(self):
         z = self.zone()
