@@ -156,11 +156,10 @@ static void start_relay(struct outbound *o)
      * been (every strict refusal happens before the relay starts). */
     if (o->cfg.dane_audit && !o->server_tls && o->io.on_refusal_logged != NULL)
         o->io.on_refusal_logged(o->io.arg, o->tls_note ? o->tls_note : "no TLS");
-    /* No command hook: the relay refuses STARTTLS (the proxy owns the
-     * server leg's TLS) and relays AUTH only when that leg is encrypted.
-     * The recipient hook when the session decides per recipient. */
-    struct relay_hooks hooks = {.arg = o->cfg.rcpt_arg, .rcpt = o->cfg.rcpt};
-    relay_init(&o->relay, &cfg, &o->io, o->cfg.rcpt != NULL ? &hooks : NULL);
+    /* The relay refuses STARTTLS (the proxy owns the server leg's TLS) and
+     * relays AUTH only when that leg is encrypted. Hooks only when the
+     * session decides per recipient. */
+    relay_init(&o->relay, &cfg, &o->io, o->cfg.hooks);
     enter_state(o, OUTBOUND_RELAY);
 }
 

@@ -54,11 +54,11 @@ struct outbound_cfg {
      * configured one, and where OUTBOUND_DANE would have refused (the relay
      * starts without TLS), io.on_refusal_logged says why instead. */
     bool dane_audit;
-    /* Optional: the relay's recipient hook (relay.h, hooks.rcpt) with its
-     * arg, for per-recipient decisions of a transparent session; NULL: the
-     * relay runs with no hooks. */
-    enum relay_rcpt_verdict (*rcpt)(void *arg, const char *domain, const char **reply);
-    void *rcpt_arg;
+    /* Optional (borrowed, must outlive o): the relay's hooks, for
+     * per-recipient decisions of a transparent session (hooks.rcpt; a
+     * command hook must not take STARTTLS); NULL: the relay runs with no
+     * hooks. */
+    const struct relay_hooks *hooks;
 };
 
 enum outbound_state {

@@ -296,22 +296,27 @@ static void cmd_bdat(struct relay *r, const struct relay_command *c, const struc
         enter_state(r, RELAY_BDAT);
 }
 
+void relay_reply_own(struct relay *r, const char *text)
+{
+    fifo_push(r, PEND_LOCAL, text);
+    drain(r);
+}
+
 /* A recipient the user decides about (hooks.rcpt): relay_rcpt.c asks. */
 static void cmd_rcpt(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
                      const char *refuse)
 {
-    int rc = relay_rcpt_ask(r, c);
+    const char *reply = NULL;
+    int rc = relay_rcpt_ask(r, c, &reply);
 
-    if (rc < 0) {
+    if (rc < 0)
         reply_local(r, rc == RELAY_RCPT_NOT_ALABEL ? RELAY_R_RCPT_NOT_ALABEL : RELAY_R_RCPT_SYNTAX);
-    } else if (rc == RELAY_RCPT_WAIT) {
-        r->rcpt_wait = true; /* the line stays unread: client_line() */
-    } else if (rc == RELAY_RCPT_REFUSE) {
-        fifo_push(r, PEND_LOCAL, r->rcpt_reply); /* not the client's error */
-        drain(r);
-    } else {
+    else if (rc == RELAY_RCPT_WAIT)
+        r->rcpt = RELAY_RCPT_WAITING; /* the line stays unread: client_line() */
+    else if (rc == RELAY_RCPT_REFUSE)
+        relay_reply_own(r, reply);
+    else if (rc == RELAY_RCPT_PASS)
         cmd_forward(r, c, v, refuse);
-    }
 }
 
 static const struct verb_rule verbs[] = {
@@ -368,7 +373,8 @@ static void command(struct relay *r, const uint8_t *line, size_t len)
     assert((unsigned)c.verb < sizeof(verbs) / sizeof(verbs[0]));
     const struct verb_rule *v = &verbs[c.verb];
 
-    if (r->hooks.command != NULL && !r->rcpt_resumed) { /* it saw a waiting RCPT once */
+    /* The hook saw a RCPT that waited once already. */
+    if (r->hooks.command != NULL && !(c.verb == SMTP_VERB_RCPT && r->rcpt != RELAY_RCPT_IDLE)) {
         switch (r->hooks.command(r->hooks.arg, &c, &refuse)) {
         case RELAY_PASS:
             refuse = NULL;
@@ -430,7 +436,7 @@ static size_t client_line(struct relay *r, const uint8_t *p, size_t n)
         } else {
             command(r, p, k);
         }
-        return r->rcpt_wait ? 0 : k;
+        return r->rcpt == RELAY_RCPT_WAITING ? 0 : k;
     }
     r->progress++;
     if (auth) {
@@ -502,7 +508,7 @@ size_t relay_client(struct relay *r, const uint8_t *p, size_t n)
             break;
         case RELAY_AUTH:
         case RELAY_COMMAND: {
-            if (r->count >= RELAY_FIFO_MAX - 1 || r->rcpt_wait)
+            if (r->count >= RELAY_FIFO_MAX - 1 || r->rcpt == RELAY_RCPT_WAITING)
                 return off; /* pipelining depth bound: wait for replies */
             enum relay_state before = r->state;
             k = client_line(r, p + off, n - off);
@@ -774,7 +780,7 @@ void relay_close(struct relay *r, const char *reply_text, enum reason reason)
 
 bool relay_awaiting_server(const struct relay *r)
 {
-    if (r->rcpt_wait)
+    if (r->rcpt == RELAY_RCPT_WAITING)
         return true;
     for (unsigned i = 0; i < r->count; i++) {
         uint8_t k = r->fifo[(r->head + i) % RELAY_FIFO_MAX].kind;

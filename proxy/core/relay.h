@@ -176,6 +176,7 @@ struct relay {
     bool bdat_discard;      /* (ro) the current BDAT chunk is dropped */
     bool quit;              /* (ro) QUIT relayed */
     bool skip_pending;      /* an overlong line's tail is still to be dropped */
+    uint8_t rcpt;           /* enum relay_rcpt_state (relay_int.h): hooks.rcpt's decision */
     unsigned caps;          /* (ro) SMTP_CAP_* of the server's last EHLO reply */
     uint64_t bdat_left;
     struct smtp_data data;
@@ -192,10 +193,6 @@ struct relay {
     /* The server's domain from its greeting: the user (inbound) sets it, the
      * HELO fallback names it when the HELO reply does not. */
     char server_domain[256];
-    /* hooks.rcpt said WAIT: the RCPT line is unread until resumed (ro). */
-    bool rcpt_wait;
-    bool rcpt_resumed;      /* the next RCPT read is the decided one */
-    const char *rcpt_reply; /* its answer (static), or NULL: forward it */
 };
 
 /* Sets up r to read commands with nothing owed. cfg, io and hooks are
@@ -247,6 +244,9 @@ void relay_ehlo_policy(const struct smtp_ehlo_policy *cfg, const struct engine_i
  * then offers the client's unread bytes again (relay_client()), this RCPT
  * first. Does nothing unless the relay waits (after a close, say). */
 void relay_rcpt_resume(struct relay *r, const char *reply);
+
+/* True while hooks.rcpt's decision is awaited (its RCPT still unread). */
+bool relay_rcpt_waiting(const struct relay *r);
 
 /* The recipient's domain of a RCPT argument (arg[0, len): "TO:<...>" and
  * any parameters, CRLF included or not), strictly by RFC 5321 §4.1.2: a

@@ -159,34 +159,45 @@ int relay_rcpt_domain(const uint8_t *arg, size_t len, char *out, size_t cap)
     return RELAY_RCPT_OK;
 }
 
-int relay_rcpt_ask(struct relay *r, const struct relay_command *c)
+int relay_rcpt_ask(struct relay *r, const struct relay_command *c, const char **reply)
 {
     char domain[256];
     int rc;
+    enum relay_rcpt_state st = (enum relay_rcpt_state)r->rcpt;
 
-    if (r->rcpt_resumed) {
-        r->rcpt_resumed = false;
-        return r->rcpt_reply != NULL ? RELAY_RCPT_REFUSE : RELAY_RCPT_PASS;
-    }
+    r->rcpt = RELAY_RCPT_IDLE;
+    if (st == RELAY_RCPT_FORWARD)
+        return RELAY_RCPT_PASS;
+    if (st == RELAY_RCPT_ANSWERED)
+        return RELAY_RCPT_DONE;
     if (r->hooks.rcpt == NULL)
         return RELAY_RCPT_PASS;
     rc = relay_rcpt_domain(c->line + c->arg, c->len - c->arg, domain, sizeof(domain));
     if (rc < 0)
         return rc;
-    r->rcpt_reply = NULL;
-    rc = (int)r->hooks.rcpt(r->hooks.arg, domain, &r->rcpt_reply);
-    if (rc == RELAY_RCPT_REFUSE && r->rcpt_reply == NULL)
+    *reply = NULL;
+    rc = (int)r->hooks.rcpt(r->hooks.arg, domain, reply);
+    if (rc == RELAY_RCPT_REFUSE && *reply == NULL)
         rc = RELAY_RCPT_PASS; /* a refusal without words is the user's bug: forward */
     return rc;
 }
 
 void relay_rcpt_resume(struct relay *r, const char *reply)
 {
-    if (!r->rcpt_wait)
+    if (r->rcpt != RELAY_RCPT_WAITING)
         return;
-    r->rcpt_wait = false;
-    if (r->state == RELAY_CLOSED)
-        return; /* nothing more is read: the decision is moot */
-    r->rcpt_resumed = true;
-    r->rcpt_reply = reply;
+    if (r->state == RELAY_CLOSED) {
+        r->rcpt = RELAY_RCPT_IDLE; /* nothing more is read: the decision is moot */
+        return;
+    }
+    /* Nothing was read after the RCPT: its answer goes in now, in its
+     * place, and the line is dropped when read again. */
+    r->rcpt = reply != NULL ? RELAY_RCPT_ANSWERED : RELAY_RCPT_FORWARD;
+    if (reply != NULL)
+        relay_reply_own(r, reply);
+}
+
+bool relay_rcpt_waiting(const struct relay *r)
+{
+    return r->rcpt == RELAY_RCPT_WAITING;
 }

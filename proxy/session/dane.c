@@ -266,7 +266,7 @@ const char *session_auth(const struct session *s, const char **result)
     bool refused = s->reason == REASON_POLICY_REFUSAL;
 
     *result = NULL;
-    if (s->d.out.rcpt != NULL)
+    if (session_rcpt_of(s) != NULL)
         return session_rcpt_auth(s); /* each recipient was counted when decided */
     if (dn != NULL && dn->verdict == TLSA_VERDICT_AUTHENTICATE) {
         if (s->d.out.verified)

@@ -217,7 +217,7 @@ static void dial_destination(struct session *s)
 
     s->d.out.policy = policy_for(&s->p->out->policy, d->host, (const struct sockaddr *)&d->sa);
     /* Per-recipient decisions need TLS wherever it can be had. */
-    if (s->d.out.rcpt != NULL && s->d.out.policy == OUTBOUND_NONE)
+    if (session_rcpt_of(s) != NULL && s->d.out.policy == OUTBOUND_NONE)
         s->d.out.policy = OUTBOUND_OPPORTUNISTIC;
     s->engine.out.cfg.policy = s->d.out.policy; /* before the greeting arrives (outbound.h) */
     if (session_dane_wanted(s)) {

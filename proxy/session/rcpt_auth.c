@@ -34,6 +34,7 @@
  */
 #include "proxy/session/session_int.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ struct rcpt_host {
 };
 
 struct session_rcpt {
+    struct relay_hooks hooks; /* the relay's (outbound_cfg.hooks): arg is s */
     struct session *s;
     uv_timer_t timer; /* the deadline of the decision under way */
     uint8_t *chain;   /* DER copies of the destination's chain (tls_peer_chain) */
@@ -81,6 +83,15 @@ struct session_rcpt {
     char tlsa_name[300];
 };
 
+struct session_rcpt *session_rcpt_of(const struct session *s)
+{
+    const struct relay_hooks *h = s->p != NULL && s->p->outbound ? s->engine.out.cfg.hooks : NULL;
+
+    /* The only hooks an outbound engine is given are a session_rcpt's. */
+    return h != NULL ? (struct session_rcpt *)((char *)h - offsetof(struct session_rcpt, hooks))
+                     : NULL;
+}
+
 bool session_rcpt_wanted(const struct session *s)
 {
     return s->p->outbound && s->p->out->original_dst && s->p->out->dane;
@@ -102,15 +113,14 @@ int session_rcpt_init(struct session *s)
     uv_timer_init(s->set->loop, &r->timer);
     r->timer.data = s;
     s->handles++; /* until on_timer_closed */
-    s->d.out.rcpt = r;
-    s->engine.out.cfg.rcpt = session_rcpt_hook;
-    s->engine.out.cfg.rcpt_arg = s;
+    r->hooks = (struct relay_hooks){.arg = s, .rcpt = session_rcpt_hook};
+    s->engine.out.cfg.hooks = &r->hooks;
     return 0;
 }
 
 void session_rcpt_close(struct session *s)
 {
-    struct session_rcpt *r = s->d.out.rcpt;
+    struct session_rcpt *r = session_rcpt_of(s);
 
     if (r != NULL && !uv_is_closing((uv_handle_t *)&r->timer))
         uv_close((uv_handle_t *)&r->timer, on_timer_closed);
@@ -118,13 +128,13 @@ void session_rcpt_close(struct session *s)
 
 void session_rcpt_free(struct session *s)
 {
-    struct session_rcpt *r = s->d.out.rcpt;
+    struct session_rcpt *r = session_rcpt_of(s);
 
     if (r == NULL)
         return;
+    s->engine.out.cfg.hooks = NULL;
     free(r->chain);
     free(r);
-    s->d.out.rcpt = NULL;
 }
 
 static unsigned cancel(struct resolver_query *q)
@@ -134,7 +144,7 @@ static unsigned cancel(struct resolver_query *q)
 
 unsigned session_rcpt_cancel(struct session *s)
 {
-    struct session_rcpt *r = s->p != NULL && s->p->outbound ? s->d.out.rcpt : NULL;
+    struct session_rcpt *r = session_rcpt_of(s);
     unsigned n = 0;
 
     if (r == NULL)
@@ -147,7 +157,7 @@ unsigned session_rcpt_cancel(struct session *s)
 
 void session_rcpt_tls_ready(struct session *s, struct tls *t)
 {
-    struct session_rcpt *r = s->d.out.rcpt;
+    struct session_rcpt *r = session_rcpt_of(s);
 
     if (r == NULL)
         return;
@@ -162,7 +172,7 @@ void session_rcpt_tls_ready(struct session *s, struct tls *t)
 
 const char *session_rcpt_auth(const struct session *s)
 {
-    const struct session_rcpt *r = s->d.out.rcpt;
+    const struct session_rcpt *r = session_rcpt_of(s);
 
     return r != NULL && r->any_pass ? decide_auth_str(r->best) : "none";
 }
@@ -188,7 +198,7 @@ static void base_input(const struct session *s, const char *domain, struct decid
     in->enforce = o->enforce;
     /* Only a verify rule asks whether the chain is valid for the domain:
      * a PKIX verification per recipient domain costs. */
-    const struct session_rcpt *r = s->d.out.rcpt;
+    const struct session_rcpt *r = session_rcpt_of(s);
     if (in->rule && p == OUTBOUND_VERIFY && in->tls && r->nchain > 0)
         in->pkix_domain = tls_chain_valid_for_domain(s->p->tls, r->der, r->len, r->nchain, domain);
 }
@@ -197,7 +207,7 @@ static void base_input(const struct session *s, const char *domain, struct decid
  * (static) or NULL to forward. */
 static const char *apply(struct session *s, const char *domain, struct decide_verdict v)
 {
-    struct session_rcpt *r = s->d.out.rcpt;
+    struct session_rcpt *r = session_rcpt_of(s);
     const char *auth = decide_auth_str(v.auth);
 
     if (v.result == DECIDE_PASS) {
@@ -424,7 +434,7 @@ static void on_mx(struct resolver_query *q, const struct resolver_result *res)
 static void on_deadline(uv_timer_t *t)
 {
     struct session *s = t->data;
-    struct session_rcpt *r = s->d.out.rcpt;
+    struct session_rcpt *r = session_rcpt_of(s);
     unsigned n = session_rcpt_cancel(s);
 
     s->resolving -= n;
@@ -442,7 +452,7 @@ static void on_deadline(uv_timer_t *t)
 enum relay_rcpt_verdict session_rcpt_hook(void *arg, const char *domain, const char **reply)
 {
     struct session *s = arg;
-    struct session_rcpt *r = s->d.out.rcpt;
+    struct session_rcpt *r = session_rcpt_of(s);
     struct decide_input in;
     const struct decide_verdict *c;
 

@@ -78,7 +78,6 @@ struct session {
             struct destination_lookup lookup; /* a fixed destination's name */
             enum outbound_policy policy;
             struct session_dane *dane; /* NULL unless DANE applies (or is being looked up) */
-            struct session_rcpt *rcpt; /* per-recipient decisions (rcpt_auth.c), or NULL */
             bool verified;
             const char *verify_note;  /* static, from the TLS layer */
             char tls_error[256];      /* why the handshake failed (copied) */
@@ -146,8 +145,11 @@ enum tlsa_verdict session_tlsa_set(const struct resolver_result *res, struct tls
  * deadline timer (a handle) and the relay's recipient hook (0 or
  * UV_ENOMEM). close: the timer, with the session's handles; free: the
  * block, with the session. cancel: the lookups under way, their count.
- * tls_ready: keeps the destination's chain. auth: the end line's auth=. */
+ * tls_ready: keeps the destination's chain. auth: the end line's auth=.
+ * of: the block of an outbound session, or NULL (it is found through the
+ * engine's hooks, so that struct session grows by no pointer of its own). */
 struct session_rcpt;
+struct session_rcpt *session_rcpt_of(const struct session *s);
 bool session_rcpt_wanted(const struct session *s);
 int session_rcpt_init(struct session *s);
 void session_rcpt_close(struct session *s);

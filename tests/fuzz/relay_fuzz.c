@@ -128,7 +128,7 @@ static size_t client(void *arg, const uint8_t *p, size_t n)
     if (d->r.state == RELAY_CLOSED)
         CHECK(c == n);
     if (d->waiting) {
-        CHECK(d->r.rcpt_wait || d->r.state == RELAY_CLOSED);
+        CHECK(relay_rcpt_waiting(&d->r) || d->r.state == RELAY_CLOSED);
         if (d->r.state != RELAY_CLOSED && !yielded)
             CHECK(c < n);
     }
@@ -165,7 +165,7 @@ static bool event(void *arg, uint8_t tag, const uint8_t *rest, size_t n)
         if (d->waiting) {
             d->waiting = false;
             relay_rcpt_resume(&d->r, n > 0 && (rest[0] & 1) ? "450 4.7.5 refused\r\n" : NULL);
-            CHECK(!d->r.rcpt_wait);
+            CHECK(!relay_rcpt_waiting(&d->r));
             fuzz_pump(&d->s);
         }
         return true;

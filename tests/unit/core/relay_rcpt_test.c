@@ -174,7 +174,7 @@ static void test_pipelined_refused_and_passed(void **state)
     /* MAIL went on; the first RCPT waits, and everything behind it too. */
     expect_srv(t, "MAIL FROM:<s@x.example>\r\n");
     assert_string_equal(seen, "[wait.a.example]");
-    assert_true(t->e.rcpt_wait);
+    assert_true(relay_rcpt_waiting(&t->e));
     server(t, "250 2.1.0 sender ok\r\n");
     expect_cli(t, "250 2.1.0 sender ok\r\n");
     /* Refused: the proxy answers in its place, and b is asked about. */
@@ -277,12 +277,12 @@ static void test_pending_earlier_reply(void **state)
     expect_srv(t, "NOOP\r\n");
     server(t, "250 noop\r\n");
     expect_cli(t, "250 noop\r\n");
-    assert_true(t->e.rcpt_wait);
+    assert_true(relay_rcpt_waiting(&t->e));
     /* The client waits for an answer: to the session that is "owed". */
     assert_true(relay_awaiting_server(&t->e));
     resume(t, R_REFUSED);
     expect_cli(t, R_REFUSED);
-    assert_false(t->e.rcpt_wait);
+    assert_false(relay_rcpt_waiting(&t->e));
     assert_false(relay_awaiting_server(&t->e));
     release(t);
 }
