@@ -474,6 +474,7 @@ enum relay_rcpt_verdict session_rcpt_hook(void *arg, const char *domain, const c
         *reply = apply(s, domain, decide_rcpt(&in));
         return *reply != NULL ? RELAY_RCPT_REFUSE : RELAY_RCPT_PASS;
     }
+    log_debug("session=%s event=rcpt_lookup domain=%s", s->id, domain);
     uv_timer_start(&r->timer, on_deadline, RCPT_DECISION_MS, 0);
     s->action = "deciding a recipient's authentication";
     return RELAY_RCPT_WAIT;

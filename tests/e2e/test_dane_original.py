@@ -27,6 +27,7 @@ import atexit
 import hashlib
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -323,6 +324,46 @@ class DaneOriginalTest(ProxyTestCase):
         self.assertEqual(kv["end"], "quit", kv["_line"])
         self.assertTrue(p.wait_log(r"event=rcpt_refused .*domain=b\.example\.net auth=dane "
                                    r'result=refused why="the lookups did not finish in time"', 5))
+
+    def test_pending_decisions_and_client_half_close(self):
+        # Everything pipelined, then the client's half of the connection
+        # closes while the first decision is still pending: every reply
+        # still comes, in order.
+        z = self.zone()
+        d = self.destination()
+        p = self.start_proxy(z)
+        c = self.connect()
+        c.send(b"MAIL FROM:<legacy@corp.test>\r\nRCPT TO:<u@a.example.net>\r\n"
+               b"RCPT TO:<v@b.example.net>\r\nRSET\r\nQUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        codes = [c.read_reply(15).code for _ in range(5)]
+        self.assertEqual(codes, [250, 450, 250, 250, 221])
+        c.expect_closed(5)
+        self.assertEqual(self.rcpts_seen(d), [b"RCPT TO:<v@b.example.net>"])
+        kv = self.session_end(p)
+        self.assertEqual(kv["end"], "quit", kv["_line"])
+
+    def test_client_reset_while_pending(self):
+        # The lookups are cancelled with the session: it ends at once, not
+        # when the decision's bound would have run out.
+        z = self.zone()
+        self.destination()
+        p = self.start_proxy(z)
+        c = self.connect()
+        self.assertEqual(c.cmd("MAIL FROM:<legacy@corp.test>").code, 250)
+        self.ns.must(["iptables", "-I", "INPUT", "-p", "udp", "-d", NS_IP, "-j", "DROP"])
+        self.addCleanup(self.ns.exec, ["iptables", "-D", "INPUT", "-p", "udp", "-d", NS_IP,
+                                       "-j", "DROP"])
+        c.send(b"RCPT TO:<u@b.example.net>\r\n")
+        self.assertTrue(p.wait_log(r"event=rcpt_lookup domain=b\.example\.net", 5),
+                        p.log()[-2000:])
+        t0 = time.monotonic()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.sock.close()
+        kv = self.session_end(p)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(kv["end"], "client_closed", kv["_line"])
+        self.assertFalse(p.wait_log(r"event=rcpt_refused", 0.2))
 
     def test_enforce_false_logs_and_delivers(self):
         z = self.zone()
