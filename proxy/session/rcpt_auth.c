@@ -15,7 +15,8 @@
  *                             §2.2.2: insecure addresses, no DANE)
  *   TLSA at _port._tcp.host   the port of the original destination;
  *                             usable records: tls_dane_verify() on the kept
- *                             chain with the MX host as reference identifier
+ *                             chain with the MX host and the domain as
+ *                             reference identifiers (DANE-TA)
  *
  * A decision is bounded by RCPT_DECISION_MS (450 4.4.3 when it runs out);
  * the lookups are counted in s->handles and s->resolving and cancelled when
@@ -317,10 +318,12 @@ static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
         decided(r, DECIDE_DANE_UNUSABLE);
         return;
     }
-    const char *name = r->hosts[r->match].name, *why = NULL;
+    /* DANE-TA's reference identifiers: the TLSA base domain (the MX host)
+     * and the next-hop domain (RFC 7672 §3.2.2, as Postfix). */
+    const char *names[2] = {r->hosts[r->match].name, r->domain}, *why = NULL;
     enum tls_dane_result dr =
         r->nchain == 0 ? TLS_DANE_ERROR
-                       : tls_dane_verify(&set, r->der, r->len, r->nchain, &name, 1, 0, &why);
+                       : tls_dane_verify(&set, r->der, r->len, r->nchain, names, 2, 0, &why);
     log_debug("session=%s event=rcpt_dane name=%s result=%s why=%s", r->s->id, r->tlsa_name,
               tls_dane_result_str(dr), why ? why : "-");
     decided(r, dr == TLS_DANE_MATCH_EE || dr == TLS_DANE_MATCH_TA ? DECIDE_DANE_MATCH
