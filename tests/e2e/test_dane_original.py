@@ -10,6 +10,7 @@ STARTTLS with the "netns" certificate (CA-signed for 127.0.0.2). The zone:
   b.example.net  MX mxb   mxb A 127.0.0.2   _2525._tcp.mxb TLSA 3 1 1 <its SPKI>
   c.example.net  MX mxc   mxc A 127.0.0.9   (another host: DANE does not apply)
   d.example.net  MX mxb, its RRSIG broken (bogus)
+  m.example.net  MX 10 mxc, MX 20 mxb            (mxa, mxb also AAAA fd00::2)
   n.example.net  nothing (NXDOMAIN: DANE does not apply)
 
 One transaction with a recipient in a and one in b: a gets "450 4.7.5" naming
@@ -20,7 +21,9 @@ STARTTLS: b refused (DANE requires TLS), n delivered. enforce = false: both
 delivered, the refusal logged (result=logged) and counted "logged". A name
 server that stops answering (INPUT dropped): 450 4.4.3 after the decision's
 10 s bound, and the session goes on. A `policies` verify rule for a domain:
-the chain must be valid for a name under it.
+the chain must be valid for a name under it. Also: the connected host as the
+second of two MX hosts (m.example.net), IPv6 (fd00::3 -> fd00::2, AAAA), a
+half-closed client behind pending decisions, a reset while one is pending.
 """
 
 import atexit
@@ -39,6 +42,7 @@ import outbound_harness as oh
 from harness import ProxyTestCase
 
 DEST, CLIENT = "127.0.0.2", "127.0.0.3"
+DEST6, CLIENT6 = "fd00::2", "fd00::3"
 DEST_PORT, PROXY_PORT = 2525, 10025
 NS_IP = "127.0.0.53"
 GREETING = b"220 dest.test ESMTP original\r\n"
@@ -63,6 +67,8 @@ def spki_sha256(cert):
 @unittest.skipIf(dnszone.available(), dnszone.available() or "")
 class DaneOriginalTest(ProxyTestCase):
     ns = None
+    v6 = False
+    v6_reason = ""
 
     @classmethod
     def setUpClass(cls):
@@ -88,6 +94,16 @@ class DaneOriginalTest(ProxyTestCase):
             ns.delete()
             cls.ns = None
             raise
+        cls.v6 = False
+        try:
+            for a in (DEST6, CLIENT6):
+                ns.must(["ip", "-6", "addr", "add", a + "/128", "dev", "lo", "nodad"])
+            ns.try_rule("ip6tables", ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-s", CLIENT6,
+                                      "-d", DEST6, "--dport", str(DEST_PORT), "-j", "REDIRECT",
+                                      "--to-ports", str(PROXY_PORT)])
+            cls.v6 = True
+        except (oh.NetnsUnavailable, RuntimeError) as e:
+            cls.v6_reason = str(e)
 
     @classmethod
     def tearDownClass(cls):
@@ -104,7 +120,12 @@ class DaneOriginalTest(ProxyTestCase):
         for name, host, addr in (("a", "mxa", DEST), ("b", "mxb", DEST), ("c", "mxc", "127.0.0.9")):
             z.add(name, "MX", "10 %s.%s." % (host, dnszone.ORIGIN))
             z.add(host, "A", addr)
+        for host in ("mxa", "mxb"):
+            z.add(host, "AAAA", DEST6)
         z.add("d", "MX", "10 mxb.%s." % dnszone.ORIGIN)
+        # Two MX hosts; the connected address is the second's.
+        z.add("m", "MX", "10 mxc.%s." % dnszone.ORIGIN)
+        z.add("m", "MX", "20 mxb.%s." % dnszone.ORIGIN)
         z.set_tlsa("_%d._tcp.mxa" % DEST_PORT, "3 1 1 " + "00" * 32)
         z.set_tlsa("_%d._tcp.mxb" % DEST_PORT, "3 1 1 " + good)
         z.set_tlsa("_%d._tcp.mxc" % DEST_PORT, "3 1 1 " + "00" * 32)
@@ -116,9 +137,10 @@ class DaneOriginalTest(ProxyTestCase):
         self.addCleanup(z.stop)
         return z
 
-    def destination(self, tls=True, cert=None):
+    def destination(self, tls=True, cert=None, family=socket.AF_INET):
         ctx = oh.tls_server_context(cert or oh.certs()["netns"]) if tls else None
-        b = self.ns.run_in(lambda: oh.BoundBackend(DEST, DEST_PORT, socket.AF_INET,
+        host = DEST if family == socket.AF_INET else DEST6
+        b = self.ns.run_in(lambda: oh.BoundBackend(host, DEST_PORT, family,
                                                    name="destination", greeting=GREETING,
                                                    tls_ctx=ctx,
                                                    ehlo=TLS_EHLO if tls else PLAIN_EHLO))
@@ -135,7 +157,11 @@ class DaneOriginalTest(ProxyTestCase):
         if not enforce:
             l["enforce"] = False
         resolver = {"servers": [z.server], "dnssec": "validate", "trust_anchor": z.trust_anchor}
-        cfg = oh.outbound_config([l], resolver=resolver,
+        ls = [l]
+        if self.v6:
+            l6 = dict(l, name="relay6", listen="[::1]:%d" % PROXY_PORT)
+            ls.append(l6)
+        cfg = oh.outbound_config(ls, resolver=resolver,
                                  metrics_listen="127.0.0.1:%d" % self.mport, log_level="debug")
         p = oh.NetnsProxy(self.ns, cfg, name=self.id())
         self._proxies.append(p)
@@ -143,31 +169,33 @@ class DaneOriginalTest(ProxyTestCase):
         p.start()
         return p
 
-    def connect(self):
+    def connect(self, family=socket.AF_INET):
+        src, dst = (CLIENT, DEST) if family == socket.AF_INET else (CLIENT6, DEST6)
+
         def mk():
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family, socket.SOCK_STREAM)
             try:
                 s.settimeout(5)
-                s.bind((CLIENT, 0))
-                s.connect((DEST, DEST_PORT))
+                s.bind((src, 0))
+                s.connect((dst, DEST_PORT))
                 return s
             except BaseException:
                 s.close()
                 raise
-        c = harness.Client(DEST_PORT, host=DEST, connect=False, timeout=20)
+        c = harness.Client(DEST_PORT, host=dst, connect=False, timeout=20)
         c.sock = self.ns.run_in(mk)
         self.addCleanup(c.close)
         self.assertEqual(c.greeting().raw, GREETING)
         self.assertEqual(c.ehlo("legacy.test").code, 250)
         return c
 
-    def metric(self, **labels):
+    def metric(self, listener="relay", **labels):
         def get():
             return oh.http_get(self.mport, "/metrics")
         status, body = self.ns.run_in(get)
         self.assertEqual(status, 200, body[:300])
         return oh.metric(oh.parse_metrics(body), "smtp_tls_proxy_outbound_auth_total",
-                         listener="relay", **labels)
+                         listener=listener, **labels)
 
     def rcpts_seen(self, d):
         return [x for conn in d.conns for x in conn.commands if x.upper().startswith(b"RCPT")]
@@ -205,6 +233,38 @@ class DaneOriginalTest(ProxyTestCase):
         self.assertNotIn("dane_not_applied", p.log())
         self.assertEqual(self.metric(auth="dane", result="fail"), 1)
         self.assertEqual(self.metric(auth="dane", result="ok"), 1)
+
+    def test_second_mx_host_is_the_connected_one(self):
+        z = self.zone()
+        d = self.destination()
+        p = self.start_proxy(z)
+        c = self.connect()
+        r = c.send_message("legacy@corp.test", ["u@m.example.net"], BODY)
+        self.assertEqual([x.code for x in r], [250, 250, 354, 250], r)
+        self.assertTrue(d.wait_messages(1))
+        c.cmd("QUIT")
+        kv = self.session_end(p)
+        self.assertEqual(kv["auth"], "dane", kv["_line"])
+        self.assertTrue(p.wait_log(r"event=rcpt_auth domain=m\.example\.net auth=dane", 5))
+
+    def test_ipv6_by_aaaa(self):
+        if not self.v6:
+            self.skipTest("IPv6 interception: %s" % self.v6_reason)
+        z = self.zone()
+        d = self.destination(family=socket.AF_INET6)
+        p = self.start_proxy(z)
+        c = self.connect(socket.AF_INET6)
+        r = c.send_message("legacy@corp.test", ["u@a.example.net", "v@b.example.net"], BODY,
+                           pipelining=True)
+        self.assertEqual([x.code for x in r], [250, 450, 250, 354, 250], r)
+        self.assertEqual(r[1].enhanced, "4.7.5", r[1])
+        self.assertTrue(d.wait_messages(1))
+        self.assertEqual(self.rcpts_seen(d), [b"RCPT TO:<v@b.example.net>"])
+        c.cmd("QUIT")
+        kv = self.session_end(p)
+        self.assertEqual(kv["auth"], "dane", kv["_line"])
+        self.assertEqual(kv["listener"], "relay6", kv["_line"])
+        self.assertEqual(self.metric("relay6", auth="dane", result="ok"), 1)
 
     def test_other_host_and_no_dane_delivered(self):
         # c's MX host is not the connected address, n has no DNS at all.
