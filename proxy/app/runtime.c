@@ -122,11 +122,6 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
         if (p->tls == NULL)
             goto err;
         rt->nprofiles++;
-        if (out && o->opts.dane && o->opts.original_dst)
-            log_warn("listener=%s event=dane_not_applied msg=\"dane = true applies to fixed "
-                     "destinations only for now: sessions to the original destination are not "
-                     "authenticated by DANE\"",
-                     o->name);
         if (!out && in->tls.ncertificates == 0)
             log_warn("listener=%s event=self_signed_certificate msg=\"no tls.certificate "
                      "configured: serving an in-memory self-signed ECDSA P-256 certificate; "

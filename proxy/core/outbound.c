@@ -156,10 +156,17 @@ static void start_relay(struct outbound *o)
      * been (every strict refusal happens before the relay starts). */
     if (o->cfg.dane_audit && !o->server_tls && o->io.on_refusal_logged != NULL)
         o->io.on_refusal_logged(o->io.arg, o->tls_note ? o->tls_note : "no TLS");
-    /* No hooks: the relay refuses STARTTLS (the proxy owns the server
-     * leg's TLS) and relays AUTH only when that leg is encrypted. */
-    relay_init(&o->relay, &cfg, &o->io, NULL);
+    /* The relay refuses STARTTLS (the proxy owns the server leg's TLS) and
+     * relays AUTH only when that leg is encrypted. Hooks only when the
+     * session decides per recipient. */
+    relay_init(&o->relay, &cfg, &o->io, o->cfg.hooks);
     enter_state(o, OUTBOUND_RELAY);
+}
+
+void outbound_rcpt_resume(struct outbound *o, const char *reply)
+{
+    if (o->state == OUTBOUND_RELAY)
+        relay_rcpt_resume(&o->relay, reply);
 }
 
 /* Hands the client its EHLO (or HELO) reply and starts relaying. */

@@ -54,6 +54,11 @@ struct outbound_cfg {
      * configured one, and where OUTBOUND_DANE would have refused (the relay
      * starts without TLS), io.on_refusal_logged says why instead. */
     bool dane_audit;
+    /* Optional (borrowed, must outlive o): the relay's hooks, for
+     * per-recipient decisions of a transparent session (hooks.rcpt; a
+     * command hook must not take STARTTLS); NULL: the relay runs with no
+     * hooks. */
+    const struct relay_hooks *hooks;
 };
 
 enum outbound_state {
@@ -117,5 +122,9 @@ void outbound_init(struct outbound *o, const struct outbound_cfg *cfg,
  * timeout" (REASON_BACKEND_TIMEOUT); else "421 4.4.2 Idle timeout exceeded"
  * (REASON_TIMEOUT). */
 extern const struct engine_ops outbound_engine_ops;
+
+/* relay_rcpt_resume() on the relay, while it runs; nothing otherwise. The
+ * caller then offers the client's unread bytes again. */
+void outbound_rcpt_resume(struct outbound *o, const char *reply);
 
 #endif

@@ -5,6 +5,7 @@
  */
 #include "proxy/core/relay.h"
 #include "proxy/core/relay_fifo.h"
+#include "proxy/core/relay_int.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -304,12 +305,36 @@ static void cmd_bdat(struct relay *r, const struct relay_command *c, const struc
         enter_state(r, RELAY_BDAT);
 }
 
+void relay_reply_own(struct relay *r, const char *text)
+{
+    if (relay_fifo_push(r, PEND_LOCAL, text) != 0)
+        close_with(r, R_INTERNAL, REASON_INTERNAL_ERROR);
+    drain(r);
+}
+
+/* A recipient the user decides about (hooks.rcpt): relay_rcpt.c asks. */
+static void cmd_rcpt(struct relay *r, const struct relay_command *c, const struct verb_rule *v,
+                     const char *refuse)
+{
+    const char *reply = NULL;
+    int rc = relay_rcpt_ask(r, c, &reply);
+
+    if (rc < 0)
+        reply_local(r, rc == RELAY_RCPT_NOT_ALABEL ? RELAY_R_RCPT_NOT_ALABEL : RELAY_R_RCPT_SYNTAX);
+    else if (rc == RELAY_RCPT_WAIT)
+        r->rcpt = RELAY_RCPT_WAITING; /* the line stays unread: client_line() */
+    else if (rc == RELAY_RCPT_REFUSE)
+        relay_reply_own(r, reply);
+    else if (rc == RELAY_RCPT_PASS)
+        cmd_forward(r, c, v, refuse);
+}
+
 static const struct verb_rule verbs[] = {
     [SMTP_VERB_UNKNOWN] = {PEND_OTHER, GREETED, false, NULL, cmd_forward},
     [SMTP_VERB_HELO] = {PEND_HELO, ANY, false, NULL, cmd_ehlo},
     [SMTP_VERB_EHLO] = {PEND_EHLO, ANY, false, NULL, cmd_ehlo},
     [SMTP_VERB_MAIL] = {PEND_MAIL, GREETED, false, NULL, cmd_mail},
-    [SMTP_VERB_RCPT] = {PEND_RCPT, GREETED, false, NULL, cmd_forward},
+    [SMTP_VERB_RCPT] = {PEND_RCPT, GREETED, false, NULL, cmd_rcpt},
     [SMTP_VERB_DATA] = {PEND_DATA, GREETED, false, NULL, cmd_hold},
     [SMTP_VERB_BDAT] = {PEND_BDAT, GREETED, true, NULL, cmd_bdat},
     [SMTP_VERB_RSET] = {PEND_RSET, ANY, false, NULL, cmd_forward},
@@ -358,7 +383,8 @@ static void command(struct relay *r, const uint8_t *line, size_t len)
     assert((unsigned)c.verb < sizeof(verbs) / sizeof(verbs[0]));
     const struct verb_rule *v = &verbs[c.verb];
 
-    if (r->hooks.command != NULL) {
+    /* The hook saw a RCPT that waited once already. */
+    if (r->hooks.command != NULL && !(c.verb == SMTP_VERB_RCPT && r->rcpt != RELAY_RCPT_IDLE)) {
         switch (r->hooks.command(r->hooks.arg, &c, &refuse)) {
         case RELAY_PASS:
             refuse = NULL;
@@ -420,7 +446,7 @@ static size_t client_line(struct relay *r, const uint8_t *p, size_t n)
         } else {
             command(r, p, k);
         }
-        return k;
+        return r->rcpt == RELAY_RCPT_WAITING ? 0 : k;
     }
     r->progress++;
     if (auth) {
@@ -492,7 +518,7 @@ size_t relay_client(struct relay *r, const uint8_t *p, size_t n)
             break;
         case RELAY_AUTH:
         case RELAY_COMMAND: {
-            if (r->count >= RELAY_FIFO_MAX - 1)
+            if (r->count >= RELAY_FIFO_MAX - 1 || r->rcpt == RELAY_RCPT_WAITING)
                 return off; /* pipelining depth bound: wait for replies */
             enum relay_state before = r->state;
             k = client_line(r, p + off, n - off);
@@ -760,16 +786,6 @@ void relay_expect(struct relay *r)
 void relay_close(struct relay *r, const char *reply_text, enum reason reason)
 {
     close_with(r, reply_text, reason);
-}
-
-bool relay_awaiting_server(const struct relay *r)
-{
-    for (unsigned i = 0; i < r->count; i++) {
-        uint8_t k = r->fifo_kind[(r->head + i) % RELAY_FIFO_MAX];
-        if (k != PEND_LOCAL && k != PEND_TURN && k != PEND_CLOSE)
-            return true;
-    }
-    return false;
 }
 
 bool relay_in_content(const struct relay *r)

@@ -89,6 +89,13 @@ enum relay_verdict {
                      every reply owed before this command is delivered */
 };
 
+/* What the recipient hook decides about one RCPT (hooks.rcpt). */
+enum relay_rcpt_verdict {
+    RELAY_RCPT_PASS,   /* forward it now */
+    RELAY_RCPT_REFUSE, /* answered with *reply (static), not forwarded */
+    RELAY_RCPT_WAIT,   /* decide later: relay_rcpt_resume() */
+};
+
 struct relay_hooks {
     void *arg;
     /* Optional: every command line before the relay acts on it. It may write
@@ -105,6 +112,19 @@ struct relay_hooks {
      * 354, or the first BDAT chunk, whose size then counts them). Writes at
      * most cap bytes to out and returns how many; 0: nothing. */
     size_t (*prefix)(void *arg, uint8_t *out, size_t cap);
+    /* Optional (outbound, per-recipient authentication): each RCPT TO the
+     * relay would forward, with its recipient's domain (relay_rcpt_domain():
+     * lower-cased, no trailing dot; "" for an address literal or a path
+     * without a domain, to which no domain's policy applies). A path that
+     * does not parse never gets here: the proxy answers it (501 5.1.3, or
+     * 450 4.7.5 for a domain not in A-label form). PASS: forwarded.
+     * REFUSE (a decision already known): *reply answers it, as a resumed
+     * refusal would (relay_rcpt_resume()). WAIT:
+     * the relay reads nothing more of the client, this command included
+     * (RFC 2920: later commands stay unread behind it, in order), until the
+     * user calls relay_rcpt_resume() and offers the client's bytes again.
+     * It must not call into the relay. */
+    enum relay_rcpt_verdict (*rcpt)(void *arg, const char *domain, const char **reply);
 };
 
 /* Longest content prefix asked of hooks.prefix. */
@@ -157,6 +177,7 @@ struct relay {
     bool quit;              /* (ro) QUIT relayed */
     bool skip_pending;      /* an overlong line's tail is still to be dropped */
     struct smtp_data data;  /* (two bytes: here, they fill what the bools leave) */
+    uint8_t rcpt;           /* enum relay_rcpt_state (relay_int.h): hooks.rcpt's decision */
     unsigned caps;          /* (ro) SMTP_CAP_* of the server's last EHLO reply */
     uint64_t bdat_left;
     /* The FIFO (relay_fifo.c): entry i is fifo_kind[i] (enum
@@ -233,7 +254,8 @@ void relay_expect(struct relay *r);
  * more is read or written. Idempotent. */
 void relay_close(struct relay *r, const char *reply, enum reason reason);
 
-/* True while a reply from the server is owed. */
+/* True while a reply from the server is owed, or a recipient's decision
+ * (hooks.rcpt) is: either way the client is waiting for an answer. */
 bool relay_awaiting_server(const struct relay *r);
 
 /* Into pol: the keyword policy cfg (NULL: none) with every dropped keyword
@@ -241,6 +263,34 @@ bool relay_awaiting_server(const struct relay *r);
  * pol's use). For the relay and any engine rewriting an EHLO reply. */
 void relay_ehlo_policy(const struct smtp_ehlo_policy *cfg, const struct engine_io *io,
                        struct smtp_ehlo_policy *pol);
+
+/* The decision hooks.rcpt waited for: reply NULL forwards the RCPT, else
+ * reply (static, CRLF; lives as long as the relay) answers it in its place
+ * in the reply order and the RCPT is not forwarded. A policy refusal is not
+ * the client's error: it does not count towards RELAY_ERROR_LIMIT. The user
+ * then offers the client's unread bytes again (relay_client()), this RCPT
+ * first. Does nothing unless the relay waits (after a close, say). */
+void relay_rcpt_resume(struct relay *r, const char *reply);
+
+/* True while hooks.rcpt's decision is awaited (its RCPT still unread). */
+bool relay_rcpt_waiting(const struct relay *r);
+
+/* The recipient's domain of a RCPT argument (arg[0, len): "TO:<...>" and
+ * any parameters, CRLF included or not), strictly by RFC 5321 §4.1.2: a
+ * source route is ignored, a quoted local part may hold '@'. Into out
+ * (cap >= 256): the domain lower-cased without a trailing dot, or "" for an
+ * address literal ("[192.0.2.1]") or a path without domain ("<postmaster>").
+ * Returns RELAY_RCPT_OK, RELAY_RCPT_SYNTAX, or RELAY_RCPT_NOT_ALABEL (a
+ * domain with octets beyond ASCII: an SMTPUTF8 U-label). Never reads past
+ * arg + len. */
+enum relay_rcpt_parse {
+    RELAY_RCPT_OK = 0,
+    RELAY_RCPT_SYNTAX = -1,
+    RELAY_RCPT_NOT_ALABEL = -2,
+};
+int relay_rcpt_domain(const uint8_t *arg, size_t len, char *out, size_t cap);
+extern const char RELAY_R_RCPT_SYNTAX[];     /* 501 5.1.3 Bad recipient address syntax */
+extern const char RELAY_R_RCPT_NOT_ALABEL[]; /* 450 4.7.5 ... A-label form ... */
 
 /* True while the client's bytes are message content (DATA or a BDAT chunk). */
 bool relay_in_content(const struct relay *r);

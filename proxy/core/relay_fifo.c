@@ -2,6 +2,7 @@
  * The relay's reply FIFO; see relay_fifo.h.
  */
 #include "proxy/core/relay_fifo.h"
+#include "proxy/core/relay_int.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -49,4 +50,18 @@ void relay_fifo_free(struct relay *r)
 {
     free(r->fifo_text);
     r->fifo_text = NULL;
+}
+
+/* Whether a reply of the server is owed: a command forwarded and not yet
+ * answered, or a recipient decision pending (it stands for one). */
+bool relay_awaiting_server(const struct relay *r)
+{
+    if (r->rcpt == RELAY_RCPT_WAITING)
+        return true;
+    for (unsigned i = 0; i < r->count; i++) {
+        uint8_t k = r->fifo_kind[(r->head + i) % RELAY_FIFO_MAX];
+        if (k != PEND_LOCAL && k != PEND_TURN && k != PEND_CLOSE)
+            return true;
+    }
+    return false;
 }

@@ -139,6 +139,18 @@ static void lookup_failed(struct session *s, const struct resolver_result *res)
     session_run_actions(s);
 }
 
+enum tlsa_verdict session_tlsa_set(const struct resolver_result *res, struct tlsa_set *set)
+{
+    const uint8_t *rd[DANE_MAX_RDATA];
+    size_t len[DANE_MAX_RDATA], n = res->count < DANE_MAX_RDATA ? res->count : DANE_MAX_RDATA;
+
+    for (size_t i = 0; i < n; i++) {
+        rd[i] = (const uint8_t *)res->data[i];
+        len[i] = res->len[i] > 0 ? (size_t)res->len[i] : 0;
+    }
+    return tlsa_set_build(set, rd, len, n);
+}
+
 static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
 {
     struct session *s = q->data;
@@ -160,13 +172,7 @@ static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
         session_dial(s);
         return;
     }
-    const uint8_t *rd[DANE_MAX_RDATA];
-    size_t len[DANE_MAX_RDATA], n = res->count < DANE_MAX_RDATA ? res->count : DANE_MAX_RDATA;
-    for (size_t i = 0; i < n; i++) {
-        rd[i] = (const uint8_t *)res->data[i];
-        len[i] = res->len[i] > 0 ? (size_t)res->len[i] : 0;
-    }
-    dn->verdict = tlsa_set_build(&dn->set, rd, len, n);
+    dn->verdict = session_tlsa_set(res, &dn->set);
     log_debug("session=%s event=tlsa name=%s dnssec=secure verdict=%s records=%zu usable=%zu",
               s->id, dn->name, tlsa_verdict_str(dn->verdict), res->count, dn->set.n);
     if (keep_records(dn) < 0) {
@@ -260,6 +266,8 @@ const char *session_auth(const struct session *s, const char **result)
     bool refused = s->reason == REASON_POLICY_REFUSAL;
 
     *result = NULL;
+    if (session_rcpt_of(s) != NULL)
+        return session_rcpt_auth(s); /* each recipient was counted when decided */
     if (dn != NULL && dn->verdict == TLSA_VERDICT_AUTHENTICATE) {
         if (s->d.out.verified)
             *result = "ok";

@@ -232,6 +232,9 @@ static void dial_destination(struct session *s)
     struct destination *d = &s->d.out.dest;
 
     s->d.out.policy = policy_for(&s->p->out->policy, d->host, (const struct sockaddr *)&d->sa);
+    /* Per-recipient decisions need TLS wherever it can be had. */
+    if (session_rcpt_of(s) != NULL && s->d.out.policy == OUTBOUND_NONE)
+        s->d.out.policy = OUTBOUND_OPPORTUNISTIC;
     s->engine.out.cfg.policy = s->d.out.policy; /* before the greeting arrives (outbound.h) */
     if (session_dane_wanted(s)) {
         session_dane_lookup(s); /* dane.c: it dials once the TLSA answer has decided */
@@ -279,6 +282,11 @@ void session_start_outbound(struct session *s)
     int rc;
 
     s->d.out.policy = o->policy.fallback; /* until the destination is known */
+    if (session_rcpt_wanted(s) && session_rcpt_init(s) != 0) {
+        s->ops->abort(s->eng, s->dir->server_down, REASON_INTERNAL_ERROR);
+        session_run_actions(s);
+        return;
+    }
     if (o->original_dst) {
         rc = destination_original(d, &s->client.tcp);
         if (rc < 0) {

@@ -200,8 +200,10 @@ static void free_session(struct session *s)
     struct session_set *set = s->set;
 
     report_end(s);
-    if (s->p != NULL && s->p->outbound)
+    if (s->p != NULL && s->p->outbound) {
         session_dane_free(s);
+        session_rcpt_free(s);
+    }
     if (s->ops != NULL && s->ops->release != NULL)
         s->ops->release(s->eng);
     else if (s->ops != NULL && s->p->outbound)
@@ -243,6 +245,8 @@ void session_close_handles(struct session *s)
 {
     conn_close(&s->client);
     conn_close(&s->server);
+    if (s->p != NULL && s->p->outbound)
+        session_rcpt_close(s);
     if (!uv_is_closing((uv_handle_t *)&s->timer))
         uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
@@ -264,7 +268,8 @@ void session_close(struct session *s, enum reason reason)
     if (s->resolving > 0) {
         /* Cancelled lookups never call back: they stop counting now (never
          * the last handles: the legs and the timer are still open). */
-        unsigned n = destination_lookup_cancel(&s->d.out.lookup) + session_dane_cancel(s);
+        unsigned n = destination_lookup_cancel(&s->d.out.lookup) + session_dane_cancel(s) +
+                     session_rcpt_cancel(s);
         s->resolving -= n;
         s->handles -= n;
     }
@@ -409,6 +414,13 @@ static void kick_client(struct session *s)
 {
     if (client_may_read(s))
         conn_resume(&s->client);
+}
+
+void session_client_resumed(struct session *s)
+{
+    session_run_actions(s);
+    kick_client(s);
+    finish_half_closed(s);
 }
 
 /* RFC 3207 §4.2: plaintext that arrived behind STARTTLS is dropped, and TLS
@@ -645,6 +657,7 @@ static void on_tls_ready(struct conn *c)
     if (c == &s->server) {
         s->d.out.verified = tls_verify_result(c->tls, &s->d.out.verify_note);
         session_dane_tls_ready(s, c->tls);
+        session_rcpt_tls_ready(s, c->tls);
         metrics_starttls(s->p->metrics, "ok");
         s->action = "repeating EHLO over TLS";
         session_enter_phase(s, PHASE_RUNNING);

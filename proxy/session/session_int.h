@@ -165,9 +165,36 @@ void session_dane_free(struct session *s);
 struct tls *session_dane_client(struct session *s, bool lenient);
 void session_dane_tls_ready(struct session *s, struct tls *t);
 void session_dane_refusal_logged(void *arg, const char *why);
-/* For the end line: auth= ("none", "dane", "policy") and the
+/* For the end line: auth= ("none", "dane", "mta-sts", "policy") and the
  * outbound_auth_total result to count then ("ok", "fail"), or NULL. */
 const char *session_auth(const struct session *s, const char **result);
+
+/* dane.c: the usable records of a TLSA answer into set (borrowing its
+ * RDATA: valid during the answer's callback only), and their verdict. */
+enum tlsa_verdict session_tlsa_set(const struct resolver_result *res, struct tlsa_set *set);
+
+/* rcpt_auth.c: per-recipient authentication of a transparent session.
+ * wanted: destination = "original" with dane. init: the heap block, its
+ * deadline timer (a handle) and the relay's recipient hook (0 or
+ * UV_ENOMEM). close: the timer, with the session's handles; free: the
+ * block, with the session. cancel: the lookups under way, their count.
+ * tls_ready: keeps the destination's chain. auth: the end line's auth=.
+ * of: the block of an outbound session, or NULL (it is found through the
+ * engine's hooks, so that struct session grows by no pointer of its own). */
+struct session_rcpt;
+struct session_rcpt *session_rcpt_of(const struct session *s);
+bool session_rcpt_wanted(const struct session *s);
+int session_rcpt_init(struct session *s);
+void session_rcpt_close(struct session *s);
+void session_rcpt_free(struct session *s);
+unsigned session_rcpt_cancel(struct session *s);
+void session_rcpt_tls_ready(struct session *s, struct tls *t);
+const char *session_rcpt_auth(const struct session *s);
+enum relay_rcpt_verdict session_rcpt_hook(void *arg, const char *domain, const char **reply);
+
+/* session.c: a decision let the relay read on: the client's unread bytes
+ * are offered again (and the half-closed client's end is looked at). */
+void session_client_resumed(struct session *s);
 
 /* session.c: the proxy's host name (EHLO to the backend, Received: lines). */
 const char *session_host_name(void);

@@ -173,6 +173,25 @@ bool tls_resumed(const struct tls *t);
  * tls_dane_result_str() names for DANE). why may be NULL. */
 bool tls_verify_result(const struct tls *t, const char **why);
 
+/* Client side, after the handshake: copies of the chain the peer sent
+ * (DER, leaf first), for decisions made after the handshake (per-recipient
+ * DANE of a transparent session). At most max certificates (the leaf and
+ * its nearest issuers) and max_bytes octets in all go into one heap block,
+ * *block, which the caller frees; der[i] and len[i] point into it. Returns
+ * the count (0: no certificate, *block NULL) or -ENOMEM. */
+int tls_peer_chain(const struct tls *t, size_t max, size_t max_bytes, uint8_t **block,
+                   const uint8_t **der, size_t *len);
+
+/* Whether a kept chain (n DER certificates, leaf first, borrowed) is
+ * PKIX-valid against ctx's ca_file now, for a recipient domain: a DNS name
+ * of the leaf's subjectAltName is the domain itself or a name below it
+ * (Postfix's smtp_tls_secure_cert_match = nexthop, dot-nexthop), a
+ * wildcard "*.D" counting when D is either. Names compare
+ * case-insensitively; the subject CN is never consulted (RFC 9525 §6.3).
+ * False without ca_file, on a parse error or out of memory. */
+bool tls_chain_valid_for_domain(struct tls_ctx *ctx, const uint8_t *const *der, const size_t *len,
+                                size_t n, const char *domain);
+
 /* Why the last TLS_ERR happened: BoringSSL's reason (the first error-queue
  * entry of its TLS library, e.g. "WRONG_VERSION_NUMBER",
  * "TLSV1_ALERT_PROTOCOL_VERSION"), "certificate verify failed: <why>", or a

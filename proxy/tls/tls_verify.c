@@ -6,10 +6,13 @@
  * and only the X509_V_* result is kept in the engine.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -179,4 +182,93 @@ bool tls_verify_result(const struct tls *t, const char **why)
                    ? tls_dane_result_str((enum tls_dane_result)t->dane_result)
                    : tls_verify_why(t->verify_err);
     return false;
+}
+
+int tls_peer_chain(const struct tls *t, size_t max, size_t max_bytes, uint8_t **block,
+                   const uint8_t **der, size_t *len)
+{
+    const STACK_OF(CRYPTO_BUFFER) *ders = SSL_get0_peer_certificates(t->ssl);
+    size_t n = ders ? sk_CRYPTO_BUFFER_num(ders) : 0, total = 0, k = 0;
+
+    *block = NULL;
+    for (; k < n && k < max; k++) {
+        size_t l = CRYPTO_BUFFER_len(sk_CRYPTO_BUFFER_value(ders, k));
+        if (l > max_bytes - total)
+            break; /* the nearest issuers that fit, never a gap */
+        total += l;
+    }
+    if (k == 0)
+        return 0;
+    *block = malloc(total);
+    if (*block == NULL)
+        return -ENOMEM;
+    for (size_t i = 0, off = 0; i < k; i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(ders, i);
+        memcpy(*block + off, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+        der[i] = *block + off;
+        len[i] = CRYPTO_BUFFER_len(b);
+        off += len[i];
+    }
+    return (int)k;
+}
+
+/* name (n octets, from a certificate) is domain or below it; "*.D" counts
+ * when D is. */
+static bool name_under(const char *name, size_t n, const char *domain)
+{
+    size_t d = strlen(domain);
+
+    if (d > 0 && domain[d - 1] == '.')
+        d--;
+    if (n >= 2 && name[0] == '*' && name[1] == '.') {
+        name += 2;
+        n -= 2;
+    }
+    if (n == 0 || d == 0 || memchr(name, '\0', n) != NULL || memchr(name, '*', n) != NULL)
+        return false;
+    if (n == d)
+        return strncasecmp(name, domain, d) == 0;
+    return n > d + 1 && name[n - d - 1] == '.' && strncasecmp(name + n - d, domain, d) == 0;
+}
+
+bool tls_chain_valid_for_domain(struct tls_ctx *ctx, const uint8_t *const *der, const size_t *len,
+                                size_t n, const char *domain)
+{
+    STACK_OF(X509) *chain = NULL;
+    X509_STORE_CTX *sc = NULL;
+    GENERAL_NAMES *names = NULL;
+    bool ok = false;
+
+    if (ctx == NULL || ctx->store == NULL || n == 0)
+        return false;
+    chain = sk_X509_new_null();
+    if (chain == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = der[i];
+        X509 *x = d2i_X509(NULL, &p, (long)len[i]);
+        if (x == NULL || !sk_X509_push(chain, x)) {
+            X509_free(x);
+            goto out;
+        }
+    }
+    X509 *leaf = sk_X509_value(chain, 0);
+    sc = X509_STORE_CTX_new();
+    if (sc == NULL || !X509_STORE_CTX_init(sc, ctx->store, leaf, chain) ||
+        !X509_STORE_CTX_set_default(sc, "ssl_server") || X509_verify_cert(sc) <= 0)
+        goto out;
+    names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    for (size_t i = 0; names != NULL && i < sk_GENERAL_NAME_num(names) && !ok; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type == GEN_DNS)
+            ok = name_under((const char *)ASN1_STRING_get0_data(g->d.dNSName),
+                            (size_t)ASN1_STRING_length(g->d.dNSName), domain);
+    }
+
+out:
+    GENERAL_NAMES_free(names);
+    X509_STORE_CTX_free(sc);
+    sk_X509_pop_free(chain, X509_free);
+    ERR_clear_error();
+    return ok;
 }

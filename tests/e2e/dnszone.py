@@ -18,6 +18,10 @@ example.net there and validates everything below it. nsd runs in the
 foreground as a child of the test, on its own 127.x.y.z address, and is
 stopped (SIGTERM, then SIGKILL) by stop().
 
+netns (an outbound_harness.Netns) runs nsd inside that network namespace
+("ip netns exec") and asks it from there, for tests whose proxy runs there
+too (test_dane_original): the namespace has a loopback of its own.
+
 break_signature(name, type) flips bits in the RRSIG over that RRset after
 signing, so that a validating resolver finds the answer bogus while one
 without validation still gets the record.
@@ -71,8 +75,9 @@ def query(server, name, qtype=1, timeout=1.0):
 
 
 class Zone:
-    def __init__(self, directory, ip, port=53, a="127.0.0.1", aaaa="::1"):
+    def __init__(self, directory, ip, port=53, a="127.0.0.1", aaaa="::1", netns=None):
         self.dir = directory
+        self.netns = netns
         self.ip = ip
         self.port = port
         self.server = "%s:%d" % (ip, port)
@@ -176,18 +181,24 @@ class Zone:
         _run(["nsd-checkconf", conf], self.dir)
         self.log_path = os.path.join(self.dir, "nsd.stderr")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(["nsd", "-d", "-c", conf], stdout=self._log,
+        wrap = ["ip", "netns", "exec", self.netns.name] if self.netns else []
+        self.proc = subprocess.Popen(wrap + ["nsd", "-d", "-c", conf], stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
-            if query(self.server, "mx." + ORIGIN, timeout=0.2) == 0:
+            if self._ask("mx." + ORIGIN) == 0:
                 return self
             time.sleep(0.05)
         log = self.log()
         self.stop()
         raise RuntimeError("nsd did not answer on %s:\n%s" % (self.server, log))
+
+    def _ask(self, name):
+        if self.netns is None:
+            return query(self.server, name, timeout=0.2)
+        return self.netns.run_in(lambda: query(self.server, name, timeout=0.2))
 
     def log(self):
         out = ""

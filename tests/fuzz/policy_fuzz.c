@@ -18,7 +18,12 @@
  *     differs only in case or a trailing dot gets the same; an IP-literal
  *     host is matched as the address it spells; an IPv4-mapped address as
  *     the IPv4 one;
- *   - policy_table_verifies agrees with the table.
+ *   - policy_table_verifies agrees with the table;
+ *   - decide_rcpt (decide.c), its input from the first four bytes and the
+ *     policy the table gave: a pass never comes with a reason, a refusal
+ *     always with a 450 reply; enforce = false never refuses and changes
+ *     nothing else; auth=dane and auth=mta-sts only with TLS and what they
+ *     require; what passes in plaintext passes with TLS.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -29,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/policy/decide.h"
 #include "proxy/policy/rules.h"
 #include "tests/fuzz/fuzz_check.h"
 
@@ -152,6 +158,49 @@ static void check_mapped(const struct policy_table *t, const struct sockaddr_sto
           lookup(t, NULL, (const struct sockaddr *)&m));
 }
 
+static void check_decide(const uint8_t *data, size_t size, enum outbound_policy p)
+{
+    if (size < 4)
+        return;
+    struct decide_input in = {
+        .rule = data[1] & 1,
+        .rule_policy = p,
+        .fallback = (enum outbound_policy)((data[1] >> 1) & 3),
+        .dane = (enum decide_dane)(data[2] % 6),
+        .sts = {(enum decide_sts_mode)((data[2] >> 3) & 3), data[2] & 0x20, data[2] & 0x40},
+        .tls = data[3] & 1,
+        .pkix_domain = data[3] & 2,
+        .pkix_session = data[3] & 4,
+        .enforce = data[3] & 8,
+    };
+    struct decide_verdict v = decide_rcpt(&in);
+    CHECK(v.result == DECIDE_PASS || v.result == DECIDE_REFUSE_TEMP || v.result == DECIDE_LOGGED);
+    CHECK((v.result == DECIDE_PASS) == (v.why == DECIDE_WHY_NONE));
+    if (v.result != DECIDE_PASS) {
+        const char *r = decide_reply(v.why);
+        CHECK(r != NULL && strncmp(r, "450 4.", 6) == 0);
+    }
+    CHECK(in.enforce || v.result != DECIDE_REFUSE_TEMP);
+    struct decide_input other = in;
+    other.enforce = !in.enforce;
+    struct decide_verdict o = decide_rcpt(&other);
+    CHECK(o.auth == v.auth && o.why == v.why &&
+          (o.result == DECIDE_PASS) == (v.result == DECIDE_PASS));
+    if (v.result == DECIDE_PASS && v.auth == DECIDE_AUTH_DANE)
+        CHECK(in.tls && !in.rule && in.dane == DECIDE_DANE_MATCH);
+    if (v.result == DECIDE_PASS && v.auth == DECIDE_AUTH_MTA_STS)
+        CHECK(in.tls && !in.rule && in.sts.mode == DECIDE_STS_ENFORCE && in.sts.name_ok &&
+              in.sts.mx_ok);
+    if (v.result == DECIDE_PASS && !in.tls) {
+        CHECK(v.auth == DECIDE_AUTH_NONE);
+        other = in;
+        other.tls = true;
+        CHECK(decide_rcpt(&other).result == DECIDE_PASS);
+    }
+    if (in.rule && (p == OUTBOUND_NONE || p == OUTBOUND_OPPORTUNISTIC))
+        CHECK(v.result == DECIDE_PASS);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct policy_rule rules[MAX_RULES];
@@ -232,6 +281,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_literal(&t, host, p);
     }
     CHECK(policy_str(p) != NULL && strcmp(policy_str(p), "unknown") != 0);
+    check_decide(data, size, p);
 
     for (size_t i = 0; i < t.nrules; i++)
         free(rules[i].match);

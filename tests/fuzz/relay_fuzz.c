@@ -5,16 +5,21 @@
  *   byte 0   configuration: bit 0 a hook that yields on STARTTLS (and
  *            offer_starttls), 1 a hook that refuses transaction verbs
  *            while !tls (require_tls), 2 reject_bare_newline, 4 tls,
- *            5 CHUNKING already offered
+ *            5 CHUNKING already offered, 3 a recipient hook that waits
+ *            for domains starting a-m, refuses n-p, passes the others
  *   then     segments (fuzz_session.h); events: 'T' TLS starts after a
  *            yield (relay_tls_started; the next byte's bit 0: EHLO again),
- *            'E' the server closes.
+ *            'E' the server closes, 'R' a waiting recipient is decided
+ *            (the next byte's bit 0: refused, else forwarded).
  *
  * Invariants (abort on violation), beyond fuzz_session.h's:
  *   - consumed <= given; in RELAY_CLOSED all is consumed; yielded, nothing;
  *   - the turn comes once per yield, with no reply owed, and nothing
  *     reaches the server between the yield and TLS;
- *   - a close comes with a reason and nothing is written after it.
+ *   - a close comes with a reason and nothing is written after it;
+ *   - the recipient hook gets a lower-case LDH domain of at most 253
+ *     octets, never while a decision is pending; while one is, no client
+ *     byte is taken (unless closed) and nothing reaches the server.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,6 +36,7 @@ struct drv {
     bool yield_starttls;
     bool yielded; /* the hook yielded */
     bool turned;  /* ... and its turn came */
+    bool waiting; /* the recipient hook said WAIT, not yet resumed */
     struct fuzz_check check;
     struct fuzz_session s;
 };
@@ -46,12 +52,11 @@ static void on_server(void *arg, const uint8_t *p, size_t n)
 {
     struct drv *d = arg;
 
-    CHECK(!d->yielded);
+    CHECK(!d->yielded && !d->waiting);
     fuzz_check_relayed(&d->check, p, n);
 }
 
-static enum relay_verdict on_command(void *arg, const struct relay_command *c,
-                                     const char **reply)
+static enum relay_verdict on_command(void *arg, const struct relay_command *c, const char **reply)
 {
     struct drv *d = arg;
 
@@ -62,12 +67,33 @@ static enum relay_verdict on_command(void *arg, const struct relay_command *c,
         return RELAY_YIELD;
     }
     if (d->check.require_tls && !d->r.cfg.tls &&
-        (c->verb == SMTP_VERB_MAIL || c->verb == SMTP_VERB_RCPT ||
-         c->verb == SMTP_VERB_DATA || c->verb == SMTP_VERB_BDAT)) {
+        (c->verb == SMTP_VERB_MAIL || c->verb == SMTP_VERB_RCPT || c->verb == SMTP_VERB_DATA ||
+         c->verb == SMTP_VERB_BDAT)) {
         *reply = RELAY_R_NEED_TLS;
         return RELAY_REFUSE;
     }
     return RELAY_PASS;
+}
+
+static enum relay_rcpt_verdict on_rcpt(void *arg, const char *domain, const char **reply)
+{
+    struct drv *d = arg;
+    size_t n = strlen(domain);
+
+    CHECK(!d->waiting && n <= 253);
+    for (size_t i = 0; i < n; i++)
+        CHECK((domain[i] >= 'a' && domain[i] <= 'z') || (domain[i] >= '0' && domain[i] <= '9') ||
+              domain[i] == '-' || domain[i] == '.');
+    CHECK(n == 0 || (domain[0] != '.' && domain[n - 1] != '.'));
+    if (n > 0 && domain[0] >= 'n' && domain[0] <= 'p') {
+        *reply = "450 4.7.5 refused\r\n";
+        return RELAY_RCPT_REFUSE;
+    }
+    if (n > 0 && domain[0] >= 'a' && domain[0] <= 'm') {
+        d->waiting = true;
+        return RELAY_RCPT_WAIT;
+    }
+    return RELAY_RCPT_PASS;
 }
 
 static void on_turn(void *arg)
@@ -101,6 +127,11 @@ static size_t client(void *arg, const uint8_t *p, size_t n)
         CHECK(c == 0);
     if (d->r.state == RELAY_CLOSED)
         CHECK(c == n);
+    if (d->waiting) {
+        CHECK(relay_rcpt_waiting(&d->r) || d->r.state == RELAY_CLOSED);
+        if (d->r.state != RELAY_CLOSED && !yielded)
+            CHECK(c < n);
+    }
     /* The user drops the plaintext behind its command (RFC 3207 §4.2). */
     return d->yielded ? n : c;
 }
@@ -127,6 +158,14 @@ static bool event(void *arg, uint8_t tag, const uint8_t *rest, size_t n)
             relay_tls_started(&d->r, n > 0 && (rest[0] & 1));
             CHECK(d->r.state == RELAY_COMMAND || d->r.state == RELAY_SKIP);
             CHECK(!d->r.in_txn && d->r.caps == 0 && d->r.cfg.tls);
+            fuzz_pump(&d->s);
+        }
+        return true;
+    case 'R':
+        if (d->waiting) {
+            d->waiting = false;
+            relay_rcpt_resume(&d->r, n > 0 && (rest[0] & 1) ? "450 4.7.5 refused\r\n" : NULL);
+            CHECK(!relay_rcpt_waiting(&d->r));
             fuzz_pump(&d->s);
         }
         return true;
@@ -160,12 +199,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .tls = (data[0] >> 4) & 1,
         .offer_starttls = d->yield_starttls,
         .reject_bare_newline = (data[0] >> 2) & 1,
-        .caps = ((data[0] >> 5) & 1) ? SMTP_CAP_CHUNKING | SMTP_CAP_PIPELINING
-                                     : SMTP_CAP_PIPELINING,
+        .caps =
+            ((data[0] >> 5) & 1) ? SMTP_CAP_CHUNKING | SMTP_CAP_PIPELINING : SMTP_CAP_PIPELINING,
     };
     struct engine_io io = {.arg = d, .to_client = on_client, .to_server = on_server};
     struct relay_hooks hooks = {.arg = d, .command = on_command, .turn = on_turn};
-    relay_init(&d->r, &cfg, &io, hooked ? &hooks : NULL);
+    if (!hooked)
+        hooks = (struct relay_hooks){.arg = d};
+    if ((data[0] >> 3) & 1)
+        hooks.rcpt = on_rcpt;
+    relay_init(&d->r, &cfg, &io, &hooks);
     d->s = (struct fuzz_session){.arg = d, .client = client, .server = server, .event = event};
     fuzz_play(&d->s, data + 1, size - 1);
     relay_free(&d->r);

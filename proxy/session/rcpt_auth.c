@@ -1,0 +1,484 @@
+/*
+ * Per-recipient authentication of a transparent outbound session
+ * (`destination = "original"` with `dane = true`): the session always tries
+ * STARTTLS and keeps the chain the destination sent; at each RCPT the relay
+ * asks (relay.h, hooks.rcpt) and this file decides for the recipient's
+ * domain with policy/decide.h, after these lookups:
+ *
+ *   MX of the domain          bogus, SERVFAIL, error: temporary (4.4.3)
+ *                             insecure, NXDOMAIN: DANE does not apply
+ *                             no MX records: the domain itself (RFC 5321 §5.1)
+ *   A or AAAA of each host    of the connected address's family, up to
+ *   (at most RCPT_HOSTS)      RCPT_HOSTS hosts; the host whose secure
+ *                             addresses include the connected one is the
+ *                             MX host this session reached (RFC 7672
+ *                             §2.2.2: insecure addresses, no DANE)
+ *   TLSA at _port._tcp.host   the port of the original destination;
+ *                             usable records: tls_dane_verify() on the kept
+ *                             chain with the MX host and the domain as
+ *                             reference identifiers (DANE-TA)
+ *
+ * A decision is bounded by RCPT_DECISION_MS (450 4.4.3 when it runs out);
+ * the lookups are counted in s->handles and s->resolving and cancelled when
+ * the session closes. Decisions are cached per session for RCPT_CACHE
+ * domains (beyond, the oldest is decided again). MTA-STS is not fetched yet:
+ * its state is "no policy" until the policy cache exists.
+ *
+ * A `policies` verify rule for the domain wants the kept chain PKIX-valid
+ * for the domain or a name below it (tls_chain_valid_for_domain).
+ *
+ * Every refused recipient, and with enforce = false every one that would
+ * have been, gets one line (event=rcpt_refused, result=refused|logged) and
+ * a count in outbound_auth_total{auth,result}; an authenticated one counts
+ * result="ok". The end line's auth= names the strongest authentication any
+ * recipient got (dane > mta-sts > policy > none).
+ */
+#include "proxy/session/session_int.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/obs/log.h"
+#include "proxy/policy/decide.h"
+#include "proxy/policy/rules.h"
+#include "proxy/tls/tls.h"
+#include "proxy/tls/tls_dane.h"
+
+#define RCPT_CACHE 8
+#define RCPT_HOSTS 8
+#define RCPT_CHAIN_MAX 8
+#define RCPT_CHAIN_BYTES 65536
+#define RCPT_DECISION_MS 10000
+
+struct rcpt_host {
+    struct resolver_query q; /* first: the callback finds the host from it */
+    char name[256];
+};
+
+struct session_rcpt {
+    struct relay_hooks hooks; /* the relay's (outbound_cfg.hooks): arg is s */
+    struct session *s;
+    uv_timer_t timer; /* the deadline of the decision under way */
+    uint8_t *chain;   /* DER copies of the destination's chain (tls_peer_chain) */
+    const uint8_t *der[RCPT_CHAIN_MAX];
+    size_t len[RCPT_CHAIN_MAX];
+    size_t nchain;
+    bool any_pass;
+    enum decide_auth best; /* strongest auth a recipient got */
+    struct {
+        char domain[256];
+        struct decide_verdict v;
+    } cache[RCPT_CACHE];
+    unsigned ncache, next;
+    /* The decision under way. */
+    bool pending;
+    char domain[256];
+    struct resolver_query mx;
+    struct rcpt_host hosts[RCPT_HOSTS];
+    unsigned nhosts, hosts_left;
+    int match;             /* the host holding the connected address, or -1 */
+    enum decide_dane fail; /* how a host's lookup failed (TEMPFAIL, BOGUS) or NA */
+    struct resolver_query tlsa;
+    char tlsa_name[300];
+};
+
+struct session_rcpt *session_rcpt_of(const struct session *s)
+{
+    const struct relay_hooks *h = s->p != NULL && s->p->outbound ? s->engine.out.cfg.hooks : NULL;
+
+    /* The only hooks an outbound engine is given are a session_rcpt's. */
+    return h != NULL ? (struct session_rcpt *)((char *)h - offsetof(struct session_rcpt, hooks))
+                     : NULL;
+}
+
+bool session_rcpt_wanted(const struct session *s)
+{
+    return s->p->outbound && s->p->out->original_dst && s->p->out->dane;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    session_drop_handle(h->data);
+}
+
+int session_rcpt_init(struct session *s)
+{
+    struct session_rcpt *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return UV_ENOMEM;
+    r->s = s;
+    r->match = -1;
+    uv_timer_init(s->set->loop, &r->timer);
+    r->timer.data = s;
+    s->handles++; /* until on_timer_closed */
+    r->hooks = (struct relay_hooks){.arg = s, .rcpt = session_rcpt_hook};
+    s->engine.out.cfg.hooks = &r->hooks;
+    return 0;
+}
+
+void session_rcpt_close(struct session *s)
+{
+    struct session_rcpt *r = session_rcpt_of(s);
+
+    if (r != NULL && !uv_is_closing((uv_handle_t *)&r->timer))
+        uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+}
+
+void session_rcpt_free(struct session *s)
+{
+    struct session_rcpt *r = session_rcpt_of(s);
+
+    if (r == NULL)
+        return;
+    s->engine.out.cfg.hooks = NULL;
+    free(r->chain);
+    free(r);
+}
+
+static unsigned cancel(struct resolver_query *q)
+{
+    return resolver_cancel(q) ? 1 : 0;
+}
+
+unsigned session_rcpt_cancel(struct session *s)
+{
+    struct session_rcpt *r = session_rcpt_of(s);
+    unsigned n = 0;
+
+    if (r == NULL)
+        return 0;
+    n += cancel(&r->mx) + cancel(&r->tlsa);
+    for (unsigned i = 0; i < r->nhosts; i++)
+        n += cancel(&r->hosts[i].q);
+    return n;
+}
+
+void session_rcpt_tls_ready(struct session *s, struct tls *t)
+{
+    struct session_rcpt *r = session_rcpt_of(s);
+
+    if (r == NULL)
+        return;
+    free(r->chain);
+    r->chain = NULL;
+    r->nchain = 0;
+    int n = tls_peer_chain(t, RCPT_CHAIN_MAX, RCPT_CHAIN_BYTES, &r->chain, r->der, r->len);
+    if (n > 0)
+        r->nchain = (size_t)n;
+    log_debug("session=%s event=chain_kept certificates=%d", s->id, n);
+}
+
+const char *session_rcpt_auth(const struct session *s)
+{
+    const struct session_rcpt *r = session_rcpt_of(s);
+
+    return r != NULL && r->any_pass ? decide_auth_str(r->best) : "none";
+}
+
+/* What the session knows for every recipient: rules, fallback, TLS. */
+static void base_input(const struct session *s, const char *domain, struct decide_input *in)
+{
+    const struct session_outbound_opts *o = s->p->out;
+    struct policy_table t = o->policy;
+
+    memset(in, 0, sizeof(*in));
+    /* A name rule for the domain comes first; no rule is "dane", so a
+     * table whose fallback is OUTBOUND_DANE answers it only when none
+     * matched (as session_dane_wanted). Address rules are the
+     * destination's, already applied to the connection. */
+    t.fallback = OUTBOUND_DANE;
+    enum outbound_policy p = domain[0] ? policy_for(&t, domain, NULL) : OUTBOUND_DANE;
+    in->rule = p != OUTBOUND_DANE;
+    in->rule_policy = p;
+    in->fallback = o->policy.fallback;
+    in->tls = s->engine.out.server_tls;
+    in->pkix_session = s->d.out.verified;
+    in->enforce = o->enforce;
+    /* Only a verify rule asks whether the chain is valid for the domain:
+     * a PKIX verification per recipient domain costs. */
+    const struct session_rcpt *r = session_rcpt_of(s);
+    if (in->rule && p == OUTBOUND_VERIFY && in->tls && r->nchain > 0)
+        in->pkix_domain = tls_chain_valid_for_domain(s->p->tls, r->der, r->len, r->nchain, domain);
+}
+
+/* The verdict for domain: logged, counted, remembered; the reply to give
+ * (static) or NULL to forward. */
+static const char *apply(struct session *s, const char *domain, struct decide_verdict v)
+{
+    struct session_rcpt *r = session_rcpt_of(s);
+    const char *auth = decide_auth_str(v.auth);
+
+    if (v.result == DECIDE_PASS) {
+        if (!r->any_pass || v.auth > r->best)
+            r->best = v.auth;
+        r->any_pass = true;
+        if (v.auth != DECIDE_AUTH_NONE)
+            metrics_outbound_auth(s->p->metrics, auth, "ok");
+        log_debug("session=%s event=rcpt_auth domain=%s auth=%s", s->id, domain[0] ? domain : "-",
+                  auth);
+        return NULL;
+    }
+    char q[300];
+    log_warn("session=%s listener=%s event=rcpt_refused destination=%s domain=%s auth=%s "
+             "result=%s why=%s",
+             s->id, s->p->name, s->server_addr, domain[0] ? domain : "-", auth,
+             decide_result_str(v.result), log_quote(decide_why_str(v.why), q, sizeof(q)));
+    metrics_outbound_auth(s->p->metrics, auth, v.result == DECIDE_LOGGED ? "logged" : "fail");
+    return v.result == DECIDE_REFUSE_TEMP ? decide_reply(v.why) : NULL;
+}
+
+static void remember(struct session_rcpt *r, const char *domain, struct decide_verdict v)
+{
+    unsigned i = r->ncache < RCPT_CACHE ? r->ncache++ : r->next++ % RCPT_CACHE;
+
+    snprintf(r->cache[i].domain, sizeof(r->cache[i].domain), "%s", domain);
+    r->cache[i].v = v;
+}
+
+static const struct decide_verdict *cached(const struct session_rcpt *r, const char *domain)
+{
+    for (unsigned i = 0; i < r->ncache; i++)
+        if (strcmp(r->cache[i].domain, domain) == 0)
+            return &r->cache[i].v;
+    return NULL;
+}
+
+/* The decision under way is made: the relay hears it and reads on. */
+static void finish(struct session_rcpt *r, struct decide_verdict v, bool keep)
+{
+    struct session *s = r->s;
+
+    uv_timer_stop(&r->timer);
+    r->pending = false;
+    if (keep)
+        remember(r, r->domain, v);
+    const char *reply = apply(s, r->domain, v);
+    outbound_rcpt_resume(&s->engine.out, reply);
+    session_client_resumed(s);
+}
+
+static void decided(struct session_rcpt *r, enum decide_dane dane)
+{
+    struct decide_input in;
+
+    base_input(r->s, r->domain, &in);
+    in.dane = dane;
+    finish(r, decide_rcpt(&in), true);
+}
+
+/* One lookup answered: it no longer counts (a closing session cancels
+ * its lookups, so an answer comes only to a live one). */
+static void answered(struct session *s)
+{
+    s->resolving--;
+    s->handles--;
+}
+
+static int query(struct session_rcpt *r, struct resolver_query *q, const char *name, int type,
+                 resolver_cb cb)
+{
+    q->data = r;
+    int rc = resolver_query(r->s->set->resolver, q, name, type, cb);
+    if (rc == 0) {
+        r->s->resolving++;
+        r->s->handles++; /* until the callback or its cancel in session_close */
+    }
+    return rc;
+}
+
+/* How a failed answer counts: BOGUS, TEMPFAIL, or NA when it did not fail. */
+static enum decide_dane failure(const struct resolver_result *res)
+{
+    if (res->err == 0 && res->security == RESOLVER_BOGUS)
+        return DECIDE_DANE_BOGUS;
+    if (res->err != 0 ||
+        (res->rcode != RESOLVER_RCODE_NOERROR && res->rcode != RESOLVER_RCODE_NXDOMAIN))
+        return DECIDE_DANE_TEMPFAIL;
+    return DECIDE_DANE_NA;
+}
+
+static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
+{
+    struct session_rcpt *r = q->data;
+    struct tlsa_set set;
+    enum decide_dane f = failure(res);
+
+    answered(r->s);
+    if (f != DECIDE_DANE_NA || res->security != RESOLVER_SECURE || res->count == 0) {
+        log_debug("session=%s event=rcpt_tlsa name=%s dnssec=%s records=%zu", r->s->id,
+                  r->tlsa_name, resolver_security_str(res->security), res->count);
+        decided(r, f);
+        return;
+    }
+    enum tlsa_verdict tv = session_tlsa_set(res, &set);
+    if (tv != TLSA_VERDICT_AUTHENTICATE) {
+        decided(r, DECIDE_DANE_UNUSABLE);
+        return;
+    }
+    /* DANE-TA's reference identifiers: the TLSA base domain (the MX host)
+     * and the next-hop domain (RFC 7672 §3.2.2, as Postfix). */
+    const char *names[2] = {r->hosts[r->match].name, r->domain}, *why = NULL;
+    enum tls_dane_result dr =
+        r->nchain == 0 ? TLS_DANE_ERROR
+                       : tls_dane_verify(&set, r->der, r->len, r->nchain, names, 2, 0, &why);
+    log_debug("session=%s event=rcpt_dane name=%s result=%s why=%s", r->s->id, r->tlsa_name,
+              tls_dane_result_str(dr), why ? why : "-");
+    decided(r, dr == TLS_DANE_MATCH_EE || dr == TLS_DANE_MATCH_TA ? DECIDE_DANE_MATCH
+                                                                  : DECIDE_DANE_MISMATCH);
+}
+
+/* Whether rdata (an A or AAAA record) is the connected address. */
+static bool is_connected(const struct session *s, const char *rdata, int len)
+{
+    const struct sockaddr_storage *sa = &s->d.out.dest.sa;
+
+    if (sa->ss_family == AF_INET && len == 4)
+        return memcmp(rdata, &((const struct sockaddr_in *)sa)->sin_addr, 4) == 0;
+    if (sa->ss_family == AF_INET6 && len == 16)
+        return memcmp(rdata, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16) == 0;
+    return false;
+}
+
+static unsigned dest_port(const struct session *s)
+{
+    const struct sockaddr_storage *sa = &s->d.out.dest.sa;
+
+    return ntohs(sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                           : ((const struct sockaddr_in *)sa)->sin_port);
+}
+
+static void on_host(struct resolver_query *q, const struct resolver_result *res)
+{
+    struct session_rcpt *r = q->data;
+    struct rcpt_host *h = (struct rcpt_host *)q;
+    enum decide_dane f = failure(res);
+
+    answered(r->s);
+    if (f == DECIDE_DANE_BOGUS || (f == DECIDE_DANE_TEMPFAIL && r->fail == DECIDE_DANE_NA))
+        r->fail = f;
+    if (f == DECIDE_DANE_NA && res->security == RESOLVER_SECURE && r->match < 0) {
+        for (size_t i = 0; i < res->count; i++)
+            if (is_connected(r->s, res->data[i], res->len[i]))
+                r->match = (int)(h - r->hosts);
+    }
+    if (--r->hosts_left > 0)
+        return;
+    if (r->match < 0) {
+        /* Not among the secure MX hosts; a failed lookup might have been
+         * it, and a DNS failure is never a downgrade. */
+        decided(r, r->fail);
+        return;
+    }
+    snprintf(r->tlsa_name, sizeof(r->tlsa_name), "_%u._tcp.%s", dest_port(r->s),
+             r->hosts[r->match].name);
+    if (query(r, &r->tlsa, r->tlsa_name, RESOLVER_TYPE_TLSA, on_tlsa) != 0)
+        decided(r, DECIDE_DANE_TEMPFAIL);
+}
+
+/* An MX RDATA's exchange (after the preference), uncompressed wire format,
+ * into out as a dotted lower-case name without the root's dot; false when
+ * it is malformed, too long, or the root (a null MX, RFC 7505). */
+static bool mx_name(const char *rdata, int len, char *out, size_t cap)
+{
+    const uint8_t *p = (const uint8_t *)rdata;
+    size_t n = len > 0 ? (size_t)len : 0, i = 2, o = 0;
+
+    while (i < n && p[i] != 0) {
+        size_t l = p[i++];
+        if (l > 63 || i + l > n || o + l + 2 > cap || o + l + 1 > 254)
+            return false; /* a compression pointer included: never in unbound's answers */
+        if (o > 0)
+            out[o++] = '.';
+        for (size_t k = 0; k < l; k++) {
+            uint8_t c = p[i + k];
+            out[o++] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+        }
+        i += l;
+    }
+    out[o] = '\0';
+    return i < n && o > 0;
+}
+
+static void on_mx(struct resolver_query *q, const struct resolver_result *res)
+{
+    struct session_rcpt *r = q->data;
+    enum decide_dane f = failure(res);
+
+    answered(r->s);
+    log_debug("session=%s event=rcpt_mx domain=%s dnssec=%s records=%zu rcode=%d", r->s->id,
+              r->domain, resolver_security_str(res->security), res->count, res->rcode);
+    if (f != DECIDE_DANE_NA || res->security != RESOLVER_SECURE ||
+        res->rcode == RESOLVER_RCODE_NXDOMAIN) {
+        decided(r, f); /* an insecure MX set: DANE does not apply */
+        return;
+    }
+    r->nhosts = 0;
+    for (size_t i = 0; i < res->count && r->nhosts < RCPT_HOSTS; i++)
+        if (mx_name(res->data[i], res->len[i], r->hosts[r->nhosts].name,
+                    sizeof(r->hosts[r->nhosts].name)))
+            r->nhosts++;
+    if (res->count == 0) /* RFC 5321 §5.1: the domain is its own MX */
+        snprintf(r->hosts[r->nhosts++].name, sizeof(r->hosts[0].name), "%s", r->domain);
+    int type = r->s->d.out.dest.sa.ss_family == AF_INET6 ? RESOLVER_TYPE_AAAA : RESOLVER_TYPE_A;
+    r->hosts_left = 0;
+    for (unsigned i = 0; i < r->nhosts; i++) {
+        if (query(r, &r->hosts[i].q, r->hosts[i].name, type, on_host) == 0)
+            r->hosts_left++;
+        else
+            r->fail = DECIDE_DANE_TEMPFAIL;
+    }
+    if (r->hosts_left == 0)
+        decided(r, r->nhosts == 0 ? DECIDE_DANE_NA : DECIDE_DANE_TEMPFAIL);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct session *s = t->data;
+    struct session_rcpt *r = session_rcpt_of(s);
+    unsigned n = session_rcpt_cancel(s);
+
+    s->resolving -= n;
+    s->handles -= n;
+    if (!r->pending || s->closing)
+        return;
+    struct decide_verdict v = {
+        .result = s->p->out->enforce ? DECIDE_REFUSE_TEMP : DECIDE_LOGGED,
+        .auth = DECIDE_AUTH_DANE,
+        .why = DECIDE_WHY_TIMEOUT,
+    };
+    finish(r, v, false); /* not remembered: the next recipient tries again */
+}
+
+enum relay_rcpt_verdict session_rcpt_hook(void *arg, const char *domain, const char **reply)
+{
+    struct session *s = arg;
+    struct session_rcpt *r = session_rcpt_of(s);
+    struct decide_input in;
+    const struct decide_verdict *c;
+
+    base_input(s, domain, &in);
+    if (in.rule || domain[0] == '\0' || (c = cached(r, domain)) != NULL) {
+        /* Nothing to look up: a rule, an address literal, or known. */
+        struct decide_verdict v = in.rule || domain[0] == '\0' ? decide_rcpt(&in) : *c;
+        *reply = apply(s, domain, v);
+        return *reply != NULL ? RELAY_RCPT_REFUSE : RELAY_RCPT_PASS;
+    }
+    snprintf(r->domain, sizeof(r->domain), "%s", domain);
+    r->pending = true;
+    r->nhosts = 0;
+    r->match = -1;
+    r->fail = DECIDE_DANE_NA;
+    if (query(r, &r->mx, domain, RESOLVER_TYPE_MX, on_mx) != 0) {
+        r->pending = false;
+        in.dane = DECIDE_DANE_TEMPFAIL;
+        *reply = apply(s, domain, decide_rcpt(&in));
+        return *reply != NULL ? RELAY_RCPT_REFUSE : RELAY_RCPT_PASS;
+    }
+    log_debug("session=%s event=rcpt_lookup domain=%s", s->id, domain);
+    uv_timer_start(&r->timer, on_deadline, RCPT_DECISION_MS, 0);
+    s->action = "deciding a recipient's authentication";
+    return RELAY_RCPT_WAIT;
+}

@@ -1,0 +1,264 @@
+/*
+ * tls_peer_chain (tls_verify.c): the chain a client engine keeps after a
+ * real in-memory handshake, bounded in count and size, and DANE matched
+ * afterwards on those copies, as a transparent session does per recipient;
+ * tls_chain_valid_for_domain on them (a `policies` verify rule).
+ *
+ *   server-ecdsa (+ ca): CA-signed leaf for localhost, mx.test, 127.0.0.1
+ *   selfsigned:          self-signed leaf for mx.test
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <openssl/mem.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+
+#include "proxy/core/buf.h"
+#include "proxy/policy/tlsa.h"
+#include "proxy/tls/tls.h"
+#include "proxy/tls/tls_dane.h"
+
+#define TD "tests/unit/tls/testdata/"
+
+/* ---- fixtures ---- */
+
+static struct tls_ctx *server_ctx(const char *cert, const char *key)
+{
+    char *certs[1] = {(char *)cert}, *keys[1] = {(char *)key}, err[256] = "";
+    struct tls_options o = {
+        .certificates = certs, .ncertificates = 1, .keys = keys, .nkeys = 1, .min_version = 12};
+    struct tls_ctx *ctx = tls_ctx_server_new(&o, err, sizeof err);
+
+    if (ctx == NULL)
+        fail_msg("server ctx %s: %s", cert, err);
+    return ctx;
+}
+
+/* A client context with or without the test CA: DANE must not need it. */
+static struct tls_ctx *client_ctx(bool with_ca)
+{
+    char err[256] = "";
+    struct tls_options o = {.min_version = 12, .ca_file = with_ca ? TD "ca.pem" : NULL};
+    struct tls_ctx *ctx = tls_ctx_client_new(&o, err, sizeof err);
+
+    if (ctx == NULL)
+        fail_msg("client ctx: %s", err);
+    return ctx;
+}
+
+/* server-ecdsa followed by the CA, as a server that sends its chain. */
+static char chain_file[512];
+
+static void make_chain_file(void)
+{
+    const char *dir = getenv("TEST_TMPDIR");
+    char buf[8192];
+    const char *parts[] = {TD "server-ecdsa.pem", TD "ca.pem"};
+
+    snprintf(chain_file, sizeof chain_file, "%s/server-chain.pem", dir ? dir : "/tmp");
+    FILE *out = fopen(chain_file, "w");
+    assert_non_null(out);
+    for (size_t i = 0; i < 2; i++) {
+        FILE *in = fopen(parts[i], "r");
+        assert_non_null(in);
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+            assert_int_equal(fwrite(buf, 1, n, out), n);
+        fclose(in);
+    }
+    fclose(out);
+}
+
+/* One TLSA RDATA (SHA-256) for the certificate in file: of the whole
+ * certificate (sel 0) or its SPKI (sel 1). */
+static size_t record(uint8_t out[35], uint8_t usage, uint8_t sel, const char *file)
+{
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    uint8_t *der = NULL;
+    int n = sel == 0 ? i2d_X509(x, &der) : i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der);
+    assert_true(n > 0);
+    out[0] = usage, out[1] = sel, out[2] = 1;
+    SHA256(der, (size_t)n, out + 3);
+    OPENSSL_free(der);
+    X509_free(x);
+    return 35;
+}
+
+static uint8_t rd[2][35];
+static struct tlsa_set set;
+
+static void set_of(size_t n, const size_t *len)
+{
+    const uint8_t *p[2] = {rd[0], rd[1]};
+    assert_int_equal(tlsa_set_build(&set, p, len, n), TLSA_VERDICT_AUTHENTICATE);
+}
+
+static void xfer(struct tls *from, struct tls *to)
+{
+    struct buf *o = tls_out(from);
+    if (buf_len(o) == 0)
+        return;
+    assert_int_equal(tls_feed(to, buf_head(o), buf_len(o)), 0);
+    buf_consume(o, buf_len(o));
+}
+
+static void handshake(struct tls *c, struct tls *s, int *cst, int *sst)
+{
+    int cs = TLS_AGAIN, ss = TLS_AGAIN;
+    for (int i = 0; i < 10 && (cs == TLS_AGAIN || ss == TLS_AGAIN); i++) {
+        if (cs == TLS_AGAIN)
+            cs = tls_handshake(c);
+        xfer(c, s);
+        if (ss == TLS_AGAIN)
+            ss = tls_handshake(s);
+        xfer(s, c);
+    }
+    *cst = cs;
+    *sst = ss;
+}
+
+/* The DER of the certificate in file, into out (heap, caller frees). */
+static size_t file_der(const char *file, uint8_t **out)
+{
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    *out = NULL;
+    int n = i2d_X509(x, out);
+    assert_true(n > 0);
+    X509_free(x);
+    return (size_t)n;
+}
+
+/* An opportunistic handshake against server-ecdsa with its CA behind it;
+ * then the kept chain under max/max_bytes. */
+static int keep(size_t max, size_t max_bytes, uint8_t **block, const uint8_t **der, size_t *len)
+{
+    struct tls_ctx *sc = server_ctx(chain_file, TD "server-ecdsa.key"), *cc = client_ctx(false);
+    struct tls *s = tls_new_server(sc);
+    struct tls *c = tls_new_client(cc, "mx.test", false, "mx.test", true);
+    int cs, ss;
+
+    handshake(c, s, &cs, &ss);
+    assert_int_equal(cs, TLS_OK);
+    int n = tls_peer_chain(c, max, max_bytes, block, der, len);
+    tls_free(c);
+    tls_free(s);
+    tls_ctx_unref(cc);
+    tls_ctx_unref(sc);
+    return n; /* the copies outlive the engine */
+}
+
+static void test_chain_kept(void **state)
+{
+    uint8_t *block, *leaf, *ca;
+    const uint8_t *der[8];
+    size_t len[8];
+    size_t nleaf = file_der(TD "server-ecdsa.pem", &leaf), nca = file_der(TD "ca.pem", &ca);
+
+    make_chain_file();
+    assert_int_equal(keep(8, 65536, &block, der, len), 2);
+    assert_int_equal(len[0], nleaf);
+    assert_memory_equal(der[0], leaf, nleaf);
+    assert_int_equal(len[1], nca);
+    assert_memory_equal(der[1], ca, nca);
+    free(block);
+    /* Bounded by count: the leaf first. */
+    assert_int_equal(keep(1, 65536, &block, der, len), 1);
+    assert_memory_equal(der[0], leaf, nleaf);
+    free(block);
+    /* Bounded by size: whole certificates only, never a gap. */
+    assert_int_equal(keep(8, nleaf + nca - 1, &block, der, len), 1);
+    free(block);
+    assert_int_equal(keep(8, nleaf - 1, &block, der, len), 0);
+    assert_null(block);
+    OPENSSL_free(leaf);
+    OPENSSL_free(ca);
+}
+
+/* DANE after the handshake, on the copies: the record of the server's key
+ * matches, another certificate's does not. */
+static void test_dane_on_kept_chain(void **state)
+{
+    uint8_t *block;
+    const uint8_t *der[8];
+    size_t len[8] = {0};
+    const char *names[1] = {"mx.test"}, *why = NULL;
+    size_t l[1] = {35};
+
+    make_chain_file();
+    int n = keep(8, 65536, &block, der, len);
+    assert_int_equal(n, 2);
+    record(rd[0], 3, 1, TD "server-ecdsa.pem");
+    set_of(1, l);
+    assert_int_equal(tls_dane_verify(&set, der, len, (size_t)n, names, 1, 0, &why),
+                     TLS_DANE_MATCH_EE);
+    record(rd[0], 3, 1, TD "selfsigned.pem");
+    set_of(1, l);
+    assert_int_equal(tls_dane_verify(&set, der, len, (size_t)n, names, 1, 0, &why),
+                     TLS_DANE_NO_MATCH);
+    /* DANE-TA of the CA the server sent, with the MX host as the name. */
+    record(rd[0], 2, 0, TD "ca.pem");
+    set_of(1, l);
+    assert_int_equal(tls_dane_verify(&set, der, len, (size_t)n, names, 1, 0, &why),
+                     TLS_DANE_MATCH_TA);
+    free(block);
+}
+
+/* The kept chain against the CA for a recipient domain: the domain
+ * itself, or a name below it; never without the CA or another name. */
+static void test_valid_for_domain(void **state)
+{
+    uint8_t *block;
+    const uint8_t *der[8];
+    size_t len[8] = {0};
+
+    make_chain_file();
+    int n = keep(8, 65536, &block, der, len);
+    assert_int_equal(n, 2);
+    struct tls_ctx *with = client_ctx(true), *without = client_ctx(false);
+    assert_true(tls_chain_valid_for_domain(with, der, len, 2, "mx.test"));
+    assert_true(tls_chain_valid_for_domain(with, der, len, 2, "MX.Test."));
+    assert_true(tls_chain_valid_for_domain(with, der, len, 2, "test"));    /* dot-nexthop */
+    assert_true(tls_chain_valid_for_domain(with, der, len, 1, "mx.test")); /* CA from the store */
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, "x.mx.test"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, "other.test"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, "st"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 2, ""));
+    assert_false(tls_chain_valid_for_domain(without, der, len, 2, "mx.test"));
+    assert_false(tls_chain_valid_for_domain(with, der, len, 0, "mx.test"));
+    /* A chain that does not verify: the self-signed leaf. */
+    uint8_t *self;
+    size_t nself = file_der(TD "selfsigned.pem", &self);
+    const uint8_t *sder[1] = {self};
+    assert_false(tls_chain_valid_for_domain(with, sder, &nself, 1, "mx.test"));
+    OPENSSL_free(self);
+    tls_ctx_unref(with);
+    tls_ctx_unref(without);
+    free(block);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chain_kept),
+        cmocka_unit_test(test_dane_on_kept_chain),
+        cmocka_unit_test(test_valid_for_domain),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
