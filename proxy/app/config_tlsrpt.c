@@ -55,9 +55,11 @@ static bool org_ok(const char *s)
     return true;
 }
 
-/* Creates path (one level) when missing; 0 when it is then a directory this
- * process can write into, else -errno. */
-static int usable_dir(const char *path)
+/* Creates path (one level) when missing, owned by the user the proxy will
+ * run as; 0 when it is then a directory this process can write into, else
+ * -errno. (Started as root with user set, the check is root's: the
+ * directory's owner then decides.) */
+static int usable_dir(const struct config *c, const char *path)
 {
     struct stat st;
 
@@ -65,6 +67,8 @@ static int usable_dir(const char *path)
         if (errno != ENOENT)
             return -errno;
         if (mkdir(path, 0750) != 0)
+            return -errno;
+        if (c->drop_privileges && geteuid() == 0 && chown(path, c->uid, c->gid) != 0)
             return -errno;
         if (stat(path, &st) != 0)
             return -errno;
@@ -110,7 +114,7 @@ void cfg_load_tls_rpt(struct loader *ld, const config_setting_t *root)
     }
     if (cfg_get_string(ld, blk, "tls_rpt", "directory", &dir) > 0) {
         t->directory = cfg_resolve_path(ld, dir);
-        if (t->directory != NULL && (rc = usable_dir(t->directory)) < 0)
+        if (t->directory != NULL && (rc = usable_dir(ld->c, t->directory)) < 0)
             cfg_fail(ld, cfg_member(blk, "directory"),
                      "tls_rpt.directory: \"%s\" cannot be used for the day's results: %s "
                      "(it must be a directory this process can create and write)",
