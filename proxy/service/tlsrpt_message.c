@@ -136,8 +136,8 @@ int tlsrpt_mail_build(struct buf *out, const struct tlsrpt_mail *m)
 
     if ((rc = put(out, "From: <%s>\r\nTo: <%s>\r\nDate: %s\r\nMessage-ID: <%s>\r\n", m->from, m->to,
                   date, m->message_id)) != 0 ||
-        (rc = put(out, "Subject: Report Domain: %s Submitter: %s Report-ID: <%s>\r\n", m->domain,
-                  m->submitter, m->report_id)) != 0 ||
+        (rc = put(out, "Subject: Report Domain: %s\r\n Submitter: %s\r\n Report-ID: <%s>\r\n",
+                  m->domain, m->submitter, m->report_id)) != 0 ||
         (rc = put(out, "TLS-Report-Domain: %s\r\nTLS-Report-Submitter: %s\r\n", m->domain,
                   m->submitter)) != 0 ||
         (rc = put(out,
@@ -153,7 +153,7 @@ int tlsrpt_mail_build(struct buf *out, const struct tlsrpt_mail *m)
                   "Content-Type: text/plain; charset=us-ascii\r\n"
                   "Content-Transfer-Encoding: 7bit\r\n"
                   "\r\n"
-                  "This is an aggregate TLS report (RFC 8460) for %s, UTC day %s,\r\n"
+                  "This is an aggregate TLS report (RFC 8460)\r\nfor %s, UTC day %s,\r\n"
                   "from %s%s%s.\r\n"
                   "\r\n",
                   m->boundary, m->domain, day, org ? m->organization : m->submitter,

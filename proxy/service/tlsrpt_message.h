@@ -36,7 +36,8 @@ int tlsrpt_filename(char *out, size_t cap, const char *submitter, const char *do
 
 /*
  * The §5.3 message into out (appended), CRLF line ends: From, To, Date,
- * Message-ID, Subject "Report Domain: D Submitter: S Report-ID: <ID>",
+ * Message-ID, Subject "Report Domain: D Submitter: S Report-ID: <ID>"
+ * (folded before "Submitter" and "Report-ID", RFC 5322 §2.2.3),
  * TLS-Report-Domain, TLS-Report-Submitter, MIME-Version and Content-Type
  * multipart/report; report-type="tlsrpt"; a text/plain part, then the
  * report as application/tlsrpt+gzip in base64 with its file name. Every
