@@ -159,17 +159,30 @@ static int build(struct tlsrpt_send *j)
                               .report_id = j->report_id,
                               .day = j->day};
     struct tlsrpt_report_policy p[TLSRPT_POLICY_TYPES];
+    struct tlsrpt_policy_loaded *text = calloc(TLSRPT_POLICY_TYPES, sizeof(*text));
     size_t cap = JSON_START;
     char *json = NULL;
     long len;
 
+    if (text == NULL)
+        return -ENOMEM;
     memset(p, 0, sizeof(p));
-    for (size_t k = 0; k < j->nstats; k++)
+    for (size_t k = 0; k < j->nstats; k++) {
         p[k].stats = &j->stats[k];
+        /* The policy's text when the sessions gave it; else left out. */
+        if (tlsrpt_store_load_policy(j->dir, j->day, j->names[j->i], j->stats[k].type, &text[k]) ==
+            0) {
+            p[k].policy_string = text[k].strings;
+            p[k].n_strings = text[k].n_strings;
+            p[k].mx_host = text[k].mx;
+            p[k].n_mx = text[k].n_mx;
+        }
+    }
     for (;;) {
         char *nj = realloc(json, cap);
         if (nj == NULL) {
             free(json);
+            free(text);
             return -ENOMEM;
         }
         json = nj;
@@ -178,6 +191,7 @@ static int build(struct tlsrpt_send *j)
             break;
         if (cap >= JSON_MAX) {
             free(json);
+            free(text);
             return -ENOSPC;
         }
         cap *= 4;
@@ -187,6 +201,7 @@ static int build(struct tlsrpt_send *j)
     log_debug("tls_rpt=report domain=%s day=%s json_bytes=%ld gzip_bytes=%zu", j->names[j->i],
               j->day_text, len, buf_len(&j->gz));
     free(json);
+    free(text);
     return rc;
 }
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 
 struct entry {
     uint64_t success[TLSRPT_POLICY_TYPES], failure[TLSRPT_POLICY_TYPES];
+    uint64_t policy_hash[TLSRPT_POLICY_TYPES]; /* of the text last written, 0: none */
     bool seen[TLSRPT_POLICY_TYPES];
     char domain[TLSRPT_NAME_MAX + 1];
 };
@@ -357,13 +359,92 @@ static void dropped(struct tlsrpt_store *s, const char *domain, const char *why)
                  (unsigned long long)s->dropped, why);
 }
 
+/* The policy file's text: "s LINE" per policy-string, "m LINE" per mx. */
+static int policy_text(const struct tlsrpt_policy_text *p, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    if (p->n_strings > TLSRPT_POLICY_LINES || p->n_mx > TLSRPT_POLICY_LINES)
+        return -EINVAL;
+    for (int kind = 0; kind < 2; kind++) {
+        const char *const *v = kind == 0 ? p->strings : p->mx;
+        size_t count = kind == 0 ? p->n_strings : p->n_mx;
+        for (size_t i = 0; i < count; i++) {
+            size_t len = strnlen(v[i], TLSRPT_POLICY_LINE_MAX + 1);
+            if (len > TLSRPT_POLICY_LINE_MAX || n + len + 4 > cap)
+                return -EINVAL;
+            for (size_t k = 0; k < len; k++)
+                if ((unsigned char)v[i][k] < 0x20 || v[i][k] == 0x7f)
+                    return -EINVAL;
+            out[n++] = kind == 0 ? 's' : 'm';
+            out[n++] = ' ';
+            memcpy(out + n, v[i], len);
+            n += len;
+            out[n++] = '\n';
+        }
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+static int policy_path(char *out, size_t cap, const char *dir, int64_t day, const char *domain,
+                       enum tlsrpt_policy_type type, bool folder)
+{
+    char d[TLSRPT_DAY_TEXT];
+    int n;
+
+    if (!tlsrpt_day_text(day, d))
+        return -EINVAL;
+    if (folder)
+        n = snprintf(out, cap, "%s/%s/.policy", dir, d);
+    else
+        n = snprintf(out, cap, "%s/%s/.policy/%s.%s", dir, d, domain, tlsrpt_policy_type_str(type));
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* Writes text as the policy file: a temporary file renamed over it. */
+static int write_policy(const char *dir, int64_t day, const struct tlsrpt_attempt *a,
+                        const char *text, size_t len)
+{
+    char path[4096], tmp[4200];
+    int rc, fd;
+
+    if ((rc = policy_path(path, sizeof(path), dir, day, a->domain, a->type, true)) != 0)
+        return rc;
+    if (mkdir(path, 0750) != 0 && errno != EEXIST)
+        return -errno;
+    if ((rc = policy_path(path, sizeof(path), dir, day, a->domain, a->type, false)) != 0)
+        return rc;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0)
+        return -errno;
+    if (write(fd, text, len) != (ssize_t)len) {
+        rc = -EIO;
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
+    close(fd);
+    return rename(tmp, path) == 0 ? 0 : -errno;
+}
+
 int tlsrpt_record(struct tlsrpt_store *s, const struct tlsrpt_attempt *a)
 {
+    return tlsrpt_record_policy(s, a, NULL);
+}
+
+int tlsrpt_record_policy(struct tlsrpt_store *s, const struct tlsrpt_attempt *a,
+                         const struct tlsrpt_policy_text *p)
+{
+    char ptext[TLSRPT_POLICY_LINES * 2 * (TLSRPT_POLICY_LINE_MAX + 4)];
+    int plen = 0;
     char line[TLSRPT_LINE_MAX + 1], path[4096];
     int64_t day = tlsrpt_day(a->time);
     int len = tlsrpt_line_format(a, line, sizeof(line)), rc;
 
-    if (len < 0 || !domain_ok(a->domain))
+    if (len < 0 || !domain_ok(a->domain) || (unsigned)a->type >= TLSRPT_POLICY_TYPES)
+        return -EINVAL;
+    if (p != NULL && (plen = policy_text(p, ptext, sizeof(ptext))) < 0)
         return -EINVAL;
     pthread_mutex_lock(&s->mu);
     if (day > s->day) {
@@ -393,6 +474,18 @@ int tlsrpt_record(struct tlsrpt_store *s, const struct tlsrpt_attempt *a)
     }
     if (e != NULL)
         count(e, a);
+    if (p != NULL) {
+        /* Rarely changes: written when it does (0 is kept for "none"). */
+        uint64_t h = hash(ptext) | 1;
+        if (e == NULL || e->policy_hash[a->type] != h) {
+            int prc = write_policy(s->dir, day, a, ptext, (size_t)plen);
+            if (prc != 0)
+                log_warn("tls_rpt=store domain=%s error=\"cannot write the policy text: %s\"",
+                         a->domain, strerror(-prc));
+            else if (e != NULL)
+                e->policy_hash[a->type] = h;
+        }
+    }
 out:
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -512,4 +605,43 @@ int tlsrpt_store_load(const char *dir, int64_t day, const char *domain,
     if ((rc = day_path(path, sizeof(path), dir, day, domain)) != 0)
         return rc;
     return read_file(path, true, false, load_one, &l, skipped);
+}
+
+int tlsrpt_store_load_policy(const char *dir, int64_t day, const char *domain,
+                             enum tlsrpt_policy_type type, struct tlsrpt_policy_loaded *out)
+{
+    char path[4096];
+    int rc, fd;
+    ssize_t n;
+
+    memset(out, 0, offsetof(struct tlsrpt_policy_loaded, text));
+    out->text[0] = '\0';
+    if (!domain_ok(domain) || (unsigned)type >= TLSRPT_POLICY_TYPES)
+        return -EINVAL;
+    if ((rc = policy_path(path, sizeof(path), dir, day, domain, type, false)) != 0)
+        return rc;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return -errno;
+    n = read(fd, out->text, sizeof(out->text) - 1);
+    close(fd);
+    if (n < 0)
+        return -EIO;
+    out->text[n] = '\0';
+    for (char *p = out->text; *p != '\0';) {
+        char *lf = strchr(p, '\n');
+        if (lf == NULL || lf - p < 2 || p[1] != ' ' || (p[0] != 's' && p[0] != 'm'))
+            goto bad;
+        *lf = '\0';
+        if (p[0] == 's' && out->n_strings < TLSRPT_POLICY_LINES)
+            out->strings[out->n_strings++] = p + 2;
+        else if (p[0] == 'm' && out->n_mx < TLSRPT_POLICY_LINES)
+            out->mx[out->n_mx++] = p + 2;
+        else
+            goto bad;
+        p = lf + 1;
+    }
+    return 0;
+bad:
+    out->n_strings = out->n_mx = 0;
+    return -EINVAL;
 }

@@ -7,6 +7,8 @@
  * Layout under the configured directory (tls_rpt.directory):
  *     <dir>/<YYYY-MM-DD>/<policy-domain>        day-file lines (tlsrpt.h)
  *     <dir>/<YYYY-MM-DD>/.sent/<policy-domain>  what was delivered (tlsrpt_send.h)
+ *     <dir>/<YYYY-MM-DD>/.policy/<policy-domain>.<type>  the policy's text (§4.4
+ *                                 policy-string, mx-host), replaced whole by rename
  * A policy domain is a host name (letters, digits, '-', '.'), so it can
  * neither leave its folder nor collide with ".sent".
  *
@@ -73,6 +75,29 @@ const char *tlsrpt_store_dir(const struct tlsrpt_store *s);
  */
 int tlsrpt_record(struct tlsrpt_store *s, const struct tlsrpt_attempt *a);
 
+/* The text of the policy an attempt was made under (§4.4): policy-string
+ * (the MTA-STS policy's lines, or the TLSA records in presentation form)
+ * and, for STS, the mx patterns. Borrowed. At most TLSRPT_POLICY_LINES of
+ * each, TLSRPT_POLICY_LINE_MAX bytes, no control characters. */
+#define TLSRPT_POLICY_LINES 32
+#define TLSRPT_POLICY_LINE_MAX 512
+struct tlsrpt_policy_text {
+    const char *const *strings;
+    size_t n_strings;
+    const char *const *mx;
+    size_t n_mx;
+};
+
+/*
+ * tlsrpt_record(), plus the policy's text when p is not NULL: written to
+ * the day's .policy file of (domain, type) when it differs from what the
+ * store last wrote there (a new file renamed over the old, so a reader
+ * sees one whole version). A text out of bounds is -EINVAL, nothing
+ * recorded.
+ */
+int tlsrpt_record_policy(struct tlsrpt_store *s, const struct tlsrpt_attempt *a,
+                         const struct tlsrpt_policy_text *p);
+
 /* The current day's counts of (domain, type) into *success and *failure;
  * false when nothing is counted for them (both set to 0). */
 bool tlsrpt_store_counts(struct tlsrpt_store *s, const char *domain, enum tlsrpt_policy_type type,
@@ -104,5 +129,20 @@ int tlsrpt_store_walk(const char *dir, int64_t day, bool (*cb)(const char *domai
 #define TLSRPT_POLICY_TYPES 3
 int tlsrpt_store_load(const char *dir, int64_t day, const char *domain,
                       struct tlsrpt_stats out[TLSRPT_POLICY_TYPES], size_t *n, uint64_t *skipped);
+
+/* A policy's text read back: the lines point into text. */
+struct tlsrpt_policy_loaded {
+    const char *strings[TLSRPT_POLICY_LINES];
+    size_t n_strings;
+    const char *mx[TLSRPT_POLICY_LINES];
+    size_t n_mx;
+    char text[TLSRPT_POLICY_LINES * 2 * (TLSRPT_POLICY_LINE_MAX + 4)];
+};
+
+/* Reads the .policy file of (domain, type) of day into *out: 0, -ENOENT
+ * when there is none, another negative errno, or -EINVAL for a file out of
+ * form (then *out is empty). */
+int tlsrpt_store_load_policy(const char *dir, int64_t day, const char *domain,
+                             enum tlsrpt_policy_type type, struct tlsrpt_policy_loaded *out);
 
 #endif

@@ -198,6 +198,11 @@ class TlsRptTest(unittest.TestCase):
         for p in rep["policies"]:
             self.assertLessEqual(set(p), {"policy", "summary", "failure-details"})
             pol = p["policy"]
+            self.assertLessEqual(set(pol), {"policy-type", "policy-string", "policy-domain",
+                                            "mx-host"})
+            for k in ("policy-string", "mx-host"):
+                if k in pol:
+                    self.assertTrue(all(isinstance(x, str) for x in pol[k]))
             self.assertIn(pol["policy-type"], POLICY_TYPES)
             self.assertEqual(pol["policy-domain"], domain)
             s = p["summary"]
@@ -250,8 +255,11 @@ class TlsRptTest(unittest.TestCase):
     # --- cases ------------------------------------------------------------
 
     def test_reports_by_https_and_mail_once(self):
-        lines = [line(10 + i, "sts", "example.net", "success", mx="mx.example.net",
-                      rip="203.0.113.5") for i in range(3)]
+        lines = ["policy s version: STSv1\n", "policy s mode: enforce\n",
+                 "policy s mx: mx.example.net\n", "policy s max_age: 86400\n",
+                 "policy m mx.example.net\n", "policy m *.mx.example.net\n"]
+        lines += [line(10 + i, "sts", "example.net", "success", mx="mx.example.net",
+                       rip="203.0.113.5") for i in range(3)]
         lines += [line(100 + i, "sts", "example.net", "certificate-expired",
                        mx="mx.example.net", rip="203.0.113.5") for i in range(2)]
         lines += [line(200, "sts", "example.net", "starttls-not-supported", sip="2001:db8::1",
@@ -276,9 +284,14 @@ class TlsRptTest(unittest.TestCase):
         self.assertEqual(path, "/tlsrpt")
         self.assertEqual(headers["Content-Type"], "application/tlsrpt+gzip")
         self.assertEqual(headers["Host"], "reports.example.net:%d" % self.https.server_address[1])
-        _, pols = self.check_report(body, "example.net")
+        rep, pols = self.check_report(body, "example.net")
         self.assertEqual(pols, {"sts": (3, 3, [("certificate-expired", 2),
                                                ("starttls-not-supported", 1)])})
+        # The policy as the sessions gave it (§4.4 policy-string, mx-host).
+        pol = rep["policies"][0]["policy"]
+        self.assertEqual(pol["policy-string"], ["version: STSv1", "mode: enforce",
+                                                "mx: mx.example.net", "max_age: 86400"])
+        self.assertEqual(pol["mx-host"], ["mx.example.net", "*.mx.example.net"])
 
         # mailto: one mail through the submit server (§5.3).
         self.assertTrue(harness.wait_until(lambda: len(self.smtp.messages) > self.mails0, 10))

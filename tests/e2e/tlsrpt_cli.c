@@ -5,7 +5,9 @@
  * (the daemon's own schedule waits for the day to end).
  *
  *   tlsrpt_cli record DIR            day-file lines ("tlsrpt1 ...") on stdin,
- *                                    each recorded through tlsrpt_record()
+ *                                    each recorded through tlsrpt_record();
+ *                                    lines "policy s TEXT" / "policy m TEXT"
+ *                                    before one give its policy-string / mx
  *   tlsrpt_cli send --dir DIR --day YYYY-MM-DD --contact ADDR [--org NAME]
  *                   [--submit IP:PORT] [--ca FILE] --dns IP:PORT
  *                   [--trust-anchor FILE] [--timeout-ms N]
@@ -57,12 +59,29 @@ static int record(const char *dir)
     char err[256], line[TLSRPT_LINE_MAX + 2];
     struct tlsrpt_store *s = tlsrpt_store_open(dir, 0, (int64_t)time(NULL), err, sizeof(err));
     unsigned ok = 0, refused = 0;
+    static char text[2][TLSRPT_POLICY_LINES][TLSRPT_POLICY_LINE_MAX + 1];
+    const char *strings[TLSRPT_POLICY_LINES], *mx[TLSRPT_POLICY_LINES];
+    struct tlsrpt_policy_text pol = {.strings = strings, .mx = mx};
+    bool have_policy = false;
 
     if (s == NULL) {
         fprintf(stderr, "tlsrpt_cli: %s\n", err);
         return 2;
     }
     while (fgets(line, sizeof(line), stdin) != NULL) {
+        if (strncmp(line, "policy ", 7) == 0 && (line[7] == 's' || line[7] == 'm') &&
+            line[8] == ' ') {
+            size_t *n = line[7] == 's' ? &pol.n_strings : &pol.n_mx;
+            const char **v = line[7] == 's' ? strings : mx;
+            if (*n < TLSRPT_POLICY_LINES) {
+                char *t = text[line[7] == 's'][*n];
+                snprintf(t, TLSRPT_POLICY_LINE_MAX + 1, "%s", line + 9);
+                t[strcspn(t, "\n")] = '\0';
+                v[(*n)++] = t;
+                have_policy = true;
+            }
+            continue;
+        }
         struct tlsrpt_attempt a;
         size_t used;
         const char *why;
@@ -71,10 +90,12 @@ static int record(const char *dir)
             refused++;
             continue;
         }
-        if (tlsrpt_record(s, &a) == 0)
+        if (tlsrpt_record_policy(s, &a, have_policy ? &pol : NULL) == 0)
             ok++;
         else
             refused++;
+        have_policy = false;
+        pol.n_strings = pol.n_mx = 0;
     }
     tlsrpt_store_close(s);
     printf("recorded=%u refused=%u\n", ok, refused);

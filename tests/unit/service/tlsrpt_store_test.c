@@ -326,6 +326,66 @@ static void test_refused(void **state)
     assert_non_null(strstr(err, "cannot create"));
 }
 
+/* The policy's text: written when it changes (a whole new file each time),
+ * read back line by line; a text out of bounds records nothing. */
+static void test_policy_text(void **state)
+{
+    struct tlsrpt_store *s;
+    struct tlsrpt_attempt a = attempt("example.net", NOON, true, 0);
+    const char *lines[] = {"version: STSv1", "mode: enforce", "mx: *.example.net"};
+    const char *mx[] = {"*.example.net"};
+    struct tlsrpt_policy_text p = {.strings = lines, .n_strings = 3, .mx = mx, .n_mx = 1};
+    struct tlsrpt_policy_loaded *got = calloc(1, sizeof(*got));
+    char path[1024], d[TLSRPT_DAY_TEXT];
+    struct stat st1, st2, st3;
+
+    (void)state;
+    s = open_store(0, NOON);
+    assert_int_equal(tlsrpt_store_load_policy(dir, DAY, "example.net", TLSRPT_POLICY_STS, got),
+                     -ENOENT);
+    assert_int_equal(tlsrpt_record_policy(s, &a, &p), 0);
+    tlsrpt_day_text(DAY, d);
+    snprintf(path, sizeof(path), "%s/%s/.policy/example.net.sts", dir, d);
+    assert_int_equal(stat(path, &st1), 0);
+    /* The same text again: the file stays as it is. */
+    assert_int_equal(tlsrpt_record_policy(s, &a, &p), 0);
+    assert_int_equal(stat(path, &st2), 0);
+    assert_int_equal(st1.st_ino, st2.st_ino);
+    assert_int_equal(tlsrpt_store_load_policy(dir, DAY, "example.net", TLSRPT_POLICY_STS, got), 0);
+    assert_int_equal(got->n_strings, 3);
+    assert_string_equal(got->strings[2], "mx: *.example.net");
+    assert_int_equal(got->n_mx, 1);
+    assert_string_equal(got->mx[0], "*.example.net");
+    /* A new text replaces the old one whole. */
+    p.n_strings = 1;
+    p.n_mx = 0;
+    assert_int_equal(tlsrpt_record_policy(s, &a, &p), 0);
+    assert_int_equal(stat(path, &st3), 0);
+    assert_true(st3.st_ino != st1.st_ino);
+    assert_int_equal(tlsrpt_store_load_policy(dir, DAY, "example.net", TLSRPT_POLICY_STS, got), 0);
+    assert_int_equal(got->n_strings, 1);
+    assert_int_equal(got->n_mx, 0);
+    /* Not for another type; and never listed as a domain. */
+    assert_int_equal(tlsrpt_store_load_policy(dir, DAY, "example.net", TLSRPT_POLICY_TLSA, got),
+                     -ENOENT);
+    char seen[256] = "";
+    assert_int_equal(tlsrpt_store_walk(dir, DAY, collect, seen), 1);
+    assert_string_equal(seen, "example.net;");
+    /* A line that would forge another: refused, nothing recorded. */
+    const char *bad[] = {"mode: enforce\nm evil.example"};
+    struct tlsrpt_policy_text pb = {.strings = bad, .n_strings = 1};
+    uint64_t ok, fail;
+    assert_true(tlsrpt_store_counts(s, "example.net", TLSRPT_POLICY_STS, &ok, &fail));
+    assert_int_equal(ok, 3);
+    assert_int_equal(tlsrpt_record_policy(s, &a, &pb), -EINVAL);
+    assert_true(tlsrpt_store_counts(s, "example.net", TLSRPT_POLICY_STS, &ok, &fail));
+    assert_int_equal(ok, 3);
+    pb.n_strings = TLSRPT_POLICY_LINES + 1;
+    assert_int_equal(tlsrpt_record_policy(s, &a, &pb), -EINVAL);
+    tlsrpt_store_close(s);
+    free(got);
+}
+
 #define THREADS 4
 #define PER_THREAD 500
 
@@ -389,6 +449,7 @@ int main(void)
         cmocka_unit_test_setup(test_bounded_domains, setup),
         cmocka_unit_test_setup(test_day_rollover, setup),
         cmocka_unit_test_setup(test_refused, setup),
+        cmocka_unit_test_setup(test_policy_text, setup),
         cmocka_unit_test_setup(test_threads, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
