@@ -349,5 +349,59 @@ class TlsRptTest(unittest.TestCase):
         self.assertEqual(self.https.posts, [])
 
 
+class TlsRptConfigTest(unittest.TestCase):
+    """The tls_rpt block as the daemon reads it (DESIGN.md): -t, and a start."""
+
+    def conf(self, d, directory, extra=""):
+        path = os.path.join(d, "p.conf")
+        with open(path, "w") as f:
+            f.write('outbound = ( { name = "relay"; listen = "127.0.0.1:%d";\n'
+                    '  destination = "192.0.2.25:25"; tls_rpt = true; } );\n'
+                    'resolver = { servers = [ "127.0.0.1:53" ]; dnssec = "off"; };\n'
+                    'tls_rpt = { contact = "%s";\n'
+                    '  directory = "%s"; %s};\n' % (harness.free_port(), CONTACT, directory,
+                                                     extra))
+        return path
+
+    def test_directory_checked_and_made(self):
+        d = harness.new_tmpdir("tls-rpt-conf")
+        blocker = os.path.join(d, "file")
+        with open(blocker, "w"):
+            pass
+        r = subprocess.run([harness.proxy_binary(), "-t", "-c", self.conf(d, blocker + "/sub")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr.decode(), r"p\.conf:5: tls_rpt\.directory: .*cannot be used "
+                                            r"for the day's results: Not a directory")
+        r = subprocess.run([harness.proxy_binary(), "-t", "-c",
+                            self.conf(d, "rpt", 'submit = "127.0.0.1:2525"; ')],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.isdir(os.path.join(d, "rpt")))  # relative to the file
+
+    def test_daemon_starts_reporter_and_stops(self):
+        d = harness.new_tmpdir("tls-rpt-run")
+        log = open(os.path.join(d, "log"), "wb")
+        p = subprocess.Popen([harness.proxy_binary(), "-c", self.conf(d, "rpt")],
+                             stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def logged():
+                with open(os.path.join(d, "log"), "rb") as f:
+                    return b"event=started" in f.read()
+            self.assertTrue(harness.wait_until(logged, 20))
+            p.send_signal(15)
+            self.assertEqual(p.wait(30), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+        with open(os.path.join(d, "log")) as f:
+            text = f.read()
+        self.assertRegex(text, r"tls_rpt=reporter dir=%s delay_s=\d+ " % re.escape(
+            os.path.join(d, "rpt")))
+        self.assertIn("event=stopped", text)
+
+
 if __name__ == "__main__":
     unittest.main()
