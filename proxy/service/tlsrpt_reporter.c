@@ -16,6 +16,7 @@
 #include "proxy/obs/log.h"
 #include "proxy/policy/tlsrpt.h"
 #include "proxy/service/tlsrpt_send.h"
+#include "proxy/service/tlsrpt_store.h"
 #include "proxy/tls/tls.h"
 
 #define RETRY_FIRST_S (30 * 60)
@@ -39,6 +40,7 @@ struct tlsrpt_reporter {
     int64_t job_day;
     bool stopping;
     unsigned delay_s;
+    int64_t pruned; /* the day of the last prune */
     /* The settings, owned copies. */
     char *directory, *organization, *contact, *ca_file, *trust_anchor;
     struct sockaddr_storage submit;
@@ -101,6 +103,13 @@ static void tick(struct tlsrpt_reporter *r)
 
     if (r->job != NULL || r->stopping)
         return;
+    /* Days past retrying are kept a while for whoever wants to look. */
+    if (r->pruned != today) {
+        r->pruned = today;
+        int n = tlsrpt_store_prune(r->directory, today - TLSRPT_REPORTER_KEEP_DAYS);
+        if (n > 0)
+            log_info("tls_rpt=reporter pruned_days=%d", n);
+    }
     for (int64_t day = today - 1; day >= today - TLSRPT_REPORTER_DAYS; day--) {
         struct day_state *d = state_of(r, day);
         if (d->done || now < (day + 1) * 86400 + (int64_t)r->delay_s || d->next_try > now)

@@ -7,7 +7,8 @@
  * for the previous day; a day with failures is tried again with a growing
  * pause (30 minutes, doubling, at most 6 hours), and days older than
  * TLSRPT_REPORTER_DAYS are given up (RFC 8460 §5.5 leaves the retry policy
- * to the sender).
+ * to the sender). Once a day, folders older than TLSRPT_REPORTER_KEEP_DAYS
+ * are removed.
  */
 #ifndef SMTP_TLS_PROXY_TLSRPT_REPORTER_H
 #define SMTP_TLS_PROXY_TLSRPT_REPORTER_H
@@ -19,6 +20,8 @@
 #include "proxy/net/resolver_options.h"
 
 #define TLSRPT_REPORTER_DAYS 3
+/* Day folders older than this many days are removed (tlsrpt_store_prune). */
+#define TLSRPT_REPORTER_KEEP_DAYS 14
 
 struct tlsrpt_reporter_options {
     const char *directory, *organization, *contact;

@@ -645,3 +645,78 @@ bad:
     out->n_strings = out->n_mx = 0;
     return -EINVAL;
 }
+
+/* The day of a folder name in exactly the form "YYYY-MM-DD", or false. */
+static bool day_of_name(const char *name, int64_t *day)
+{
+    struct tm tm;
+    char back[TLSRPT_DAY_TEXT];
+
+    memset(&tm, 0, sizeof(tm));
+    if (strlen(name) != 10)
+        return false;
+    const char *end = strptime(name, "%Y-%m-%d", &tm);
+    if (end == NULL || *end != '\0')
+        return false;
+    *day = tlsrpt_day((int64_t)timegm(&tm));
+    return tlsrpt_day_text(*day, back) && strcmp(back, name) == 0;
+}
+
+/* Empties and removes path when it holds only names ok() accepts: domain
+ * files, and in .sent and .policy "<domain>" and "<domain>.<type>[.tmp]". */
+static int prune_folder(const char *path, bool (*ok)(const char *))
+{
+    char p[4096];
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int rc = 0;
+
+    if (d == NULL)
+        return errno == ENOENT ? 0 : -errno;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (!ok(de->d_name) ||
+            snprintf(p, sizeof(p), "%s/%s", path, de->d_name) >= (int)sizeof(p)) {
+            rc = -ENOTEMPTY;
+            continue;
+        }
+        if (unlink(p) != 0)
+            rc = -errno;
+    }
+    closedir(d);
+    if (rc == 0 && rmdir(path) != 0)
+        rc = -errno;
+    return rc;
+}
+
+int tlsrpt_store_prune(const char *dir, int64_t before_day)
+{
+    char path[4096], sub[4200];
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int64_t day;
+    int n = 0;
+
+    if (d == NULL)
+        return -errno;
+    while ((de = readdir(d)) != NULL) {
+        if (!day_of_name(de->d_name, &day) || day >= before_day)
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+            continue;
+        bool ok = true;
+        for (int i = 0; i < 2; i++) {
+            snprintf(sub, sizeof(sub), "%s/%s", path, i == 0 ? ".sent" : ".policy");
+            if (prune_folder(sub, domain_ok) != 0)
+                ok = false;
+        }
+        if (ok && prune_folder(path, domain_ok) == 0)
+            n++;
+        else
+            log_warn("tls_rpt=store dir=%s msg=\"an old day folder holds something else: kept\"",
+                     path);
+    }
+    closedir(d);
+    return n;
+}

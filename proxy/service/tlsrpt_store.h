@@ -130,6 +130,15 @@ int tlsrpt_store_walk(const char *dir, int64_t day, bool (*cb)(const char *domai
 int tlsrpt_store_load(const char *dir, int64_t day, const char *domain,
                       struct tlsrpt_stats out[TLSRPT_POLICY_TYPES], size_t *n, uint64_t *skipped);
 
+/*
+ * Removes the folders of days before before_day (names "YYYY-MM-DD" only;
+ * within them only files a store or reporter writes: domain files and the
+ * .sent and .policy folders). Returns how many day folders went, or a
+ * negative errno for dir itself. Anything else found stays, and so does
+ * its folder.
+ */
+int tlsrpt_store_prune(const char *dir, int64_t before_day);
+
 /* A policy's text read back: the lines point into text. */
 struct tlsrpt_policy_loaded {
     const char *strings[TLSRPT_POLICY_LINES];

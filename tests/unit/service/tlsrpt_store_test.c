@@ -386,6 +386,62 @@ static void test_policy_text(void **state)
     free(got);
 }
 
+/* Creates the empty file <dir>/rel. */
+static void touch(const char *rel)
+{
+    char p[1024];
+    snprintf(p, sizeof(p), "%s/%s", dir, rel);
+    int fd = open(p, O_WRONLY | O_CREAT, 0640);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static bool exists(const char *name)
+{
+    char p[1024];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+/* Old day folders go, with what a store and reporter put there; a folder
+ * holding anything else, a recent day and names not of days stay. */
+static void test_prune(void **state)
+{
+    char err[256];
+    struct tlsrpt_store *s;
+
+    (void)state;
+    s = open_store(0, NOON);
+    struct tlsrpt_attempt a = attempt("example.net", NOON - 20 * 86400, true, 0);
+    const char *l[] = {"mode: testing"};
+    struct tlsrpt_policy_text p = {.strings = l, .n_strings = 1};
+    assert_int_equal(tlsrpt_record_policy(s, &a, &p), 0);
+    a.time = NOON - 19 * 86400;
+    assert_int_equal(tlsrpt_record(s, &a), 0);
+    a.time = NOON - 2 * 86400;
+    assert_int_equal(tlsrpt_record(s, &a), 0);
+    tlsrpt_store_close(s);
+    char sent[600];
+    snprintf(sent, sizeof(sent), "%s/2026-11-11/.sent", dir);
+    assert_int_equal(mkdir(sent, 0750), 0);
+    touch("2026-11-11/.sent/example.net");
+    touch("2026-11-12/README");
+    snprintf(sent, sizeof(sent), "%s/2025-13-40", dir);
+    assert_int_equal(mkdir(sent, 0750), 0);
+    snprintf(sent, sizeof(sent), "%s/2026-1-1", dir);
+    assert_int_equal(mkdir(sent, 0750), 0);
+
+    assert_int_equal(tlsrpt_store_prune(dir, DAY - 14), 1);
+    assert_false(exists("2026-11-11"));
+    assert_true(exists("2026-11-12/README")); /* not ours: kept */
+    assert_false(exists("2026-11-12/example.net")); /* ours: gone */
+    assert_true(exists("2026-11-29/example.net"));
+    assert_true(exists("2025-13-40"));
+    assert_true(exists("2026-1-1"));
+    assert_int_equal(tlsrpt_store_prune("/nonexistent/x", DAY), -ENOENT);
+    (void)err;
+}
+
 #define THREADS 4
 #define PER_THREAD 500
 
@@ -450,6 +506,7 @@ int main(void)
         cmocka_unit_test_setup(test_day_rollover, setup),
         cmocka_unit_test_setup(test_refused, setup),
         cmocka_unit_test_setup(test_policy_text, setup),
+        cmocka_unit_test_setup(test_prune, setup),
         cmocka_unit_test_setup(test_threads, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
