@@ -546,9 +546,9 @@ static void load_root(struct loader *ld, const config_setting_t *root)
         load_inbound(ld, config_setting_get_elem(in, (unsigned)i), i);
     for (size_t i = 0; i < c->noutbound; i++)
         load_outbound(ld, config_setting_get_elem(out, (unsigned)i), i);
+    cfg_load_tls_rpt(ld, root); /* before the resolver: its lookups need a trust anchor */
     cfg_load_resolver(ld, root);
     check_dane(ld, out);
-    cfg_load_tls_rpt(ld, root);
     cfg_check_tls_rpt(ld, out);
 
     /* A proxy with nothing to listen on would start and do nothing, which is

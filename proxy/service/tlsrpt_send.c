@@ -283,7 +283,7 @@ static int post(struct tlsrpt_send *j, const char *uri)
     if (!split_https(uri, host, sizeof(host), &port, path, sizeof(path)))
         return UV_EINVAL;
     lim.connect_ms = lim.handshake_ms = lim.total_ms = j->timeout_ms;
-    lim.body_max = 16 * 1024; /* the answer is not needed */
+    lim.body_max = HTTPS_GET_BODY_MAX; /* the answer is not needed, but must fit */
     j->g.data = j;
     return https_post_start(&j->g, j->loop, j->resolver, j->tls, host, port, path, NULL, &lim,
                             &body, on_post);

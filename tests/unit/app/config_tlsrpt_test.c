@@ -162,12 +162,35 @@ static void test_errors(void **state)
                "cannot be used for the day's results: No such file or directory");
 }
 
+/* The reports look _smtp._tls TXT up: with DNSSEC validation the default
+ * trust anchor must then be readable, and when it is not the error names
+ * the tls_rpt block's line (the destination here needs no lookup). */
+static void test_trust_anchor_needed(void **state)
+{
+    char dir[600];
+
+    snprintf(dir, sizeof dir, "%s/rpt-ta", tmp);
+    const char *conf = text(OUT("") "tls_rpt = {\n"
+                                    "  contact = \"a@example.org\"; directory = \"%s\"; };\n",
+                            dir);
+    if (access(RESOLVER_DEFAULT_TRUST_ANCHOR, R_OK) == 0)
+        config_free(load_ok(conf));
+    else
+        expect_err(conf, "t.conf:4: resolver.trust_anchor: cannot read the default");
+    /* Without validation no anchor is needed. */
+    config_free(
+        load_ok(text(OUT("") "resolver = { dnssec = \"off\"; };\n"
+                             "tls_rpt = { contact = \"a@example.org\"; directory = \"%s\"; };\n",
+                     dir)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_absent),
         cmocka_unit_test(test_values_and_defaults),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_trust_anchor_needed),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
