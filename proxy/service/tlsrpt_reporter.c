@@ -228,7 +228,8 @@ struct tlsrpt_reporter *tlsrpt_reporter_start(const struct tlsrpt_reporter_optio
     r->stop.data = r;
     uv_timer_init(&r->loop, &r->timer);
     r->timer.data = r;
-    uv_timer_start(&r->timer, on_timer, 10 * 1000, (uint64_t)r->interval_s * 1000);
+    uv_timer_start(&r->timer, on_timer, o->first_ms ? o->first_ms : 10 * 1000,
+                   (uint64_t)r->interval_s * 1000);
     if (pthread_create(&r->th, NULL, run, r) != 0) {
         snprintf(err, errlen, "cannot start the reporter thread");
         close_all(r);

@@ -30,6 +30,7 @@ struct tlsrpt_reporter_options {
     const char *ca_file;                     /* for https: destinations; NULL: none trusted */
     unsigned interval_s;                     /* how often to look; 0: 300 */
     unsigned max_delay_s;                    /* 0: 3600 */
+    unsigned first_ms;                       /* first look after start; 0: 10 s */
 };
 
 struct tlsrpt_reporter;
