@@ -7,11 +7,10 @@
  *                 directory = "/var/lib/smtp-tls-proxy/tls-rpt"; submit = "127.0.0.1:25"; };
  *
  * contact (required) is the report's contact-info and the sender of mailed
- * reports; its domain is the report's submitter. directory (required) is
- * created when missing and must be writable: the results are appended
- * there by every worker. submit (default 127.0.0.1:25) is the SMTP server
- * that mailto: reports are handed to. organization defaults to the
- * contact's domain.
+ * reports; its domain is the report's submitter. directory (required) must
+ * be writable, or be missing from a writable directory (the runtime makes
+ * it): the results are appended there by every worker. submit (default 127.0.0.1:25) is the SMTP
+ * server that mailto: reports are handed to. organization defaults to the contact's domain.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -55,23 +54,25 @@ static bool org_ok(const char *s)
     return true;
 }
 
-/* Creates path (one level) when missing, owned by the user the proxy will
- * run as; 0 when it is then a directory this process can write into, else
- * -errno. (Started as root with user set, the check is root's: the
- * directory's owner then decides.) */
-static int usable_dir(const struct config *c, const char *path)
+/* 0 when path is a directory this process can write into, or is missing
+ * from one it can (the runtime makes it: loading a configuration changes
+ * nothing on disk), else -errno. (Started as root with user set, the check
+ * is root's: the directory's owner then decides.) */
+static int usable_dir(const char *path)
 {
     struct stat st;
+    char parent[4096];
 
     if (stat(path, &st) != 0) {
         if (errno != ENOENT)
             return -errno;
-        if (mkdir(path, 0750) != 0)
+        const char *slash = strrchr(path, '/');
+        if (slash == NULL || (size_t)(slash - path) >= sizeof(parent))
+            return -ENOENT;
+        snprintf(parent, sizeof(parent), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+        if (stat(parent, &st) != 0)
             return -errno;
-        if (c->drop_privileges && geteuid() == 0 && chown(path, c->uid, c->gid) != 0)
-            return -errno;
-        if (stat(path, &st) != 0)
-            return -errno;
+        path = parent;
     }
     if (!S_ISDIR(st.st_mode))
         return -ENOTDIR;
@@ -114,7 +115,7 @@ void cfg_load_tls_rpt(struct loader *ld, const config_setting_t *root)
     }
     if (cfg_get_string(ld, blk, "tls_rpt", "directory", &dir) > 0) {
         t->directory = cfg_resolve_path(ld, dir);
-        if (t->directory != NULL && (rc = usable_dir(ld->c, t->directory)) < 0)
+        if (t->directory != NULL && (rc = usable_dir(t->directory)) < 0)
             cfg_fail(ld, cfg_member(blk, "directory"),
                      "tls_rpt.directory: \"%s\" cannot be used for the day's results: %s "
                      "(it must be a directory this process can create and write)",

@@ -3,11 +3,14 @@
  */
 #include "proxy/app/runtime.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "proxy/obs/log.h"
 #include "proxy/obs/metrics.h"
@@ -102,6 +105,12 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
     atomic_init(&rt->refs, 1);
     if (cfg->tls_rpt.enabled) {
         char why[512];
+        /* Made here rather than by the loader; given to the user the proxy
+         * will run as, when it is started as root to drop privileges. */
+        if (mkdir(cfg->tls_rpt.directory, 0750) == 0 && cfg->drop_privileges && geteuid() == 0 &&
+            chown(cfg->tls_rpt.directory, cfg->uid, cfg->gid) != 0)
+            log_warn("tls_rpt=store dir=%s error=\"cannot give it to user %s: %s\"",
+                     cfg->tls_rpt.directory, cfg->user, strerror(errno));
         rt->tls_rpt =
             tlsrpt_store_open(cfg->tls_rpt.directory, 0, (int64_t)time(NULL), why, sizeof(why));
         if (rt->tls_rpt == NULL) {
