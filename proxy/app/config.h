@@ -32,6 +32,17 @@ struct config_outbound {
     struct addr listen;
     struct tls_options tls;
     struct session_outbound_opts opts;
+    bool tls_rpt; /* record this listener's results (needs the tls_rpt block) */
+    int line;
+};
+
+/* The tls_rpt block (RFC 8460 reports); enabled when present. */
+struct config_tls_rpt {
+    bool enabled;
+    char *organization;
+    char *contact;
+    char *directory; /* absolute */
+    struct addr submit;
     int line;
 };
 
@@ -51,6 +62,7 @@ struct config {
     gid_t gid;
     struct tls_options tls;        /* global defaults */
     struct resolver_options resolver; /* the resolver block */
+    struct config_tls_rpt tls_rpt;
     struct config_inbound *inbound;
     size_t ninbound;
     struct config_outbound *outbound;

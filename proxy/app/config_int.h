@@ -180,4 +180,13 @@ void cfg_load_resolver(struct loader *ld, const config_setting_t *root);
 /* Frees what r owns. */
 void cfg_resolver_clear(struct resolver_options *r);
 
+/* ---- config_tlsrpt.c ---------------------------------------------------- */
+
+/* The tls_rpt block of root into ld->c->tls_rpt (its directory made if
+ * missing and checked writable); cfg_check_tls_rpt then reports outbound
+ * tls_rpt = true without the block. */
+void cfg_load_tls_rpt(struct loader *ld, const config_setting_t *root);
+void cfg_check_tls_rpt(struct loader *ld, const config_setting_t *out);
+void cfg_tls_rpt_clear(struct config_tls_rpt *t);
+
 #endif

@@ -84,9 +84,12 @@ static void load_servers(struct loader *ld, const config_setting_t *blk, struct 
 }
 
 /* The line of the first listener of c that looks names up (a fixed
- * destination that is a name other than localhost), or 0. */
+ * destination that is a name other than localhost), or of the tls_rpt
+ * block (_smtp._tls TXT lookups), or 0. */
 static int resolver_user_line(const struct config *c)
 {
+    if (c->tls_rpt.enabled)
+        return c->tls_rpt.line > 0 ? c->tls_rpt.line : 1;
     for (size_t i = 0; i < c->noutbound; i++) {
         const struct session_outbound_opts *o = &c->outbound[i].opts;
 

@@ -199,6 +199,7 @@ static void on_hup(uv_signal_t *h, int sig)
         metrics_server_stop();
     runtime_unref(current);
     current = rt;
+    runtime_services(current);
     log_info("event=reloaded");
 }
 
@@ -367,6 +368,7 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     workers_run();
+    runtime_services(rt);
     for (size_t i = 0; i < rt->cfg->ninbound; i++)
         log_info("event=listening listener=%s dir=in listen=%s:%u backend=%s:%u tls_mode=%s",
                  rt->cfg->inbound[i].name, rt->cfg->inbound[i].listen.host,
@@ -381,6 +383,7 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
 
     workers_join();
+    runtime_services_stop();
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);

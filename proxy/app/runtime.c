@@ -3,14 +3,19 @@
  */
 #include "proxy/app/runtime.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "proxy/obs/log.h"
 #include "proxy/obs/metrics.h"
 #include "proxy/policy/rules.h"
+#include "proxy/service/tlsrpt_reporter.h"
 
 /* Listener-wide state that outlives reloads: the count of open sessions
  * (max_connections spans workers and configurations). Created when a name
@@ -63,6 +68,7 @@ static void runtime_free(struct runtime *rt)
     for (size_t i = 0; i < rt->nprofiles; i++)
         tls_ctx_unref(rt->profiles[i].p.tls);
     free(rt->profiles);
+    tlsrpt_store_close(rt->tls_rpt);
     config_free(rt->cfg);
     free(rt);
 }
@@ -97,6 +103,21 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     atomic_init(&rt->refs, 1);
+    if (cfg->tls_rpt.enabled) {
+        char why[512];
+        /* Made here rather than by the loader; given to the user the proxy
+         * will run as, when it is started as root to drop privileges. */
+        if (mkdir(cfg->tls_rpt.directory, 0750) == 0 && cfg->drop_privileges && geteuid() == 0 &&
+            chown(cfg->tls_rpt.directory, cfg->uid, cfg->gid) != 0)
+            log_warn("tls_rpt=store dir=%s error=\"cannot give it to user %s: %s\"",
+                     cfg->tls_rpt.directory, cfg->user, strerror(errno));
+        rt->tls_rpt =
+            tlsrpt_store_open(cfg->tls_rpt.directory, 0, (int64_t)time(NULL), why, sizeof(why));
+        if (rt->tls_rpt == NULL) {
+            snprintf(err, errlen, "tls_rpt.directory: %s", why);
+            goto err;
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         struct runtime_profile *rp = &rt->profiles[i];
         struct session_profile *p = &rp->p;
@@ -105,6 +126,7 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
         const struct config_outbound *o = out ? &cfg->outbound[i - cfg->ninbound] : NULL;
 
         rp->rt = rt;
+        rp->tls_rpt = out && o->tls_rpt ? rt->tls_rpt : NULL;
         p->name = out ? o->name : in->name;
         p->outbound = out;
         p->in = out ? NULL : &in->opts;
@@ -146,6 +168,40 @@ void runtime_unref(struct runtime *rt)
 {
     if (rt != NULL && atomic_fetch_sub(&rt->refs, 1) == 1)
         runtime_free(rt);
+}
+
+/* The reporter outlives runtimes: one per process, or two would send the
+ * same reports. */
+static struct tlsrpt_reporter *reporter;
+
+void runtime_services(const struct runtime *rt)
+{
+    const struct config_tls_rpt *t = &rt->cfg->tls_rpt;
+    struct tlsrpt_reporter_options o = {0};
+    char err[512];
+
+    if (!t->enabled) {
+        tlsrpt_reporter_stop(reporter);
+        reporter = NULL;
+        return;
+    }
+    o.directory = t->directory;
+    o.organization = t->organization;
+    o.contact = t->contact;
+    memcpy(&o.submit, &t->submit.sa, t->submit.salen);
+    o.resolver = &rt->cfg->resolver;
+    o.ca_file = rt->cfg->tls.ca_file;
+    if (reporter != NULL && tlsrpt_reporter_same(reporter, &o))
+        return;
+    tlsrpt_reporter_stop(reporter);
+    if ((reporter = tlsrpt_reporter_start(&o, err, sizeof(err))) == NULL)
+        log_error("tls_rpt=reporter error=\"%s\" msg=\"no reports will be sent\"", err);
+}
+
+void runtime_services_stop(void)
+{
+    tlsrpt_reporter_stop(reporter);
+    reporter = NULL;
 }
 
 const struct session_profile *runtime_profile(const struct runtime *rt, const char *name)

@@ -12,11 +12,15 @@
 #include <stddef.h>
 
 #include "proxy/app/config.h"
+#include "proxy/service/tlsrpt_store.h"
 #include "proxy/session/session.h"
 
 struct runtime_profile {
     struct session_profile p; /* first: session_profile pointers convert back */
     struct runtime *rt;
+    /* Outbound with tls_rpt = true: where its sessions record their
+     * results (tlsrpt_record, any thread); borrowed from rt. Else NULL. */
+    struct tlsrpt_store *tls_rpt;
 };
 
 struct runtime {
@@ -24,6 +28,7 @@ struct runtime {
     struct config *cfg;
     struct runtime_profile *profiles; /* inbound listeners first, then outbound */
     size_t nprofiles;
+    struct tlsrpt_store *tls_rpt; /* the tls_rpt block's store, or NULL */
 };
 
 /* Builds contexts and profiles for cfg, taking ownership of cfg on success.
@@ -32,6 +37,12 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
 
 void runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt); /* accepts NULL */
+
+/* Starts, keeps or stops the process's one TLS-RPT reporter thread to
+ * match rt's tls_rpt block (main thread; after privileges are dropped and
+ * after each reload). runtime_services_stop() stops it at shutdown. */
+void runtime_services(const struct runtime *rt);
+void runtime_services_stop(void);
 
 /* The profile of the listener called name, or NULL. */
 const struct session_profile *runtime_profile(const struct runtime *rt, const char *name);

@@ -65,6 +65,7 @@ struct https_fetch {
     int lookups; /* answers still to come */
     const char *no_addr; /* why a lookup gave nothing, for the message */
     uint16_t port;
+    bool post; /* https_post_start(): any 2xx is a success, of any media type */
     struct tls *tls;
     struct buf inflight, request, body;
     struct http_response_parser resp;
@@ -250,7 +251,9 @@ static bool check_head(struct https_fetch *f)
         finish(f, HTTPS_GET_REDIRECT, f->why);
         return false;
     }
-    if (p->status != 200) {
+    if (f->post && p->status >= 200 && p->status < 300)
+        return true;
+    if (p->status != 200 || f->post) {
         snprintf(f->why, sizeof(f->why), "status %d", p->status);
         finish(f, HTTPS_GET_HTTP_STATUS, f->why);
         return false;
@@ -595,18 +598,36 @@ static bool path_ok(const char *p)
     return true;
 }
 
-static int build_request(struct https_fetch *f, const char *path)
+/* A header field value of visible ASCII and spaces (RFC 9110 §5.5), none
+ * leading: it goes into the request as it is. */
+static bool value_ok(const char *v)
+{
+    size_t n = strnlen(v, HTTPS_POST_VALUE_MAX + 1);
+
+    if (n == 0 || n > HTTPS_POST_VALUE_MAX || v[0] == ' ')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static int build_request(struct https_fetch *f, const char *path, const struct https_post_body *pb)
 {
     char port[8] = "";
     char *r;
     size_t cap = strlen(path) + strlen(f->host) + 128;
+    int n;
 
+    if (pb != NULL)
+        cap += 2 * HTTPS_POST_VALUE_MAX + 96;
     if (f->port != 443)
         snprintf(port, sizeof(port), ":%u", (unsigned)f->port);
     if ((r = (char *)buf_reserve(&f->request, cap)) == NULL)
         return UV_ENOMEM;
-    /* No Accept-Encoding: the body comes as it is (identity). */
-    int n = snprintf(r, cap,
+    if (pb == NULL)
+        /* No Accept-Encoding: the body comes as it is (identity). */
+        n = snprintf(r, cap,
                      "GET %s HTTP/1.1\r\n"
                      "Host: %s%s\r\n"
                      "User-Agent: smtp-tls-proxy\r\n"
@@ -614,9 +635,25 @@ static int build_request(struct https_fetch *f, const char *path)
                      "Connection: close\r\n"
                      "\r\n",
                      path, f->host, port);
+    else
+        n = snprintf(r, cap,
+                     "POST %s HTTP/1.1\r\n"
+                     "Host: %s%s\r\n"
+                     "User-Agent: smtp-tls-proxy\r\n"
+                     "Content-Type: %s\r\n"
+                     "%s%s%s"
+                     "Content-Length: %zu\r\n"
+                     "Connection: close\r\n"
+                     "\r\n",
+                     path, f->host, port, pb->content_type,
+                     pb->content_encoding != NULL ? "Content-Encoding: " : "",
+                     pb->content_encoding != NULL ? pb->content_encoding : "",
+                     pb->content_encoding != NULL ? "\r\n" : "", pb->len);
     if (n < 0 || (size_t)n >= cap)
         return UV_EINVAL;
     buf_commit(&f->request, (size_t)n);
+    if (pb != NULL && pb->len > 0 && buf_append(&f->request, pb->data, pb->len) != 0)
+        return UV_ENOMEM;
     return 0;
 }
 
@@ -637,9 +674,10 @@ static int lookup(struct https_fetch *f, struct resolver *r)
     return 0;
 }
 
-int https_get_start(struct https_get *g, uv_loop_t *loop, struct resolver *r, struct tls_ctx *ctx,
-                    const char *host, uint16_t port, const char *path, const struct sockaddr *addr,
-                    const struct https_get_limits *lim, https_get_cb cb)
+static int start(struct https_get *g, uv_loop_t *loop, struct resolver *r, struct tls_ctx *ctx,
+                 const char *host, uint16_t port, const char *path, const struct sockaddr *addr,
+                 const struct https_get_limits *lim, const struct https_post_body *pb,
+                 https_get_cb cb)
 {
     struct https_fetch *f;
     int rc;
@@ -650,15 +688,20 @@ int https_get_start(struct https_get *g, uv_loop_t *loop, struct resolver *r, st
         (addr == NULL && r == NULL) ||
         (addr != NULL && addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return UV_EINVAL;
+    if (pb != NULL && (pb->content_type == NULL || !value_ok(pb->content_type) ||
+                       (pb->content_encoding != NULL && !value_ok(pb->content_encoding)) ||
+                       pb->len > HTTPS_POST_BODY_MAX || (pb->len > 0 && pb->data == NULL)))
+        return UV_EINVAL;
     if ((f = calloc(1, sizeof(*f))) == NULL)
         return UV_ENOMEM;
     f->cb = cb;
+    f->post = pb != NULL;
     f->loop = loop;
     f->lim = lim != NULL ? *lim : https_get_default_limits;
     f->port = port;
     snprintf(f->host, sizeof(f->host), "%s", host);
     http_response_init(&f->resp, f->lim.head_max, f->lim.body_max);
-    if ((rc = build_request(f, path)) != 0)
+    if ((rc = build_request(f, path, pb)) != 0)
         goto fail_alloc;
     if ((rc = uv_timer_init(loop, &f->timer)) != 0)
         goto fail_alloc;
@@ -690,6 +733,23 @@ fail_alloc:
     buf_free(&f->request);
     free(f);
     return rc;
+}
+
+int https_get_start(struct https_get *g, uv_loop_t *loop, struct resolver *r, struct tls_ctx *ctx,
+                    const char *host, uint16_t port, const char *path, const struct sockaddr *addr,
+                    const struct https_get_limits *lim, https_get_cb cb)
+{
+    return start(g, loop, r, ctx, host, port, path, addr, lim, NULL, cb);
+}
+
+int https_post_start(struct https_get *g, uv_loop_t *loop, struct resolver *r, struct tls_ctx *ctx,
+                     const char *host, uint16_t port, const char *path, const struct sockaddr *addr,
+                     const struct https_get_limits *lim, const struct https_post_body *body,
+                     https_get_cb cb)
+{
+    if (body == NULL)
+        return UV_EINVAL;
+    return start(g, loop, r, ctx, host, port, path, addr, lim, body, cb);
 }
 
 bool https_get_active(const struct https_get *g)

@@ -1,6 +1,7 @@
 /*
  * https_get: one bounded HTTPS GET on an event loop, for MTA-STS policy
- * fetches (RFC 8461 §3.3: "https://mta-sts.<domain>/.well-known/mta-sts.txt").
+ * fetches (RFC 8461 §3.3: "https://mta-sts.<domain>/.well-known/mta-sts.txt"),
+ * and its POST variant for TLS-RPT reports (RFC 8460 §5.4).
  * HTTPS only, HTTP/1.1 with "Connection: close", one request per connection.
  * The server's certificate must chain to the context's CA file and be valid
  * for host. Only a 200 with media type text/plain and a body of at most
@@ -110,6 +111,31 @@ struct https_get {
 int https_get_start(struct https_get *g, uv_loop_t *loop, struct resolver *r, struct tls_ctx *ctx,
                     const char *host, uint16_t port, const char *path, const struct sockaddr *addr,
                     const struct https_get_limits *lim, https_get_cb cb);
+
+/* A POST's request body (RFC 8460 §5.4: a TLS-RPT report, Content-Type
+ * application/tlsrpt+gzip). Header values are visible ASCII and spaces, at
+ * most HTTPS_POST_VALUE_MAX bytes; content_encoding NULL sends none. */
+#define HTTPS_POST_BODY_MAX (4 * 1024 * 1024)
+#define HTTPS_POST_VALUE_MAX 128
+
+struct https_post_body {
+    const char *content_type;
+    const char *content_encoding;
+    const uint8_t *data;
+    size_t len; /* at most HTTPS_POST_BODY_MAX */
+};
+
+/*
+ * As https_get_start(), but POST body (copied, with its headers) to
+ * https://host[:port]path. Success is any 2xx of any media type, its body
+ * (at most lim->body_max bytes) in the result; a 3xx is HTTPS_GET_REDIRECT,
+ * any other status HTTPS_GET_HTTP_STATUS. UV_EINVAL also for a body or
+ * header value out of bounds.
+ */
+int https_post_start(struct https_get *g, uv_loop_t *loop, struct resolver *r, struct tls_ctx *ctx,
+                     const char *host, uint16_t port, const char *path, const struct sockaddr *addr,
+                     const struct https_get_limits *lim, const struct https_post_body *body,
+                     https_get_cb cb);
 
 /* Whether g has a fetch whose callback is still to come. */
 bool https_get_active(const struct https_get *g);
