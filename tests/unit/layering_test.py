@@ -26,12 +26,13 @@ ALLOWED = {
     "obs": set(),
     "tls": {"core", "policy"},
     "net": {"core", "obs", "tls"},
-    "session": {"core", "policy", "obs", "tls", "net"},
-    "app": {"core", "policy", "obs", "tls", "net", "session"},
+    "service": {"core", "policy", "obs", "tls", "net"},
+    "session": {"core", "policy", "obs", "tls", "net", "service"},
+    "app": {"core", "policy", "obs", "tls", "net", "service", "session"},
 }
 # System headers that only some layers (or files) may include.
 SYSTEM_RULES = [
-    (re.compile(r"^uv\.h$"), {"net", "session", "app"}, None),
+    (re.compile(r"^uv\.h$"), {"net", "service", "session", "app"}, None),
     (re.compile(r"^openssl/"), {"tls"}, None),
     (re.compile(r"^libconfig\.h$"), {"app"}, re.compile(r"^config[_a-z]*\.[ch]$")),
     (re.compile(r"^unbound\.h$"), {"net"}, re.compile(r"^resolver\.c$")),

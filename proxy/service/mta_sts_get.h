@@ -1,0 +1,94 @@
+/*
+ * mta_sts_get: a session's MTA-STS policy lookup on its event loop, over
+ * the shared cache of mta_sts_svc.h. One struct mta_sts_loop per worker
+ * loop (the caller's, next to the loop's resolver) keeps that loop's
+ * lookups in flight: requests for one domain share one TXT query and one
+ * fetch (coalescing), each request is cancellable on its own.
+ *
+ * The fetch is GET https://mta-sts.<domain>/.well-known/mta-sts.txt on port
+ * 443 (RFC 8461 §3.3) through proxy/net/https_get: the certificate verified
+ * against the service's CA file, no redirects, 200 and text/plain only,
+ * 64 KiB, and the client's timeouts. Tests may send the fetches to another
+ * port, or to a fixed address, with mta_sts_loop_set_target(); the host
+ * name (SNI, Host, the certificate's name) stays mta-sts.<domain>.
+ */
+#ifndef SMTP_TLS_PROXY_MTA_STS_GET_H
+#define SMTP_TLS_PROXY_MTA_STS_GET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "proxy/net/https_get.h"
+#include "proxy/net/resolver.h"
+#include "proxy/service/mta_sts_svc.h"
+
+#define MTA_STS_GET_DONE 1 /* mta_sts_get(): answered at once, no callback */
+
+struct mta_sts_job;
+
+/* The loop-local part. The caller owns it; only mta_sts_get.c reads or
+ * writes its fields. */
+struct mta_sts_loop {
+  struct mta_sts_svc *svc; /* borrowed: outlives the loop's lookups */
+  uv_loop_t *loop;
+  struct resolver *resolver; /* borrowed: the loop's */
+  uint16_t port;             /* of the fetch: 443 */
+  bool has_addr;             /* fetch from addr instead of resolving */
+  struct sockaddr_storage addr;
+  const struct https_get_limits *limits; /* NULL: https_get's defaults */
+  struct mta_sts_job *jobs; /* in flight on this loop, one per domain */
+  uint64_t fetches;         /* started, for tests and metrics */
+  uint64_t txt_queries;
+};
+
+void mta_sts_loop_init(struct mta_sts_loop *l, struct mta_sts_svc *svc,
+                       uv_loop_t *loop, struct resolver *r);
+
+/* Tests and fixed set-ups: fetch on port (0: 443), and from addr (its own
+ * port; NULL: resolve mta-sts.<domain>). addr is copied. */
+void mta_sts_loop_set_target(struct mta_sts_loop *l, uint16_t port,
+                             const struct sockaddr *addr);
+
+/* Abandons every lookup of l: no callback comes any more; the TXT queries
+ * and fetches are cancelled. Call it before the resolver closes, never
+ * from inside a callback of l. */
+void mta_sts_loop_close(struct mta_sts_loop *l);
+
+struct mta_sts_req;
+/* The answer belongs to the callee: it releases a->policy (or keeps it). */
+typedef void (*mta_sts_cb)(struct mta_sts_req *req, struct mta_sts_answer *a);
+
+/* Zero it before its first use. */
+struct mta_sts_req {
+  void *data; /* the caller's */
+  /* Private: */
+  struct mta_sts_job *job;
+  struct mta_sts_req *next;
+  mta_sts_cb cb;
+};
+
+/*
+ * The policy of domain (len bytes; one trailing dot ignored) for one
+ * delivery. When the cache can answer without a lookup, returns
+ * MTA_STS_GET_DONE with *a filled in (the caller owns a->policy) and cb
+ * never comes: a warm cache costs no system call and no loop round trip.
+ * Otherwise returns 0 and cb follows exactly once on l's loop, never from
+ * inside this call, unless mta_sts_cancel(req) comes first. A name that
+ * cannot have a policy (an address literal, too long) answers DONE with
+ * MTA_STS_RESULT_NONE. Negative: UV_EBUSY when req is in use.
+ */
+int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len,
+                struct mta_sts_req *req, mta_sts_cb cb,
+                struct mta_sts_answer *a);
+
+/* Whether req waits for its callback. */
+bool mta_sts_req_active(const struct mta_sts_req *req);
+
+/* Its callback will not come; req may be freed at once. The lookup itself
+ * goes on for the others and for the cache. Accepts an idle req. */
+void mta_sts_cancel(struct mta_sts_req *req);
+
+#endif
