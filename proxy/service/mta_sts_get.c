@@ -17,269 +17,274 @@
 #define WELL_KNOWN "/.well-known/mta-sts.txt" /* RFC 8461 §3.2 */
 
 struct mta_sts_job {
-  struct mta_sts_loop *l;
-  struct mta_sts_job *next;
-  char domain[MTA_STS_NAME_MAX + 1];
-  char id[MTA_STS_ID_MAX + 1];
-  struct resolver_query q;
-  struct https_get g;
-  struct mta_sts_req *waiters;
+    struct mta_sts_loop *l;
+    struct mta_sts_job *next;
+    char domain[MTA_STS_NAME_MAX + 1];
+    char id[MTA_STS_ID_MAX + 1];
+    struct resolver_query q;
+    struct https_get g;
+    struct mta_sts_req *waiters;
 };
 
-void mta_sts_loop_init(struct mta_sts_loop *l, struct mta_sts_svc *svc,
-                       uv_loop_t *loop, struct resolver *r) {
-  memset(l, 0, sizeof(*l));
-  l->svc = svc;
-  l->loop = loop;
-  l->resolver = r;
-  l->port = 443;
+void mta_sts_loop_init(struct mta_sts_loop *l, struct mta_sts_svc *svc, uv_loop_t *loop,
+                       struct resolver *r)
+{
+    memset(l, 0, sizeof(*l));
+    l->svc = svc;
+    l->loop = loop;
+    l->resolver = r;
+    l->port = 443;
 }
 
-void mta_sts_loop_set_target(struct mta_sts_loop *l, uint16_t port,
-                             const struct sockaddr *addr) {
-  l->port = port != 0 ? port : 443;
-  l->has_addr = addr != NULL;
-  if (addr != NULL)
-    memcpy(&l->addr, addr,
-           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                       : sizeof(struct sockaddr_in));
+void mta_sts_loop_set_target(struct mta_sts_loop *l, uint16_t port, const struct sockaddr *addr)
+{
+    l->port = port != 0 ? port : 443;
+    l->has_addr = addr != NULL;
+    if (addr != NULL)
+        memcpy(&l->addr, addr,
+               addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                           : sizeof(struct sockaddr_in));
 }
 
-static void unlink_job(struct mta_sts_job *j) {
-  struct mta_sts_job **pp = &j->l->jobs;
+static void unlink_job(struct mta_sts_job *j)
+{
+    struct mta_sts_job **pp = &j->l->jobs;
 
-  while (*pp != NULL && *pp != j)
-    pp = &(*pp)->next;
-  if (*pp == j)
-    *pp = j->next;
-  j->next = NULL;
+    while (*pp != NULL && *pp != j)
+        pp = &(*pp)->next;
+    if (*pp == j)
+        *pp = j->next;
+    j->next = NULL;
 }
 
 /* Gives every waiter its own reference to a's policy, one at a time (a
  * callback may cancel a later waiter, or start a new lookup), then drops
  * a's own. */
-static void answer_all(struct mta_sts_job *j, struct mta_sts_answer *a) {
-  struct mta_sts_req *req;
+static void answer_all(struct mta_sts_job *j, struct mta_sts_answer *a)
+{
+    struct mta_sts_req *req;
 
-  while ((req = j->waiters) != NULL) {
-    struct mta_sts_answer mine = *a;
+    while ((req = j->waiters) != NULL) {
+        struct mta_sts_answer mine = *a;
 
-    j->waiters = req->next;
-    req->next = NULL;
-    req->job = NULL;
-    if (mine.policy != NULL)
-      atomic_fetch_add(&mine.policy->refs, 1);
-    req->cb(req, &mine);
-  }
-  mta_sts_answer_release(a);
-}
-
-static void finish(struct mta_sts_job *j, struct mta_sts_answer *a) {
-  unlink_job(j);
-  answer_all(j, a);
-  free(j);
-}
-
-static void on_fetch(struct https_get *g, const struct https_get_result *res) {
-  struct mta_sts_job *j = g->data;
-  struct mta_sts_svc *svc = j->l->svc;
-  struct mta_sts_policy *p = NULL;
-  const char *why = https_get_status_str(res->status);
-  struct mta_sts_answer a;
-  char q[200];
-
-  if (res->status == HTTPS_GET_OK) {
-    if ((p = malloc(sizeof(*p))) == NULL) {
-      why = "out of memory";
-    } else if (mta_sts_policy_parse((const char *)res->body, res->body_len, p,
-                                    &why) != MTA_STS_OK) {
-      free(p);
-      p = NULL;
+        j->waiters = req->next;
+        req->next = NULL;
+        req->job = NULL;
+        if (mine.policy != NULL)
+            atomic_fetch_add(&mine.policy->refs, 1);
+        req->cb(req, &mine);
     }
-  }
-  if (p != NULL)
-    log_info("event=mta_sts_fetch domain=%s id=%s result=ok mode=%s max_age=%u "
-             "mx=%zu%s",
-             j->domain, j->id, mta_sts_mode_str(p->mode), (unsigned)p->max_age,
-             p->n_mx, p->max_age_clamped ? " max_age_clamped=true" : "");
-  else
-    log_warn(
-        "event=mta_sts_fetch domain=%s id=%s result=failed reason=\"%s\" "
-        "error=%s",
-        j->domain, j->id, why,
-        log_quote(res->status == HTTPS_GET_OK ? why : res->why, q, sizeof(q)));
-  mta_sts_svc_fetched(svc, j->domain, j->id, p, p != NULL ? "fetched" : why,
-                      mta_sts_svc_now(svc), &a);
-  free(p);
-  finish(j, &a);
+    mta_sts_answer_release(a);
 }
 
-static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a) {
-  struct mta_sts_loop *l = j->l;
-  char host[HTTPS_GET_HOST_MAX + 16];
-  int rc = UV_EINVAL;
+static void finish(struct mta_sts_job *j, struct mta_sts_answer *a)
+{
+    unlink_job(j);
+    answer_all(j, a);
+    free(j);
+}
 
-  if (mta_sts_svc_tls(l->svc) != NULL &&
-      snprintf(host, sizeof(host), "mta-sts.%s", j->domain) <=
-          HTTPS_GET_HOST_MAX) {
-    j->g.data = j;
-    rc = https_get_start(&j->g, l->loop, l->resolver, mta_sts_svc_tls(l->svc),
-                         host, l->port, WELL_KNOWN,
-                         l->has_addr ? (const struct sockaddr *)&l->addr : NULL,
-                         l->limits, on_fetch);
-  }
-  if (rc == 0) {
-    l->fetches++;
-    return;
-  }
-  log_warn("event=mta_sts_fetch domain=%s id=%s result=failed reason=\"not "
-           "started\" error=%s",
-           j->domain, j->id, uv_strerror(rc));
-  mta_sts_svc_fetched(l->svc, j->domain, j->id, NULL, "fetch not started",
-                      mta_sts_svc_now(l->svc), a);
-  finish(j, a);
+static void on_fetch(struct https_get *g, const struct https_get_result *res)
+{
+    struct mta_sts_job *j = g->data;
+    struct mta_sts_svc *svc = j->l->svc;
+    struct mta_sts_policy *p = NULL;
+    const char *why = https_get_status_str(res->status);
+    struct mta_sts_answer a;
+    char q[200];
+
+    if (res->status == HTTPS_GET_OK) {
+        if ((p = malloc(sizeof(*p))) == NULL) {
+            why = "out of memory";
+        } else if (mta_sts_policy_parse((const char *)res->body, res->body_len, p, &why) !=
+                   MTA_STS_OK) {
+            free(p);
+            p = NULL;
+        }
+    }
+    if (p != NULL)
+        log_info("event=mta_sts_fetch domain=%s id=%s result=ok mode=%s max_age=%u "
+                 "mx=%zu%s",
+                 j->domain, j->id, mta_sts_mode_str(p->mode), (unsigned)p->max_age, p->n_mx,
+                 p->max_age_clamped ? " max_age_clamped=true" : "");
+    else
+        log_warn("event=mta_sts_fetch domain=%s id=%s result=failed reason=\"%s\" "
+                 "error=%s",
+                 j->domain, j->id, why,
+                 log_quote(res->status == HTTPS_GET_OK ? why : res->why, q, sizeof(q)));
+    mta_sts_svc_fetched(svc, j->domain, j->id, p, p != NULL ? "fetched" : why, mta_sts_svc_now(svc),
+                        &a);
+    free(p);
+    finish(j, &a);
+}
+
+static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a)
+{
+    struct mta_sts_loop *l = j->l;
+    char host[HTTPS_GET_HOST_MAX + 16];
+    int rc = UV_EINVAL;
+
+    if (mta_sts_svc_tls(l->svc) != NULL &&
+        snprintf(host, sizeof(host), "mta-sts.%s", j->domain) <= HTTPS_GET_HOST_MAX) {
+        j->g.data = j;
+        rc = https_get_start(&j->g, l->loop, l->resolver, mta_sts_svc_tls(l->svc), host, l->port,
+                             WELL_KNOWN, l->has_addr ? (const struct sockaddr *)&l->addr : NULL,
+                             l->limits, on_fetch);
+    }
+    if (rc == 0) {
+        l->fetches++;
+        return;
+    }
+    log_warn("event=mta_sts_fetch domain=%s id=%s result=failed reason=\"not "
+             "started\" error=%s",
+             j->domain, j->id, uv_strerror(rc));
+    mta_sts_svc_fetched(l->svc, j->domain, j->id, NULL, "fetch not started",
+                        mta_sts_svc_now(l->svc), a);
+    finish(j, a);
 }
 
 /* What the TXT RRset of _mta-sts.<domain> says (§3.1). */
-static enum mta_sts_lookup classify(const struct resolver_result *res,
-                                    struct mta_sts_txt *txt, const char **why) {
-  *why = "no record";
-  if (res->err != 0 || res->rcode == RESOLVER_RCODE_SERVFAIL ||
-      res->security == RESOLVER_BOGUS) {
-    *why = "txt lookup failed";
-    return MTA_STS_LOOKUP_FAILED;
-  }
-  if (res->rcode != RESOLVER_RCODE_NOERROR || res->count == 0)
-    return MTA_STS_LOOKUP_NONE;
-  /* Bounded by the resolver's answer; 64 records are more than any
-   * real RRset, and more than that only drops the tail. */
-  const uint8_t *rd[64];
-  size_t len[64], n = res->count < 64 ? res->count : 64;
-  for (size_t i = 0; i < n; i++) {
-    rd[i] = (const uint8_t *)res->data[i];
-    len[i] = res->len[i] > 0 ? (size_t)res->len[i] : 0;
-  }
-  return mta_sts_txt_select(rd, len, n, txt, why) == MTA_STS_OK
-             ? MTA_STS_LOOKUP_FOUND
-             : MTA_STS_LOOKUP_NONE;
-}
-
-static void on_txt(struct resolver_query *q,
-                   const struct resolver_result *res) {
-  struct mta_sts_job *j = q->data;
-  struct mta_sts_svc *svc = j->l->svc;
-  struct mta_sts_txt txt = {{0}};
-  struct mta_sts_answer a;
-  const char *why;
-  enum mta_sts_lookup lookup = classify(res, &txt, &why);
-
-  snprintf(j->id, sizeof(j->id), "%s", txt.id);
-  enum mta_sts_next next =
-      mta_sts_svc_txt(svc, j->domain, lookup, j->id, mta_sts_svc_now(svc), &a);
-  log_debug("event=mta_sts_txt domain=%s lookup=%s id=%s next=%s", j->domain,
-            why, j->id[0] != '\0' ? j->id : "-",
-            next == MTA_STS_NEXT_DONE      ? "done"
-            : next == MTA_STS_NEXT_REFRESH ? "refresh"
-                                           : "fetch");
-  switch (next) {
-  case MTA_STS_NEXT_DONE:
-    if (a.result == MTA_STS_RESULT_NONE || a.why == NULL)
-      a.why = why;
-    finish(j, &a);
-    break;
-  case MTA_STS_NEXT_REFRESH:
-    /* The waiters have their answer; the fetch goes on for the
-     * cache. The job stays listed so that later requests that miss
-     * the cache join it. */
-    answer_all(j, &a);
-    start_fetch(j, &a);
-    break;
-  case MTA_STS_NEXT_FETCH:
-    start_fetch(j, &a);
-    break;
-  }
-}
-
-int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len,
-                struct mta_sts_req *req, mta_sts_cb cb,
-                struct mta_sts_answer *a) {
-  char name[MTA_STS_NAME_MAX + 1];
-  char qname[MTA_STS_NAME_MAX + 16];
-  struct mta_sts_job *j;
-
-  if (req->job != NULL)
-    return UV_EBUSY;
-  memset(a, 0, sizeof(*a));
-  if (!mta_sts_svc_domain(domain, len, name)) {
-    a->result = MTA_STS_RESULT_NONE;
-    a->why = "not a domain name";
-    return MTA_STS_GET_DONE;
-  }
-  if (mta_sts_svc_peek(l->svc, name, mta_sts_svc_now(l->svc), a))
-    return MTA_STS_GET_DONE;
-  for (j = l->jobs; j != NULL; j = j->next)
-    if (strcmp(j->domain, name) == 0)
-      break;
-  if (j == NULL) {
-    if ((j = calloc(1, sizeof(*j))) == NULL) {
-      a->result = MTA_STS_RESULT_TEMPFAIL;
-      a->why = "out of memory";
-      return MTA_STS_GET_DONE;
+static enum mta_sts_lookup classify(const struct resolver_result *res, struct mta_sts_txt *txt,
+                                    const char **why)
+{
+    *why = "no record";
+    if (res->err != 0 || res->rcode == RESOLVER_RCODE_SERVFAIL || res->security == RESOLVER_BOGUS) {
+        *why = "txt lookup failed";
+        return MTA_STS_LOOKUP_FAILED;
     }
-    j->l = l;
-    strcpy(j->domain, name);
-    j->q.data = j;
-    snprintf(qname, sizeof(qname), "_mta-sts.%s", name);
-    int rc = l->resolver != NULL ? resolver_query(l->resolver, &j->q, qname,
-                                                  RESOLVER_TYPE_TXT, on_txt)
-                                 : UV_EINVAL;
-    if (rc != 0) {
-      free(j);
-      a->result = MTA_STS_RESULT_TEMPFAIL;
-      a->why = "txt lookup not started";
-      return MTA_STS_GET_DONE;
+    if (res->rcode != RESOLVER_RCODE_NOERROR || res->count == 0)
+        return MTA_STS_LOOKUP_NONE;
+    /* Bounded by the resolver's answer; 64 records are more than any
+     * real RRset, and more than that only drops the tail. */
+    const uint8_t *rd[64];
+    size_t len[64], n = res->count < 64 ? res->count : 64;
+    for (size_t i = 0; i < n; i++) {
+        rd[i] = (const uint8_t *)res->data[i];
+        len[i] = res->len[i] > 0 ? (size_t)res->len[i] : 0;
     }
-    l->txt_queries++;
-    j->next = l->jobs;
-    l->jobs = j;
-  }
-  req->cb = cb;
-  req->job = j;
-  req->next = j->waiters;
-  j->waiters = req;
-  return 0;
+    return mta_sts_txt_select(rd, len, n, txt, why) == MTA_STS_OK ? MTA_STS_LOOKUP_FOUND
+                                                                  : MTA_STS_LOOKUP_NONE;
 }
 
-bool mta_sts_req_active(const struct mta_sts_req *req) {
-  return req->job != NULL;
+static void on_txt(struct resolver_query *q, const struct resolver_result *res)
+{
+    struct mta_sts_job *j = q->data;
+    struct mta_sts_svc *svc = j->l->svc;
+    struct mta_sts_txt txt = {{0}};
+    struct mta_sts_answer a;
+    const char *why;
+    enum mta_sts_lookup lookup = classify(res, &txt, &why);
+
+    snprintf(j->id, sizeof(j->id), "%s", txt.id);
+    enum mta_sts_next next =
+        mta_sts_svc_txt(svc, j->domain, lookup, j->id, mta_sts_svc_now(svc), &a);
+    log_debug("event=mta_sts_txt domain=%s lookup=%s id=%s next=%s", j->domain, why,
+              j->id[0] != '\0' ? j->id : "-",
+              next == MTA_STS_NEXT_DONE      ? "done"
+              : next == MTA_STS_NEXT_REFRESH ? "refresh"
+                                             : "fetch");
+    switch (next) {
+    case MTA_STS_NEXT_DONE:
+        if (a.result == MTA_STS_RESULT_NONE || a.why == NULL)
+            a.why = why;
+        finish(j, &a);
+        break;
+    case MTA_STS_NEXT_REFRESH:
+        /* The waiters have their answer; the fetch goes on for the
+         * cache. The job stays listed so that later requests that miss
+         * the cache join it. */
+        answer_all(j, &a);
+        start_fetch(j, &a);
+        break;
+    case MTA_STS_NEXT_FETCH:
+        start_fetch(j, &a);
+        break;
+    }
 }
 
-void mta_sts_cancel(struct mta_sts_req *req) {
-  struct mta_sts_job *j = req->job;
+int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len, struct mta_sts_req *req,
+                mta_sts_cb cb, struct mta_sts_answer *a)
+{
+    char name[MTA_STS_NAME_MAX + 1];
+    char qname[MTA_STS_NAME_MAX + 16];
+    struct mta_sts_job *j;
 
-  if (j == NULL)
-    return;
-  for (struct mta_sts_req **pp = &j->waiters; *pp != NULL; pp = &(*pp)->next)
-    if (*pp == req) {
-      *pp = req->next;
-      break;
+    if (req->job != NULL)
+        return UV_EBUSY;
+    memset(a, 0, sizeof(*a));
+    if (!mta_sts_svc_domain(domain, len, name)) {
+        a->result = MTA_STS_RESULT_NONE;
+        a->why = "not a domain name";
+        return MTA_STS_GET_DONE;
     }
-  req->job = NULL;
-  req->next = NULL;
+    if (mta_sts_svc_peek(l->svc, name, mta_sts_svc_now(l->svc), a))
+        return MTA_STS_GET_DONE;
+    for (j = l->jobs; j != NULL; j = j->next)
+        if (strcmp(j->domain, name) == 0)
+            break;
+    if (j == NULL) {
+        if ((j = calloc(1, sizeof(*j))) == NULL) {
+            a->result = MTA_STS_RESULT_TEMPFAIL;
+            a->why = "out of memory";
+            return MTA_STS_GET_DONE;
+        }
+        j->l = l;
+        strcpy(j->domain, name);
+        j->q.data = j;
+        snprintf(qname, sizeof(qname), "_mta-sts.%s", name);
+        int rc = l->resolver != NULL
+                     ? resolver_query(l->resolver, &j->q, qname, RESOLVER_TYPE_TXT, on_txt)
+                     : UV_EINVAL;
+        if (rc != 0) {
+            free(j);
+            a->result = MTA_STS_RESULT_TEMPFAIL;
+            a->why = "txt lookup not started";
+            return MTA_STS_GET_DONE;
+        }
+        l->txt_queries++;
+        j->next = l->jobs;
+        l->jobs = j;
+    }
+    req->cb = cb;
+    req->job = j;
+    req->next = j->waiters;
+    j->waiters = req;
+    return 0;
 }
 
-void mta_sts_loop_close(struct mta_sts_loop *l) {
-  struct mta_sts_job *j;
+bool mta_sts_req_active(const struct mta_sts_req *req)
+{
+    return req->job != NULL;
+}
 
-  while ((j = l->jobs) != NULL) {
-    l->jobs = j->next;
-    resolver_cancel(&j->q);
-    https_get_cancel(&j->g);
-    for (struct mta_sts_req *req = j->waiters, *n; req != NULL; req = n) {
-      n = req->next;
-      req->job = NULL;
-      req->next = NULL;
+void mta_sts_cancel(struct mta_sts_req *req)
+{
+    struct mta_sts_job *j = req->job;
+
+    if (j == NULL)
+        return;
+    for (struct mta_sts_req **pp = &j->waiters; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == req) {
+            *pp = req->next;
+            break;
+        }
+    req->job = NULL;
+    req->next = NULL;
+}
+
+void mta_sts_loop_close(struct mta_sts_loop *l)
+{
+    struct mta_sts_job *j;
+
+    while ((j = l->jobs) != NULL) {
+        l->jobs = j->next;
+        resolver_cancel(&j->q);
+        https_get_cancel(&j->g);
+        for (struct mta_sts_req *req = j->waiters, *n; req != NULL; req = n) {
+            n = req->next;
+            req->job = NULL;
+            req->next = NULL;
+        }
+        free(j);
     }
-    free(j);
-  }
 }

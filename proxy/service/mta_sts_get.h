@@ -32,25 +32,24 @@ struct mta_sts_job;
 /* The loop-local part. The caller owns it; only mta_sts_get.c reads or
  * writes its fields. */
 struct mta_sts_loop {
-  struct mta_sts_svc *svc; /* borrowed: outlives the loop's lookups */
-  uv_loop_t *loop;
-  struct resolver *resolver; /* borrowed: the loop's */
-  uint16_t port;             /* of the fetch: 443 */
-  bool has_addr;             /* fetch from addr instead of resolving */
-  struct sockaddr_storage addr;
-  const struct https_get_limits *limits; /* NULL: https_get's defaults */
-  struct mta_sts_job *jobs; /* in flight on this loop, one per domain */
-  uint64_t fetches;         /* started, for tests and metrics */
-  uint64_t txt_queries;
+    struct mta_sts_svc *svc; /* borrowed: outlives the loop's lookups */
+    uv_loop_t *loop;
+    struct resolver *resolver; /* borrowed: the loop's */
+    uint16_t port;             /* of the fetch: 443 */
+    bool has_addr;             /* fetch from addr instead of resolving */
+    struct sockaddr_storage addr;
+    const struct https_get_limits *limits; /* NULL: https_get's defaults */
+    struct mta_sts_job *jobs;              /* in flight on this loop, one per domain */
+    uint64_t fetches;                      /* started, for tests and metrics */
+    uint64_t txt_queries;
 };
 
-void mta_sts_loop_init(struct mta_sts_loop *l, struct mta_sts_svc *svc,
-                       uv_loop_t *loop, struct resolver *r);
+void mta_sts_loop_init(struct mta_sts_loop *l, struct mta_sts_svc *svc, uv_loop_t *loop,
+                       struct resolver *r);
 
 /* Tests and fixed set-ups: fetch on port (0: 443), and from addr (its own
  * port; NULL: resolve mta-sts.<domain>). addr is copied. */
-void mta_sts_loop_set_target(struct mta_sts_loop *l, uint16_t port,
-                             const struct sockaddr *addr);
+void mta_sts_loop_set_target(struct mta_sts_loop *l, uint16_t port, const struct sockaddr *addr);
 
 /* Abandons every lookup of l: no callback comes any more; the TXT queries
  * and fetches are cancelled. Call it before the resolver closes, never
@@ -63,11 +62,11 @@ typedef void (*mta_sts_cb)(struct mta_sts_req *req, struct mta_sts_answer *a);
 
 /* Zero it before its first use. */
 struct mta_sts_req {
-  void *data; /* the caller's */
-  /* Private: */
-  struct mta_sts_job *job;
-  struct mta_sts_req *next;
-  mta_sts_cb cb;
+    void *data; /* the caller's */
+    /* Private: */
+    struct mta_sts_job *job;
+    struct mta_sts_req *next;
+    mta_sts_cb cb;
 };
 
 /*
@@ -80,9 +79,8 @@ struct mta_sts_req {
  * cannot have a policy (an address literal, too long) answers DONE with
  * MTA_STS_RESULT_NONE. Negative: UV_EBUSY when req is in use.
  */
-int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len,
-                struct mta_sts_req *req, mta_sts_cb cb,
-                struct mta_sts_answer *a);
+int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len, struct mta_sts_req *req,
+                mta_sts_cb cb, struct mta_sts_answer *a);
 
 /* Whether req waits for its callback. */
 bool mta_sts_req_active(const struct mta_sts_req *req);

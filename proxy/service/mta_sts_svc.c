@@ -24,425 +24,441 @@
 #include "proxy/tls/tls.h"
 
 struct entry {
-  char domain[MTA_STS_NAME_MAX + 1];
-  uint32_t hash;
-  struct entry *hnext;           /* bucket chain */
-  struct entry *prev, *next;     /* LRU: svc->lru_head is the most recent */
-  struct mta_sts_snapshot *snap; /* the policy, or NULL: none known */
-  int64_t checked; /* last TXT check that needed no fetch; 0: never */
-  /* The last failed fetch (§3.3 retry spacing), as in mta_sts_cache_entry. */
-  int64_t failed_at;
-  char failed_id[MTA_STS_ID_MAX + 1];
+    char domain[MTA_STS_NAME_MAX + 1];
+    uint32_t hash;
+    struct entry *hnext;           /* bucket chain */
+    struct entry *prev, *next;     /* LRU: svc->lru_head is the most recent */
+    struct mta_sts_snapshot *snap; /* the policy, or NULL: none known */
+    int64_t checked;               /* last TXT check that needed no fetch; 0: never */
+    /* The last failed fetch (§3.3 retry spacing), as in mta_sts_cache_entry. */
+    int64_t failed_at;
+    char failed_id[MTA_STS_ID_MAX + 1];
 };
 
 struct mta_sts_svc {
-  pthread_mutex_t lock;
-  struct entry **buckets;
-  size_t nbuckets; /* a power of two */
-  struct entry *lru_head, *lru_tail;
-  size_t count, policies, max_entries;
-  unsigned recheck;
-  int64_t (*clock)(void *arg);
-  void *clock_arg;
-  struct tls_ctx *tls;
-  struct mta_sts_svc_stats stats;
+    pthread_mutex_t lock;
+    struct entry **buckets;
+    size_t nbuckets; /* a power of two */
+    struct entry *lru_head, *lru_tail;
+    size_t count, policies, max_entries;
+    unsigned recheck;
+    int64_t (*clock)(void *arg);
+    void *clock_arg;
+    struct tls_ctx *tls;
+    struct mta_sts_svc_stats stats;
 
-  /* Persistence. */
-  char *file;
-  unsigned save_delay_ms;
-  bool dirty, stopping, has_thread;
-  pthread_cond_t cond;
-  pthread_t thread;
-  pthread_mutex_t save_lock;
+    /* Persistence. */
+    char *file;
+    unsigned save_delay_ms;
+    bool dirty, stopping, has_thread;
+    pthread_cond_t cond;
+    pthread_t thread;
+    pthread_mutex_t save_lock;
 };
 
-void mta_sts_snapshot_unref(struct mta_sts_snapshot *s) {
-  if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
-    free(s);
+void mta_sts_snapshot_unref(struct mta_sts_snapshot *s)
+{
+    if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
+        free(s);
 }
 
-static struct mta_sts_snapshot *snapshot_ref(struct mta_sts_snapshot *s) {
-  atomic_fetch_add(&s->refs, 1);
-  return s;
+static struct mta_sts_snapshot *snapshot_ref(struct mta_sts_snapshot *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+    return s;
 }
 
-const char *mta_sts_result_str(enum mta_sts_result r) {
-  switch (r) {
-  case MTA_STS_RESULT_NONE:
-    return "none";
-  case MTA_STS_RESULT_POLICY:
-    return "policy";
-  case MTA_STS_RESULT_TEMPFAIL:
-    return "tempfail";
-  }
-  return "unknown";
+const char *mta_sts_result_str(enum mta_sts_result r)
+{
+    switch (r) {
+    case MTA_STS_RESULT_NONE:
+        return "none";
+    case MTA_STS_RESULT_POLICY:
+        return "policy";
+    case MTA_STS_RESULT_TEMPFAIL:
+        return "tempfail";
+    }
+    return "unknown";
 }
 
-void mta_sts_answer_release(struct mta_sts_answer *a) {
-  mta_sts_snapshot_unref(a->policy);
-  a->policy = NULL;
+void mta_sts_answer_release(struct mta_sts_answer *a)
+{
+    mta_sts_snapshot_unref(a->policy);
+    a->policy = NULL;
 }
 
-static void answer(struct mta_sts_answer *a, enum mta_sts_result r, bool failed,
-                   const char *why, struct mta_sts_snapshot *s) {
-  a->result = r;
-  a->fetch_failed = failed;
-  a->why = why;
-  a->policy = s != NULL ? snapshot_ref(s) : NULL;
+static void answer(struct mta_sts_answer *a, enum mta_sts_result r, bool failed, const char *why,
+                   struct mta_sts_snapshot *s)
+{
+    a->result = r;
+    a->fetch_failed = failed;
+    a->why = why;
+    a->policy = s != NULL ? snapshot_ref(s) : NULL;
 }
 
-static int64_t system_clock(void *arg) { return (int64_t)time(NULL); }
-
-int64_t mta_sts_svc_now(const struct mta_sts_svc *svc) {
-  return svc->clock(svc->clock_arg);
+static int64_t system_clock(void *arg)
+{
+    return (int64_t)time(NULL);
 }
 
-struct tls_ctx *mta_sts_svc_tls(const struct mta_sts_svc *svc) {
-  return svc->tls;
+int64_t mta_sts_svc_now(const struct mta_sts_svc *svc)
+{
+    return svc->clock(svc->clock_arg);
 }
 
-bool mta_sts_svc_domain(const char *domain, size_t len, char *out) {
-  if (len > 0 && domain[len - 1] == '.')
-    len--;
-  /* A domain is a pattern without the wildcard; an IPv4 literal is a
-   * valid host name by that syntax but has no _mta-sts record. */
-  if (len == 0 || domain[0] == '*' || !mta_sts_pattern_valid(domain, len))
-    return false;
-  bool digits_only = true;
-  for (size_t i = 0; i < len; i++) {
-    char c = domain[i];
-    out[i] = c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
-    if (!(c >= '0' && c <= '9') && c != '.')
-      digits_only = false;
-  }
-  out[len] = '\0';
-  return !digits_only;
+struct tls_ctx *mta_sts_svc_tls(const struct mta_sts_svc *svc)
+{
+    return svc->tls;
+}
+
+bool mta_sts_svc_domain(const char *domain, size_t len, char *out)
+{
+    if (len > 0 && domain[len - 1] == '.')
+        len--;
+    /* A domain is a pattern without the wildcard; an IPv4 literal is a
+     * valid host name by that syntax but has no _mta-sts record. */
+    if (len == 0 || domain[0] == '*' || !mta_sts_pattern_valid(domain, len))
+        return false;
+    bool digits_only = true;
+    for (size_t i = 0; i < len; i++) {
+        char c = domain[i];
+        out[i] = c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+        if (!(c >= '0' && c <= '9') && c != '.')
+            digits_only = false;
+    }
+    out[len] = '\0';
+    return !digits_only;
 }
 
 /* --- The table --- */
 
-static uint32_t hash_of(const char *s) {
-  uint32_t h = 2166136261u; /* FNV-1a */
+static uint32_t hash_of(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
 
-  for (; *s != '\0'; s++)
-    h = (h ^ (uint8_t)*s) * 16777619u;
-  return h;
+    for (; *s != '\0'; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
 }
 
-static struct entry *find(struct mta_sts_svc *svc, const char *domain) {
-  uint32_t h = hash_of(domain);
+static struct entry *find(struct mta_sts_svc *svc, const char *domain)
+{
+    uint32_t h = hash_of(domain);
 
-  for (struct entry *e = svc->buckets[h & (svc->nbuckets - 1)]; e != NULL;
-       e = e->hnext)
-    if (e->hash == h && strcmp(e->domain, domain) == 0)
-      return e;
-  return NULL;
+    for (struct entry *e = svc->buckets[h & (svc->nbuckets - 1)]; e != NULL; e = e->hnext)
+        if (e->hash == h && strcmp(e->domain, domain) == 0)
+            return e;
+    return NULL;
 }
 
-static void lru_unlink(struct mta_sts_svc *svc, struct entry *e) {
-  if (e->prev != NULL)
-    e->prev->next = e->next;
-  else
-    svc->lru_head = e->next;
-  if (e->next != NULL)
-    e->next->prev = e->prev;
-  else
-    svc->lru_tail = e->prev;
-  e->prev = e->next = NULL;
+static void lru_unlink(struct mta_sts_svc *svc, struct entry *e)
+{
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        svc->lru_head = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        svc->lru_tail = e->prev;
+    e->prev = e->next = NULL;
 }
 
-static void lru_front(struct mta_sts_svc *svc, struct entry *e) {
-  e->prev = NULL;
-  e->next = svc->lru_head;
-  if (svc->lru_head != NULL)
-    svc->lru_head->prev = e;
-  svc->lru_head = e;
-  if (svc->lru_tail == NULL)
-    svc->lru_tail = e;
+static void lru_front(struct mta_sts_svc *svc, struct entry *e)
+{
+    e->prev = NULL;
+    e->next = svc->lru_head;
+    if (svc->lru_head != NULL)
+        svc->lru_head->prev = e;
+    svc->lru_head = e;
+    if (svc->lru_tail == NULL)
+        svc->lru_tail = e;
 }
 
-static void touch(struct mta_sts_svc *svc, struct entry *e) {
-  if (svc->lru_head != e) {
+static void touch(struct mta_sts_svc *svc, struct entry *e)
+{
+    if (svc->lru_head != e) {
+        lru_unlink(svc, e);
+        lru_front(svc, e);
+    }
+}
+
+static void set_snap(struct mta_sts_svc *svc, struct entry *e, struct mta_sts_snapshot *s)
+{
+    if (e->snap != NULL)
+        svc->policies--;
+    mta_sts_snapshot_unref(e->snap);
+    e->snap = s;
+    if (s != NULL)
+        svc->policies++;
+}
+
+static void drop(struct mta_sts_svc *svc, struct entry *e)
+{
+    struct entry **pp = &svc->buckets[e->hash & (svc->nbuckets - 1)];
+
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
     lru_unlink(svc, e);
-    lru_front(svc, e);
-  }
-}
-
-static void set_snap(struct mta_sts_svc *svc, struct entry *e,
-                     struct mta_sts_snapshot *s) {
-  if (e->snap != NULL)
-    svc->policies--;
-  mta_sts_snapshot_unref(e->snap);
-  e->snap = s;
-  if (s != NULL)
-    svc->policies++;
-}
-
-static void drop(struct mta_sts_svc *svc, struct entry *e) {
-  struct entry **pp = &svc->buckets[e->hash & (svc->nbuckets - 1)];
-
-  while (*pp != e)
-    pp = &(*pp)->hnext;
-  *pp = e->hnext;
-  lru_unlink(svc, e);
-  set_snap(svc, e, NULL);
-  svc->count--;
-  free(e);
+    set_snap(svc, e, NULL);
+    svc->count--;
+    free(e);
 }
 
 /* The entry of domain (normalised), made when missing; the least recently
  * used entry makes room when the table is full. NULL when out of memory. */
-static struct entry *get(struct mta_sts_svc *svc, const char *domain) {
-  struct entry *e = find(svc, domain);
+static struct entry *get(struct mta_sts_svc *svc, const char *domain)
+{
+    struct entry *e = find(svc, domain);
 
-  if (e != NULL) {
-    touch(svc, e);
+    if (e != NULL) {
+        touch(svc, e);
+        return e;
+    }
+    if (svc->count >= svc->max_entries && svc->lru_tail != NULL) {
+        /* An evicted policy is lost for this process and its file; the
+         * bound is what keeps an attacker who names many recipient
+         * domains from growing the heap. */
+        drop(svc, svc->lru_tail);
+        svc->stats.evictions++;
+        svc->dirty = true;
+    }
+    if ((e = calloc(1, sizeof(*e))) == NULL)
+        return NULL;
+    strcpy(e->domain, domain);
+    e->hash = hash_of(domain);
+    e->hnext = svc->buckets[e->hash & (svc->nbuckets - 1)];
+    svc->buckets[e->hash & (svc->nbuckets - 1)] = e;
+    lru_front(svc, e);
+    svc->count++;
     return e;
-  }
-  if (svc->count >= svc->max_entries && svc->lru_tail != NULL) {
-    /* An evicted policy is lost for this process and its file; the
-     * bound is what keeps an attacker who names many recipient
-     * domains from growing the heap. */
-    drop(svc, svc->lru_tail);
-    svc->stats.evictions++;
-    svc->dirty = true;
-  }
-  if ((e = calloc(1, sizeof(*e))) == NULL)
-    return NULL;
-  strcpy(e->domain, domain);
-  e->hash = hash_of(domain);
-  e->hnext = svc->buckets[e->hash & (svc->nbuckets - 1)];
-  svc->buckets[e->hash & (svc->nbuckets - 1)] = e;
-  lru_front(svc, e);
-  svc->count++;
-  return e;
 }
 
-static void mark_dirty(struct mta_sts_svc *svc) {
-  svc->dirty = true;
-  if (svc->has_thread)
-    pthread_cond_signal(&svc->cond);
+static void mark_dirty(struct mta_sts_svc *svc)
+{
+    svc->dirty = true;
+    if (svc->has_thread)
+        pthread_cond_signal(&svc->cond);
 }
 
 /* --- Decisions --- */
 
 bool mta_sts_svc_peek(struct mta_sts_svc *svc, const char *domain, int64_t now,
-                      struct mta_sts_answer *a) {
-  bool hit = false;
+                      struct mta_sts_answer *a)
+{
+    bool hit = false;
 
-  pthread_mutex_lock(&svc->lock);
-  struct entry *e = find(svc, domain);
-  if (e != NULL && e->checked != 0 && now >= e->checked &&
-      now - e->checked < (int64_t)svc->recheck) {
-    if (e->snap == NULL) {
-      answer(a, MTA_STS_RESULT_NONE, false, "no record (cached)", NULL);
-      hit = true;
-    } else if (mta_sts_cache_decide(&e->snap->e, MTA_STS_LOOKUP_FOUND,
-                                    e->snap->e.id, now) == MTA_STS_USE) {
-      /* The snapshot carries no failure bookkeeping, so this asks
-       * only "valid and not due for its refresh". */
-      answer(a, MTA_STS_RESULT_POLICY, false, "cached", e->snap);
-      hit = true;
+    pthread_mutex_lock(&svc->lock);
+    struct entry *e = find(svc, domain);
+    if (e != NULL && e->checked != 0 && now >= e->checked &&
+        now - e->checked < (int64_t)svc->recheck) {
+        if (e->snap == NULL) {
+            answer(a, MTA_STS_RESULT_NONE, false, "no record (cached)", NULL);
+            hit = true;
+        } else if (mta_sts_cache_decide(&e->snap->e, MTA_STS_LOOKUP_FOUND, e->snap->e.id, now) ==
+                   MTA_STS_USE) {
+            /* The snapshot carries no failure bookkeeping, so this asks
+             * only "valid and not due for its refresh". */
+            answer(a, MTA_STS_RESULT_POLICY, false, "cached", e->snap);
+            hit = true;
+        }
+        if (hit)
+            touch(svc, e);
     }
-    if (hit)
-      touch(svc, e);
-  }
-  pthread_mutex_unlock(&svc->lock);
-  return hit;
+    pthread_mutex_unlock(&svc->lock);
+    return hit;
 }
 
 enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
-                                  enum mta_sts_lookup lookup, const char *id,
-                                  int64_t now, struct mta_sts_answer *a) {
-  /* mta_sts_cache_decide() wants the whole entry: the snapshot's policy
-   * with this entry's failures. Copied (16 KiB) once per TXT lookup. */
-  static _Thread_local struct mta_sts_cache_entry tmp;
-  enum mta_sts_next next = MTA_STS_NEXT_DONE;
+                                  enum mta_sts_lookup lookup, const char *id, int64_t now,
+                                  struct mta_sts_answer *a)
+{
+    /* mta_sts_cache_decide() wants the whole entry: the snapshot's policy
+     * with this entry's failures. Copied (16 KiB) once per TXT lookup. */
+    static _Thread_local struct mta_sts_cache_entry tmp;
+    enum mta_sts_next next = MTA_STS_NEXT_DONE;
 
-  pthread_mutex_lock(&svc->lock);
-  struct entry *e = find(svc, domain);
-  if (e != NULL) {
-    if (e->snap != NULL)
-      tmp = e->snap->e;
-    else
-      memset(&tmp, 0, offsetof(struct mta_sts_cache_entry, policy));
-    tmp.has_policy = e->snap != NULL;
-    tmp.failed_at = e->failed_at;
-    memcpy(tmp.failed_id, e->failed_id, sizeof(tmp.failed_id));
-  }
-  enum mta_sts_action act =
-      mta_sts_cache_decide(e != NULL ? &tmp : NULL, lookup, id, now);
-  bool valid = e != NULL && mta_sts_cache_valid(&tmp, now);
-
-  switch (act) {
-  case MTA_STS_NO_POLICY:
-    if (lookup == MTA_STS_LOOKUP_FAILED) {
-      answer(a, MTA_STS_RESULT_TEMPFAIL, false, "txt lookup failed", NULL);
-    } else if (lookup == MTA_STS_LOOKUP_FOUND) {
-      /* A record, nothing valid cached, and this id failed less
-       * than five minutes ago (§3.3). */
-      answer(a, MTA_STS_RESULT_TEMPFAIL, true, "fetch failed recently", NULL);
-    } else {
-      answer(a, MTA_STS_RESULT_NONE, false, "no record", NULL);
-      if ((e = get(svc, domain)) != NULL) {
-        if (e->snap != NULL) { /* expired */
-          set_snap(svc, e, NULL);
-          mark_dirty(svc);
-        }
-        e->checked = now;
-      }
-    }
-    break;
-  case MTA_STS_USE:
-    answer(a, MTA_STS_RESULT_POLICY, false, "cached", e->snap);
-    touch(svc, e);
-    /* An unchanged id (or a refresh held back by the retry spacing,
-     * or a record gone while the policy lives, §3.3) extends the
-     * grace without a fetch. DNS trouble does not: the next delivery
-     * asks again. */
-    if (lookup != MTA_STS_LOOKUP_FAILED)
-      e->checked = now;
-    break;
-  case MTA_STS_USE_AND_REFRESH:
-    answer(a, MTA_STS_RESULT_POLICY, false, "cached, refreshing", e->snap);
-    touch(svc, e);
-    /* Others take the fast path while this fetch runs. */
-    e->checked = now;
-    next = MTA_STS_NEXT_REFRESH;
-    break;
-  case MTA_STS_FETCH:
-    (void)valid;
-    a->policy = NULL;
-    next = MTA_STS_NEXT_FETCH;
-    break;
-  }
-  pthread_mutex_unlock(&svc->lock);
-  return next;
-}
-
-void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain,
-                         const char *id, const struct mta_sts_policy *p,
-                         const char *why, int64_t now,
-                         struct mta_sts_answer *a) {
-  struct mta_sts_snapshot *s = NULL;
-
-  if (p != NULL && (s = malloc(sizeof(*s))) != NULL) {
-    atomic_init(&s->refs, 1);
-    if (mta_sts_cache_store(&s->e, domain, strlen(domain), id, p, now) !=
-        MTA_STS_OK) {
-      free(s);
-      s = NULL;
-      why = "invalid domain or id";
-    }
-  } else if (p != NULL) {
-    why = "out of memory";
-  }
-  pthread_mutex_lock(&svc->lock);
-  struct entry *e = get(svc, domain);
-  if (s != NULL && e != NULL) {
-    set_snap(svc, e, s);
-    e->failed_at = 0;
-    e->failed_id[0] = '\0';
-    e->checked = now;
-    mark_dirty(svc);
-    answer(a, MTA_STS_RESULT_POLICY, false, "fetched", s);
-  } else {
+    pthread_mutex_lock(&svc->lock);
+    struct entry *e = find(svc, domain);
     if (e != NULL) {
-      e->failed_at = now;
-      snprintf(e->failed_id, sizeof(e->failed_id), "%s", id);
+        if (e->snap != NULL)
+            tmp = e->snap->e;
+        else
+            memset(&tmp, 0, offsetof(struct mta_sts_cache_entry, policy));
+        tmp.has_policy = e->snap != NULL;
+        tmp.failed_at = e->failed_at;
+        memcpy(tmp.failed_id, e->failed_id, sizeof(tmp.failed_id));
     }
-    if (e != NULL && e->snap != NULL && now < e->snap->e.expires)
-      /* §3.3: a failed refresh keeps the cached policy until max_age. */
-      answer(a, MTA_STS_RESULT_POLICY, true, why, e->snap);
-    else
-      answer(a, MTA_STS_RESULT_TEMPFAIL, true, why, NULL);
-    if (s != NULL) /* e == NULL: out of memory */
-      mta_sts_snapshot_unref(s);
-  }
-  pthread_mutex_unlock(&svc->lock);
+    enum mta_sts_action act = mta_sts_cache_decide(e != NULL ? &tmp : NULL, lookup, id, now);
+    bool valid = e != NULL && mta_sts_cache_valid(&tmp, now);
+
+    switch (act) {
+    case MTA_STS_NO_POLICY:
+        if (lookup == MTA_STS_LOOKUP_FAILED) {
+            answer(a, MTA_STS_RESULT_TEMPFAIL, false, "txt lookup failed", NULL);
+        } else if (lookup == MTA_STS_LOOKUP_FOUND) {
+            /* A record, nothing valid cached, and this id failed less
+             * than five minutes ago (§3.3). */
+            answer(a, MTA_STS_RESULT_TEMPFAIL, true, "fetch failed recently", NULL);
+        } else {
+            answer(a, MTA_STS_RESULT_NONE, false, "no record", NULL);
+            if ((e = get(svc, domain)) != NULL) {
+                if (e->snap != NULL) { /* expired */
+                    set_snap(svc, e, NULL);
+                    mark_dirty(svc);
+                }
+                e->checked = now;
+            }
+        }
+        break;
+    case MTA_STS_USE:
+        answer(a, MTA_STS_RESULT_POLICY, false, "cached", e->snap);
+        touch(svc, e);
+        /* An unchanged id (or a refresh held back by the retry spacing,
+         * or a record gone while the policy lives, §3.3) extends the
+         * grace without a fetch. DNS trouble does not: the next delivery
+         * asks again. */
+        if (lookup != MTA_STS_LOOKUP_FAILED)
+            e->checked = now;
+        break;
+    case MTA_STS_USE_AND_REFRESH:
+        answer(a, MTA_STS_RESULT_POLICY, false, "cached, refreshing", e->snap);
+        touch(svc, e);
+        /* Others take the fast path while this fetch runs. */
+        e->checked = now;
+        next = MTA_STS_NEXT_REFRESH;
+        break;
+    case MTA_STS_FETCH:
+        (void)valid;
+        a->policy = NULL;
+        next = MTA_STS_NEXT_FETCH;
+        break;
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return next;
 }
 
-void mta_sts_svc_stats(struct mta_sts_svc *svc, struct mta_sts_svc_stats *out) {
-  pthread_mutex_lock(&svc->lock);
-  *out = svc->stats;
-  out->entries = svc->count;
-  out->policies = svc->policies;
-  pthread_mutex_unlock(&svc->lock);
+void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char *id,
+                         const struct mta_sts_policy *p, const char *why, int64_t now,
+                         struct mta_sts_answer *a)
+{
+    struct mta_sts_snapshot *s = NULL;
+
+    if (p != NULL && (s = malloc(sizeof(*s))) != NULL) {
+        atomic_init(&s->refs, 1);
+        if (mta_sts_cache_store(&s->e, domain, strlen(domain), id, p, now) != MTA_STS_OK) {
+            free(s);
+            s = NULL;
+            why = "invalid domain or id";
+        }
+    } else if (p != NULL) {
+        why = "out of memory";
+    }
+    pthread_mutex_lock(&svc->lock);
+    struct entry *e = get(svc, domain);
+    if (s != NULL && e != NULL) {
+        set_snap(svc, e, s);
+        e->failed_at = 0;
+        e->failed_id[0] = '\0';
+        e->checked = now;
+        mark_dirty(svc);
+        answer(a, MTA_STS_RESULT_POLICY, false, "fetched", s);
+    } else {
+        if (e != NULL) {
+            e->failed_at = now;
+            snprintf(e->failed_id, sizeof(e->failed_id), "%s", id);
+        }
+        if (e != NULL && e->snap != NULL && now < e->snap->e.expires)
+            /* §3.3: a failed refresh keeps the cached policy until max_age. */
+            answer(a, MTA_STS_RESULT_POLICY, true, why, e->snap);
+        else
+            answer(a, MTA_STS_RESULT_TEMPFAIL, true, why, NULL);
+        if (s != NULL) /* e == NULL: out of memory */
+            mta_sts_snapshot_unref(s);
+    }
+    pthread_mutex_unlock(&svc->lock);
+}
+
+void mta_sts_svc_stats(struct mta_sts_svc *svc, struct mta_sts_svc_stats *out)
+{
+    pthread_mutex_lock(&svc->lock);
+    *out = svc->stats;
+    out->entries = svc->count;
+    out->policies = svc->policies;
+    pthread_mutex_unlock(&svc->lock);
 }
 
 #include "proxy/service/mta_sts_svc_file.c.h"
 
 /* --- Life cycle --- */
 
-struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o,
-                                    char *err, size_t errlen) {
-  struct mta_sts_svc *svc = calloc(1, sizeof(*svc));
+struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o, char *err, size_t errlen)
+{
+    struct mta_sts_svc *svc = calloc(1, sizeof(*svc));
 
-  if (svc == NULL)
-    goto fail_mem;
-  pthread_mutex_init(&svc->lock, NULL);
-  pthread_mutex_init(&svc->save_lock, NULL);
-  pthread_cond_init(&svc->cond, NULL);
-  svc->max_entries =
-      o->max_entries != 0 ? o->max_entries : MTA_STS_SVC_ENTRIES_DEFAULT;
-  svc->recheck =
-      o->txt_recheck != 0 ? o->txt_recheck : MTA_STS_SVC_RECHECK_DEFAULT;
-  svc->save_delay_ms =
-      o->save_delay_ms != 0 ? o->save_delay_ms : MTA_STS_SVC_SAVE_DELAY_MS;
-  svc->clock = o->clock != NULL ? o->clock : system_clock;
-  svc->clock_arg = o->clock_arg;
-  for (svc->nbuckets = 64;
-       svc->nbuckets < svc->max_entries && svc->nbuckets < (1u << 24);)
-    svc->nbuckets <<= 1;
-  if ((svc->buckets = calloc(svc->nbuckets, sizeof(*svc->buckets))) == NULL)
-    goto fail_mem;
-  if (o->cache_file != NULL && (svc->file = strdup(o->cache_file)) == NULL)
-    goto fail_mem;
-  if (o->ca_file != NULL) {
-    struct tls_options t;
-    memset(&t, 0, sizeof(t));
-    t.min_version = 12;
-    t.ca_file = (char *)o->ca_file;
-    if ((svc->tls = tls_ctx_client_new(&t, err, errlen)) == NULL)
-      goto fail;
-  }
-  if (svc->file != NULL) {
-    if (load(svc, err, errlen) != 0)
-      goto fail;
-    if (pthread_create(&svc->thread, NULL, save_thread, svc) != 0) {
-      snprintf(err, errlen, "cannot start the mta_sts cache thread");
-      goto fail;
+    if (svc == NULL)
+        goto fail_mem;
+    pthread_mutex_init(&svc->lock, NULL);
+    pthread_mutex_init(&svc->save_lock, NULL);
+    pthread_cond_init(&svc->cond, NULL);
+    svc->max_entries = o->max_entries != 0 ? o->max_entries : MTA_STS_SVC_ENTRIES_DEFAULT;
+    svc->recheck = o->txt_recheck != 0 ? o->txt_recheck : MTA_STS_SVC_RECHECK_DEFAULT;
+    svc->save_delay_ms = o->save_delay_ms != 0 ? o->save_delay_ms : MTA_STS_SVC_SAVE_DELAY_MS;
+    svc->clock = o->clock != NULL ? o->clock : system_clock;
+    svc->clock_arg = o->clock_arg;
+    for (svc->nbuckets = 64; svc->nbuckets < svc->max_entries && svc->nbuckets < (1u << 24);)
+        svc->nbuckets <<= 1;
+    if ((svc->buckets = calloc(svc->nbuckets, sizeof(*svc->buckets))) == NULL)
+        goto fail_mem;
+    if (o->cache_file != NULL && (svc->file = strdup(o->cache_file)) == NULL)
+        goto fail_mem;
+    if (o->ca_file != NULL) {
+        struct tls_options t;
+        memset(&t, 0, sizeof(t));
+        t.min_version = 12;
+        t.ca_file = (char *)o->ca_file;
+        if ((svc->tls = tls_ctx_client_new(&t, err, errlen)) == NULL)
+            goto fail;
     }
-    svc->has_thread = true;
-  }
-  return svc;
+    if (svc->file != NULL) {
+        if (load(svc, err, errlen) != 0)
+            goto fail;
+        if (pthread_create(&svc->thread, NULL, save_thread, svc) != 0) {
+            snprintf(err, errlen, "cannot start the mta_sts cache thread");
+            goto fail;
+        }
+        svc->has_thread = true;
+    }
+    return svc;
 
 fail_mem:
-  snprintf(err, errlen, "out of memory");
+    snprintf(err, errlen, "out of memory");
 fail:
-  mta_sts_svc_free(svc);
-  return NULL;
+    mta_sts_svc_free(svc);
+    return NULL;
 }
 
-void mta_sts_svc_free(struct mta_sts_svc *svc) {
-  if (svc == NULL)
-    return;
-  if (svc->has_thread) {
-    pthread_mutex_lock(&svc->lock);
-    svc->stopping = true;
-    pthread_cond_signal(&svc->cond);
-    pthread_mutex_unlock(&svc->lock);
-    pthread_join(svc->thread, NULL);
-    if (svc->dirty)
-      mta_sts_svc_save(svc);
-  }
-  while (svc->lru_head != NULL)
-    drop(svc, svc->lru_head);
-  free(svc->buckets);
-  free(svc->file);
-  tls_ctx_unref(svc->tls);
-  pthread_cond_destroy(&svc->cond);
-  pthread_mutex_destroy(&svc->save_lock);
-  pthread_mutex_destroy(&svc->lock);
-  free(svc);
+void mta_sts_svc_free(struct mta_sts_svc *svc)
+{
+    if (svc == NULL)
+        return;
+    if (svc->has_thread) {
+        pthread_mutex_lock(&svc->lock);
+        svc->stopping = true;
+        pthread_cond_signal(&svc->cond);
+        pthread_mutex_unlock(&svc->lock);
+        pthread_join(svc->thread, NULL);
+        if (svc->dirty)
+            mta_sts_svc_save(svc);
+    }
+    while (svc->lru_head != NULL)
+        drop(svc, svc->lru_head);
+    free(svc->buckets);
+    free(svc->file);
+    tls_ctx_unref(svc->tls);
+    pthread_cond_destroy(&svc->cond);
+    pthread_mutex_destroy(&svc->save_lock);
+    pthread_mutex_destroy(&svc->lock);
+    free(svc);
 }

@@ -40,25 +40,21 @@
 #include "proxy/policy/mta_sts.h"
 
 #define MTA_STS_SVC_ENTRIES_DEFAULT 10000
-#define MTA_STS_SVC_RECHECK_DEFAULT                                            \
-  300 /* seconds between TXT checks of a domain */
-#define MTA_STS_SVC_SAVE_DELAY_MS                                              \
-  3000 /* the cache file is written at most this often */
-#define MTA_STS_SVC_FILE_MAX                                                   \
-  (64u << 20) /* a longer cache file is read up to here */
+#define MTA_STS_SVC_RECHECK_DEFAULT 300  /* seconds between TXT checks of a domain */
+#define MTA_STS_SVC_SAVE_DELAY_MS 3000   /* the cache file is written at most this often */
+#define MTA_STS_SVC_FILE_MAX (64u << 20) /* a longer cache file is read up to here */
 
 struct tls_ctx;
 
 struct mta_sts_svc_options {
-  const char *cache_file; /* NULL: memory only (copied) */
-  const char
-      *ca_file; /* trust for the policy fetch (copied); NULL: none loads */
-  size_t max_entries;     /* 0: MTA_STS_SVC_ENTRIES_DEFAULT */
-  unsigned txt_recheck;   /* seconds; 0: MTA_STS_SVC_RECHECK_DEFAULT */
-  unsigned save_delay_ms; /* 0: MTA_STS_SVC_SAVE_DELAY_MS */
-  /* The clock (unix seconds); NULL: time(). Tests pass a fake one. */
-  int64_t (*clock)(void *arg);
-  void *clock_arg;
+    const char *cache_file; /* NULL: memory only (copied) */
+    const char *ca_file;    /* trust for the policy fetch (copied); NULL: none loads */
+    size_t max_entries;     /* 0: MTA_STS_SVC_ENTRIES_DEFAULT */
+    unsigned txt_recheck;   /* seconds; 0: MTA_STS_SVC_RECHECK_DEFAULT */
+    unsigned save_delay_ms; /* 0: MTA_STS_SVC_SAVE_DELAY_MS */
+    /* The clock (unix seconds); NULL: time(). Tests pass a fake one. */
+    int64_t (*clock)(void *arg);
+    void *clock_arg;
 };
 
 /*
@@ -67,39 +63,37 @@ struct mta_sts_svc_options {
  * mta_sts_snapshot_unref from any thread).
  */
 struct mta_sts_snapshot {
-  atomic_int refs;
-  struct mta_sts_cache_entry e; /* domain, id, fetched, expires, policy */
+    atomic_int refs;
+    struct mta_sts_cache_entry e; /* domain, id, fetched, expires, policy */
 };
 
 void mta_sts_snapshot_unref(struct mta_sts_snapshot *s); /* accepts NULL */
 
 enum mta_sts_result {
-  MTA_STS_RESULT_NONE,   /* the domain has no policy: deliver as without MTA-STS
-                          */
-  MTA_STS_RESULT_POLICY, /* apply answer.policy */
-  MTA_STS_RESULT_TEMPFAIL, /* no policy is known because discovery failed (TXT
-                            * SERVFAIL, fetch failed): §3.3 says deliver as
-                            * without MTA-STS, TLS-RPT counts a
-                            * sts-policy-fetch-error */
+    MTA_STS_RESULT_NONE,     /* the domain has no policy: deliver as without MTA-STS
+                              */
+    MTA_STS_RESULT_POLICY,   /* apply answer.policy */
+    MTA_STS_RESULT_TEMPFAIL, /* no policy is known because discovery failed (TXT
+                              * SERVFAIL, fetch failed): §3.3 says deliver as
+                              * without MTA-STS, TLS-RPT counts a
+                              * sts-policy-fetch-error */
 };
 
 /* "none" | "policy" | "tempfail" (static). */
 const char *mta_sts_result_str(enum mta_sts_result r);
 
 struct mta_sts_answer {
-  enum mta_sts_result result;
-  /* A fetch of this lookup failed (TLS-RPT: sts-policy-fetch-error), also
-   * with RESULT_POLICY when the cached policy still applies. */
-  bool fetch_failed;
-  const char
-      *why; /* static: "cached", "fetched", "no record", "fetch failed: ..." */
-  /* RESULT_POLICY: a reference the answer's receiver owns (release it with
-   * mta_sts_answer_release, or keep it). NULL otherwise. */
-  struct mta_sts_snapshot *policy;
+    enum mta_sts_result result;
+    /* A fetch of this lookup failed (TLS-RPT: sts-policy-fetch-error), also
+     * with RESULT_POLICY when the cached policy still applies. */
+    bool fetch_failed;
+    const char *why; /* static: "cached", "fetched", "no record", "fetch failed: ..." */
+    /* RESULT_POLICY: a reference the answer's receiver owns (release it with
+     * mta_sts_answer_release, or keep it). NULL otherwise. */
+    struct mta_sts_snapshot *policy;
 };
 
-void mta_sts_answer_release(
-    struct mta_sts_answer *a); /* policy unref'd, set NULL */
+void mta_sts_answer_release(struct mta_sts_answer *a); /* policy unref'd, set NULL */
 
 struct mta_sts_svc;
 
@@ -111,8 +105,7 @@ struct mta_sts_svc;
  * NULL and a message in err when the CA file is unusable, the file cannot
  * be read (other than absent), or memory runs out.
  */
-struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o,
-                                    char *err, size_t errlen);
+struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o, char *err, size_t errlen);
 
 /* Writes the file one last time if anything changed, stops the save thread
  * and frees everything. No lookup may be in progress. Accepts NULL. */
@@ -144,10 +137,10 @@ bool mta_sts_svc_peek(struct mta_sts_svc *svc, const char *domain, int64_t now,
 
 /* What mta_sts_svc_txt() leaves to its caller. */
 enum mta_sts_next {
-  MTA_STS_NEXT_DONE,    /* *a is the answer; nothing to fetch */
-  MTA_STS_NEXT_REFRESH, /* *a is the answer (the cached policy); fetch in the
-                           background */
-  MTA_STS_NEXT_FETCH,   /* no answer yet: fetch, then mta_sts_svc_fetched() */
+    MTA_STS_NEXT_DONE,    /* *a is the answer; nothing to fetch */
+    MTA_STS_NEXT_REFRESH, /* *a is the answer (the cached policy); fetch in the
+                             background */
+    MTA_STS_NEXT_FETCH,   /* no answer yet: fetch, then mta_sts_svc_fetched() */
 };
 
 /*
@@ -157,8 +150,8 @@ enum mta_sts_next {
  * least recently used one when full) and says what follows.
  */
 enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
-                                  enum mta_sts_lookup lookup, const char *id,
-                                  int64_t now, struct mta_sts_answer *a);
+                                  enum mta_sts_lookup lookup, const char *id, int64_t now,
+                                  struct mta_sts_answer *a);
 
 /*
  * The fetch of domain under TXT id ended at now: p is the parsed policy, or
@@ -167,20 +160,19 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
  * save, and sets *a: the new policy, the cached one with fetch_failed, or
  * TEMPFAIL.
  */
-void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain,
-                         const char *id, const struct mta_sts_policy *p,
-                         const char *why, int64_t now,
+void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char *id,
+                         const struct mta_sts_policy *p, const char *why, int64_t now,
                          struct mta_sts_answer *a);
 
 /* Counters, for tests and a metrics export. */
 struct mta_sts_svc_stats {
-  size_t entries;        /* domains in the table (with or without policy) */
-  size_t policies;       /* of which with a policy */
-  uint64_t evictions;    /* entries dropped to make room */
-  uint64_t saves;        /* cache file writes that succeeded */
-  uint64_t save_errors;  /* and that failed */
-  uint64_t loaded;       /* entries read from the file at start */
-  uint64_t load_skipped; /* entries of the file refused by the parser */
+    size_t entries;        /* domains in the table (with or without policy) */
+    size_t policies;       /* of which with a policy */
+    uint64_t evictions;    /* entries dropped to make room */
+    uint64_t saves;        /* cache file writes that succeeded */
+    uint64_t save_errors;  /* and that failed */
+    uint64_t loaded;       /* entries read from the file at start */
+    uint64_t load_skipped; /* entries of the file refused by the parser */
 };
 
 void mta_sts_svc_stats(struct mta_sts_svc *svc, struct mta_sts_svc_stats *out);
