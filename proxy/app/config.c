@@ -391,7 +391,7 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     static const char *const keys[] = {"name",     "listen",          "destination",
                                        "policy",   "policies",        "max_connections",
                                        "max_command_line", "ehlo_keywords", "timeouts", "tls",
-                                       "dane",     "enforce",         NULL};
+                                       "dane",     "enforce",         "mta_sts", NULL};
     static const char *const required[] = {"name", "listen", NULL};
     struct config_outbound *o = &ld->c->outbound[i];
     char prefix[PATH_LEN];
@@ -417,6 +417,7 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
         o->opts.policy.fallback = (enum outbound_policy)v;
     load_policies(ld, g, prefix, o);
     cfg_get_bool(ld, g, prefix, "dane", &o->opts.dane);
+    cfg_get_bool(ld, g, prefix, "mta_sts", &o->opts.mta_sts);
     cfg_get_bool(ld, g, prefix, "enforce", &o->opts.enforce);
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &o->opts.max_connections);
     cfg_get_uint(ld, g, prefix, "max_command_line", MIN_COMMAND_LINE, MAX_COMMAND_LINE,
@@ -508,7 +509,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
     static const char *const keys[] = {"workers",          "log_level", "log_format",
                                        "metrics_listen",   "tls",       "inbound",
                                        "outbound",         "shutdown_timeout", "user",
-                                       "group",            "resolver", NULL};
+                                       "group",            "resolver", "mta_sts", NULL};
     struct config *c = ld->c;
     const config_setting_t *in, *out;
     bool bad_in, bad_out;
@@ -547,6 +548,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
         load_outbound(ld, config_setting_get_elem(out, (unsigned)i), i);
     cfg_load_resolver(ld, root);
     check_dane(ld, out);
+    cfg_load_mta_sts(ld, root, out);
 
     /* A proxy with nothing to listen on would start and do nothing, which is
      * never what the file meant. Not said again when a broken inbound or
@@ -733,6 +735,7 @@ void config_free(struct config *c)
     free(c->outbound);
     cfg_tls_clear(&c->tls);
     cfg_resolver_clear(&c->resolver);
+    cfg_mta_sts_clear(&c->mta_sts);
     free(c->user);
     free(c->group);
     free(c->file);

@@ -180,4 +180,14 @@ void cfg_load_resolver(struct loader *ld, const config_setting_t *root);
 /* Frees what r owns. */
 void cfg_resolver_clear(struct resolver_options *r);
 
+/* ---- config_mta_sts.c --------------------------------------------------- */
+
+/* The top-level mta_sts block, after the listeners (out: their list) whose
+ * `mta_sts = true` decides whether the CA file must be readable. */
+void cfg_load_mta_sts(struct loader *ld, const config_setting_t *root,
+                      const config_setting_t *out);
+
+/* Frees what m owns. */
+void cfg_mta_sts_clear(struct config_mta_sts *m);
+
 #endif

@@ -19,8 +19,11 @@ struct runtime_profile {
     struct runtime *rt;
 };
 
+struct runtime_mta_sts;
+
 struct runtime {
     atomic_int refs;
+    struct runtime_mta_sts *mta_sts; /* the policy service its profiles point to, or NULL */
     struct config *cfg;
     struct runtime_profile *profiles; /* inbound listeners first, then outbound */
     size_t nprofiles;
@@ -32,6 +35,11 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
 
 void runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt); /* accepts NULL */
+
+/* Drops the process's hold on the MTA-STS service (main, at exit): once
+ * the last runtime using it is gone, its cache file is written a last time.
+ * A runtime made afterwards starts a new one. */
+void runtime_release_services(void);
 
 /* The profile of the listener called name, or NULL. */
 const struct session_profile *runtime_profile(const struct runtime *rt, const char *name);

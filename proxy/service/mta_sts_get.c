@@ -18,6 +18,7 @@
 
 struct mta_sts_job {
     struct mta_sts_loop *l;
+    struct mta_sts_svc *svc;
     struct mta_sts_job *next;
     char domain[MTA_STS_NAME_MAX + 1];
     char id[MTA_STS_ID_MAX + 1];
@@ -26,11 +27,9 @@ struct mta_sts_job {
     struct mta_sts_req *waiters;
 };
 
-void mta_sts_loop_init(struct mta_sts_loop *l, struct mta_sts_svc *svc, uv_loop_t *loop,
-                       struct resolver *r)
+void mta_sts_loop_init(struct mta_sts_loop *l, uv_loop_t *loop, struct resolver *r)
 {
     memset(l, 0, sizeof(*l));
-    l->svc = svc;
     l->loop = loop;
     l->resolver = r;
     l->port = 443;
@@ -87,7 +86,7 @@ static void finish(struct mta_sts_job *j, struct mta_sts_answer *a)
 static void on_fetch(struct https_get *g, const struct https_get_result *res)
 {
     struct mta_sts_job *j = g->data;
-    struct mta_sts_svc *svc = j->l->svc;
+    struct mta_sts_svc *svc = j->svc;
     struct mta_sts_policy *p = NULL;
     const char *why = https_get_status_str(res->status);
     struct mta_sts_answer a;
@@ -124,10 +123,10 @@ static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a)
     char host[HTTPS_GET_HOST_MAX + 16];
     int rc = UV_EINVAL;
 
-    if (mta_sts_svc_tls(l->svc) != NULL &&
+    if (mta_sts_svc_tls(j->svc) != NULL &&
         snprintf(host, sizeof(host), "mta-sts.%s", j->domain) <= HTTPS_GET_HOST_MAX) {
         j->g.data = j;
-        rc = https_get_start(&j->g, l->loop, l->resolver, mta_sts_svc_tls(l->svc), host, l->port,
+        rc = https_get_start(&j->g, l->loop, l->resolver, mta_sts_svc_tls(j->svc), host, l->port,
                              WELL_KNOWN, l->has_addr ? (const struct sockaddr *)&l->addr : NULL,
                              l->limits, on_fetch);
     }
@@ -138,8 +137,8 @@ static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a)
     log_warn("event=mta_sts_fetch domain=%s id=%s result=failed reason=\"not "
              "started\" error=%s",
              j->domain, j->id, uv_strerror(rc));
-    mta_sts_svc_fetched(l->svc, j->domain, j->id, NULL, "fetch not started",
-                        mta_sts_svc_now(l->svc), a);
+    mta_sts_svc_fetched(j->svc, j->domain, j->id, NULL, "fetch not started",
+                        mta_sts_svc_now(j->svc), a);
     finish(j, a);
 }
 
@@ -169,7 +168,7 @@ static enum mta_sts_lookup classify(const struct resolver_result *res, struct mt
 static void on_txt(struct resolver_query *q, const struct resolver_result *res)
 {
     struct mta_sts_job *j = q->data;
-    struct mta_sts_svc *svc = j->l->svc;
+    struct mta_sts_svc *svc = j->svc;
     struct mta_sts_txt txt = {{0}};
     struct mta_sts_answer a;
     const char *why;
@@ -202,8 +201,8 @@ static void on_txt(struct resolver_query *q, const struct resolver_result *res)
     }
 }
 
-int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len, struct mta_sts_req *req,
-                mta_sts_cb cb, struct mta_sts_answer *a)
+int mta_sts_get(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *domain, size_t len,
+                struct mta_sts_req *req, mta_sts_cb cb, struct mta_sts_answer *a)
 {
     char name[MTA_STS_NAME_MAX + 1];
     char qname[MTA_STS_NAME_MAX + 16];
@@ -217,10 +216,10 @@ int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len, struct m
         a->why = "not a domain name";
         return MTA_STS_GET_DONE;
     }
-    if (mta_sts_svc_peek(l->svc, name, mta_sts_svc_now(l->svc), a))
+    if (mta_sts_svc_peek(svc, name, mta_sts_svc_now(svc), a))
         return MTA_STS_GET_DONE;
     for (j = l->jobs; j != NULL; j = j->next)
-        if (strcmp(j->domain, name) == 0)
+        if (j->svc == svc && strcmp(j->domain, name) == 0)
             break;
     if (j == NULL) {
         if ((j = calloc(1, sizeof(*j))) == NULL) {
@@ -229,6 +228,7 @@ int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len, struct m
             return MTA_STS_GET_DONE;
         }
         j->l = l;
+        j->svc = svc;
         strcpy(j->domain, name);
         j->q.data = j;
         snprintf(qname, sizeof(qname), "_mta-sts.%s", name);

@@ -32,7 +32,6 @@ struct mta_sts_job;
 /* The loop-local part. The caller owns it; only mta_sts_get.c reads or
  * writes its fields. */
 struct mta_sts_loop {
-    struct mta_sts_svc *svc; /* borrowed: outlives the loop's lookups */
     uv_loop_t *loop;
     struct resolver *resolver; /* borrowed: the loop's */
     uint16_t port;             /* of the fetch: 443 */
@@ -44,8 +43,9 @@ struct mta_sts_loop {
     uint64_t txt_queries;
 };
 
-void mta_sts_loop_init(struct mta_sts_loop *l, struct mta_sts_svc *svc, uv_loop_t *loop,
-                       struct resolver *r);
+/* A loop's lookups use r (borrowed: the loop's resolver). One loop may
+ * serve several services (a reload that changes the mta_sts block). */
+void mta_sts_loop_init(struct mta_sts_loop *l, uv_loop_t *loop, struct resolver *r);
 
 /* Tests and fixed set-ups: fetch on port (0: 443), and from addr (its own
  * port; NULL: resolve mta-sts.<domain>). addr is copied. */
@@ -71,16 +71,16 @@ struct mta_sts_req {
 
 /*
  * The policy of domain (len bytes; one trailing dot ignored) for one
- * delivery. When the cache can answer without a lookup, returns
- * MTA_STS_GET_DONE with *a filled in (the caller owns a->policy) and cb
+ * delivery, from svc (borrowed: it outlives the request) on loop l. When the cache can answer
+ * without a lookup, returns MTA_STS_GET_DONE with *a filled in (the caller owns a->policy) and cb
  * never comes: a warm cache costs no system call and no loop round trip.
  * Otherwise returns 0 and cb follows exactly once on l's loop, never from
  * inside this call, unless mta_sts_cancel(req) comes first. A name that
  * cannot have a policy (an address literal, too long) answers DONE with
  * MTA_STS_RESULT_NONE. Negative: UV_EBUSY when req is in use.
  */
-int mta_sts_get(struct mta_sts_loop *l, const char *domain, size_t len, struct mta_sts_req *req,
-                mta_sts_cb cb, struct mta_sts_answer *a);
+int mta_sts_get(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *domain, size_t len,
+                struct mta_sts_req *req, mta_sts_cb cb, struct mta_sts_answer *a);
 
 /* Whether req waits for its callback. */
 bool mta_sts_req_active(const struct mta_sts_req *req);

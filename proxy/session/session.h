@@ -39,6 +39,9 @@ struct session_profile {
     atomic_uint *active;                     /* open sessions of this listener, all workers */
     void (*hold)(const struct session_profile *p);
     void (*release)(const struct session_profile *p);
+    /* Outbound with opts mta_sts: the process's MTA-STS policy service
+     * (proxy/service/mta_sts_svc.h), borrowed, outliving the profile. */
+    struct mta_sts_svc *mta_sts;
 };
 
 struct session;
