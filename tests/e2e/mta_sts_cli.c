@@ -1,0 +1,175 @@
+/*
+ * mta_sts_cli: the MTA-STS policy service (proxy/service) from the command
+ * line, for tests/e2e/test_mta_sts_svc.py:
+ *
+ *   mta_sts_cli --config FILE --domain NAME [--count N] [--rounds R]
+ *               [--port N] [--connect IP:PORT]
+ *
+ * Loads FILE (its resolver and mta_sts blocks), then R times asks for the
+ * policy of NAME N times at once on one loop, waits for every answer and
+ * for any background refresh, and prints one line per answer:
+ *   round=1 req=0 sync=0 result=policy fetch_failed=0 why="fetched" id=ID mode=enforce mx=a,b
+ * and at the end
+ *   txt_queries=1 fetches=1
+ * Freeing the service writes its cache file. Exit 0, or 2 for bad usage
+ * or setup.
+ */
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "proxy/app/config.h"
+#include "proxy/net/resolver.h"
+#include "proxy/obs/log.h"
+#include "proxy/service/mta_sts_get.h"
+
+#define MAX_COUNT 1000
+
+static int round_no;
+static unsigned pending;
+
+static void print(int req, bool sync, struct mta_sts_answer *a)
+{
+    printf("round=%d req=%d sync=%d result=%s fetch_failed=%d why=\"%s\"", round_no, req, sync,
+           mta_sts_result_str(a->result), a->fetch_failed, a->why != NULL ? a->why : "");
+    if (a->policy != NULL) {
+        const struct mta_sts_cache_entry *e = &a->policy->e;
+        printf(" id=%s mode=%s mx=", e->id, mta_sts_mode_str(e->policy.mode));
+        for (size_t i = 0; i < e->policy.n_mx; i++)
+            printf("%s%s", i ? "," : "", e->policy.mx[i]);
+    }
+    printf("\n");
+    fflush(stdout);
+    mta_sts_answer_release(a);
+}
+
+static void on_answer(struct mta_sts_req *req, struct mta_sts_answer *a)
+{
+    print((int)(intptr_t)req->data, false, a);
+    pending--;
+}
+
+static int parse_addr(const char *s, struct sockaddr_in *sin)
+{
+    char ip[64];
+    const char *colon = strrchr(s, ':');
+
+    if (colon == NULL || (size_t)(colon - s) >= sizeof(ip))
+        return -1;
+    memcpy(ip, s, (size_t)(colon - s));
+    ip[colon - s] = '\0';
+    memset(sin, 0, sizeof(*sin));
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)strtol(colon + 1, NULL, 10));
+    return inet_pton(AF_INET, ip, &sin->sin_addr) == 1 ? 0 : -1;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: mta_sts_cli --config FILE --domain NAME [--count N] [--rounds R]\n"
+                    "                   [--port N] [--connect IP:PORT]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"domain", required_argument, NULL, 'd'},
+        {"count", required_argument, NULL, 'n'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"port", required_argument, NULL, 'p'},
+        {"connect", required_argument, NULL, 'a'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *file = NULL, *domain = NULL, *connect = NULL;
+    long count = 1, rounds = 1, port = 443;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            file = optarg;
+            break;
+        case 'd':
+            domain = optarg;
+            break;
+        case 'n':
+            count = strtol(optarg, NULL, 10);
+            break;
+        case 'r':
+            rounds = strtol(optarg, NULL, 10);
+            break;
+        case 'p':
+            port = strtol(optarg, NULL, 10);
+            break;
+        case 'a':
+            connect = optarg;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (file == NULL || domain == NULL || optind != argc || count < 1 || count > MAX_COUNT ||
+        rounds < 1 || port < 1 || port > 65535)
+        usage();
+    log_init(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
+
+    struct config *cfg;
+    static char err[8192];
+    if (config_load(file, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    struct mta_sts_svc_options so = {.cache_file = cfg->mta_sts.cache,
+                                     .ca_file = cfg->mta_sts.ca_file};
+    struct mta_sts_svc *svc = mta_sts_svc_new(&so, err, sizeof(err));
+    if (svc == NULL) {
+        fprintf(stderr, "mta_sts_cli: %s\n", err);
+        return 2;
+    }
+    uv_loop_t *loop = uv_default_loop();
+    struct resolver *r = resolver_new(loop, &cfg->resolver, err, sizeof(err));
+    if (r == NULL) {
+        fprintf(stderr, "mta_sts_cli: %s\n", err);
+        return 2;
+    }
+    struct mta_sts_loop l;
+    struct sockaddr_in sin;
+    mta_sts_loop_init(&l, loop, r);
+    if (connect != NULL && parse_addr(connect, &sin) != 0)
+        usage();
+    mta_sts_loop_set_target(&l, (uint16_t)port, connect ? (const struct sockaddr *)&sin : NULL);
+
+    static struct mta_sts_req reqs[MAX_COUNT];
+    for (round_no = 1; round_no <= rounds; round_no++) {
+        for (long i = 0; i < count; i++) {
+            struct mta_sts_answer a;
+            reqs[i].data = (void *)(intptr_t)i;
+            int rc = mta_sts_get(svc, &l, domain, strlen(domain), &reqs[i], on_answer, &a);
+            if (rc == MTA_STS_GET_DONE)
+                print((int)i, true, &a);
+            else if (rc == 0)
+                pending++;
+            else
+                fprintf(stderr, "mta_sts_cli: %s\n", uv_strerror(rc));
+        }
+        /* Every answer, then whatever refresh they left running. */
+        while ((pending > 0 || l.jobs != NULL) && uv_run(loop, UV_RUN_ONCE) != 0)
+            ;
+    }
+    printf("txt_queries=%llu fetches=%llu\n", (unsigned long long)l.txt_queries,
+           (unsigned long long)l.fetches);
+    fflush(stdout);
+    mta_sts_loop_close(&l);
+    resolver_close(r);
+    uv_run(loop, UV_RUN_DEFAULT);
+    mta_sts_svc_free(svc);
+    config_free(cfg);
+    return uv_loop_close(loop) == 0 ? 0 : 2;
+}

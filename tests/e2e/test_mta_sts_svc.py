@@ -1,0 +1,258 @@
+"""The MTA-STS policy service (proxy/service) end to end, through
+tests/e2e/mta_sts_cli.c: it loads a configuration (its resolver and
+mta_sts blocks), asks for the policy of example.net, and prints each
+answer. The _mta-sts TXT record comes from the DNSSEC-signed zone on nsd
+(dnszone.py), validated by the proxy's resolver; the policy from Python's
+HTTPS server (OpenSSL, a test CA) on port 443 of a 127.x address of its
+own, which the zone's mta-sts A record names: the service connects where
+the DNS says, as in production. The server counts its requests, so each
+case asserts how many fetches really happened."""
+
+import http.server
+import os
+import random
+import re
+import socket
+import subprocess
+import threading
+import unittest
+
+import dnszone
+import harness
+
+POLICY1 = b"version: STSv1\nmode: enforce\nmx: mx.example.net\nmax_age: 86400\n"
+POLICY2 = b"version: STSv1\nmode: testing\nmx: mx2.example.net\nmax_age: 86400\n"
+TXT1 = '"v=STSv1; id=20240101T000000;"'
+TXT2 = '"v=STSv1; id=20240202T000000;"'
+_rng = random.SystemRandom()
+
+
+def cli_binary():
+    env = os.environ.get("MTA_STS_CLI")
+    if env:
+        return env
+    p = os.path.join(os.environ.get("TEST_SRCDIR", ""), "smtp_tls_proxy/tests/e2e/mta_sts_cli")
+    if os.path.exists(p):
+        return p
+    raise RuntimeError("mta_sts_cli not found: run under bazel test or set MTA_STS_CLI")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        with srv.lock:
+            srv.requests.append(self.path)
+            status, body = srv.status, srv.body
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class PolicyServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, ip, port, ctx):
+        super().__init__((ip, port), Handler)
+        self.socket = ctx.wrap_socket(self.socket, server_side=True)
+        self.lock = threading.Lock()
+        self.requests = []
+        self.status, self.body = 200, POLICY1
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.daemon = True
+        self.thread.start()
+
+    def serve(self, status, body):
+        with self.lock:
+            self.status, self.body = status, body
+            self.requests = []
+
+    def count(self):
+        with self.lock:
+            return len(self.requests)
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+        self.thread.join(10)
+
+
+def bind_443():
+    """A 127.x.y.z address whose port 443 is free, and the port: 443 where
+    binding it works (root, as in CI), else a free port handed to the
+    driver with --port."""
+    for _ in range(20):
+        ip = "127.54.%d.%d" % (_rng.randint(1, 250), _rng.randint(1, 250))
+        s = socket.socket()
+        try:
+            s.bind((ip, 443))
+            s.close()
+            return ip, 443
+        except PermissionError:
+            s.close()
+            return ip, 0
+        except OSError:
+            s.close()
+    raise RuntimeError("no free 127.54.x.y:443")
+
+
+LINE = re.compile(r'round=(\d+) req=(\d+) sync=(\d) result=(\S+) fetch_failed=(\d) why="([^"]*)"'
+                  r'(?: id=(\S+) mode=(\S+) mx=(\S*))?$')
+
+
+@unittest.skipIf(dnszone.available() is not None, dnszone.available())
+class MtaStsServiceTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = harness.new_tmpdir("mta-sts-svc")
+        cls.pki = harness.make_pki(os.path.join(cls.dir, "pki"), cn="mta-sts.example.net")
+        ip, port = bind_443()
+        cls.srv = PolicyServer(ip, port, harness.server_context(cls.pki))
+        cls.port = cls.srv.server_address[1]
+        cls.zone = None
+        cls.start_zone(TXT1)
+
+    @classmethod
+    def start_zone(cls, txt):
+        if cls.zone is not None:
+            cls.zone.stop()
+        last = None
+        for _ in range(5):
+            ip = "127.53.%d.%d" % (_rng.randint(1, 250), _rng.randint(1, 250))
+            z = dnszone.Zone(harness.new_tmpdir("zone"), ip, port=10053,
+                             a=cls.srv.server_address[0])
+            z.records = [r for r in z.records if r[0] != "_mta-sts"] + [("_mta-sts", "TXT", txt)]
+            try:
+                cls.zone = z.start(timeout=30)
+                return
+            except RuntimeError as e:  # an address taken by a concurrent run
+                last = e
+        raise last
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+        if cls.zone is not None:
+            cls.zone.stop()
+
+    def setUp(self):
+        self.srv.serve(200, POLICY1)
+        self.cache = os.path.join(harness.new_tmpdir("cache"), "mta-sts.cache")
+        if self.zone_txt() != TXT1:
+            self.start_zone(TXT1)
+
+    def zone_txt(self):
+        return [r for r in self.zone.records if r[0] == "_mta-sts"][0][2]
+
+    def config(self, cache=True):
+        path = os.path.join(harness.new_tmpdir("conf"), "proxy.conf")
+        with open(path, "w") as f:
+            f.write('outbound = ( { name = "out"; listen = "127.0.0.1:1"; '
+                    'destination = "127.0.0.1:2"; mta_sts = true; } );\n'
+                    'resolver = { servers = [ "%s" ]; trust_anchor = "%s"; };\n'
+                    'mta_sts = { ca_file = "%s"; %s };\n'
+                    % (self.zone.server, self.zone.trust_anchor, self.pki.ca,
+                       'cache = "%s";' % self.cache if cache else ""))
+        return path
+
+    def run_cli(self, count=1, rounds=1, cache=True):
+        args = [cli_binary(), "--config", self.config(cache), "--domain", "example.net",
+                "--count", str(count), "--rounds", str(rounds)]
+        if self.port != 443:
+            args += ["--port", str(self.port)]
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=120)
+        out, err = r.stdout.decode(), r.stderr.decode()
+        self.assertEqual(r.returncode, 0, "stdout %s\nstderr %s" % (out, err))
+        answers = []
+        for line in out.splitlines():
+            m = LINE.match(line)
+            if m:
+                answers.append({"round": int(m.group(1)), "sync": m.group(3) == "1",
+                                "result": m.group(4), "fetch_failed": m.group(5) == "1",
+                                "why": m.group(6), "id": m.group(7), "mx": m.group(9)})
+        m = re.search(r"txt_queries=(\d+) fetches=(\d+)", out)
+        self.assertIsNotNone(m, out)
+        self.assertEqual(len(answers), count * rounds, out + err)
+        return answers, int(m.group(1)), int(m.group(2)), err
+
+    def test_fetched_then_cached(self):
+        answers, txt, fetches, _ = self.run_cli(rounds=2, cache=False)
+        first, second = answers
+        self.assertEqual((first["result"], first["why"], first["mx"]),
+                         ("policy", "fetched", "mx.example.net"))
+        self.assertEqual(first["id"], "20240101T000000")
+        # The second lookup: from memory, synchronous, no TXT query, no fetch.
+        self.assertEqual((second["result"], second["why"], second["sync"]),
+                         ("policy", "cached", True))
+        self.assertEqual((txt, fetches, self.srv.count()), (1, 1, 1))
+        self.assertEqual(self.srv.requests, ["/.well-known/mta-sts.txt"])
+
+    def test_concurrent_lookups_share_one_fetch(self):
+        # 25 lookups started before the loop runs: without coalescing each
+        # would make its own TXT query and fetch.
+        answers, txt, fetches, _ = self.run_cli(count=25)
+        self.assertEqual({(a["result"], a["why"], a["sync"]) for a in answers},
+                         {("policy", "fetched", False)})
+        self.assertEqual((txt, fetches, self.srv.count()), (1, 1, 1))
+
+    def test_cache_survives_restart(self):
+        self.run_cli()
+        self.assertTrue(os.path.exists(self.cache))
+        self.assertEqual(self.srv.count(), 1)
+        # A new process: the TXT id is checked, unchanged, so no fetch.
+        answers, txt, fetches, _ = self.run_cli()
+        self.assertEqual((answers[0]["result"], answers[0]["why"], answers[0]["mx"]),
+                         ("policy", "cached", "mx.example.net"))
+        self.assertEqual((txt, fetches, self.srv.count()), (1, 0, 1))
+
+    def test_id_change_refetches_and_failure_keeps_policy(self):
+        self.run_cli()
+        self.start_zone(TXT2)
+        # The new id's fetch fails: the cached policy still applies.
+        self.srv.serve(404, b"gone\n")
+        answers, txt, fetches, err = self.run_cli(rounds=2)
+        self.assertEqual([(a["result"], a["mx"]) for a in answers],
+                         [("policy", "mx.example.net")] * 2)
+        self.assertEqual(answers[0]["why"], "cached, refreshing")
+        self.assertEqual((fetches, self.srv.count()), (1, 1))
+        self.assertIn('event=mta_sts_fetch domain=example.net id=20240202T000000 result=failed '
+                      'reason="http status"', err)
+        # The server is back: the new id's policy is fetched and applies.
+        self.srv.serve(200, POLICY2)
+        answers, txt, fetches, _ = self.run_cli(rounds=2)
+        self.assertEqual((answers[0]["why"], answers[0]["mx"]),
+                         ("cached, refreshing", "mx.example.net"))
+        self.assertEqual((answers[1]["why"], answers[1]["mx"], answers[1]["id"]),
+                         ("cached", "mx2.example.net", "20240202T000000"))
+        self.assertEqual((fetches, self.srv.count()), (1, 1))
+
+    def test_first_fetch_fails(self):
+        self.srv.serve(200, b"version: STSv1\nmode: bogus\n")
+        answers, txt, fetches, err = self.run_cli(cache=False)
+        self.assertEqual((answers[0]["result"], answers[0]["fetch_failed"]), ("tempfail", True))
+        self.assertEqual(fetches, 1)
+        self.assertIn("result=failed", err)
+
+    def test_corrupt_cache_entry_skipped(self):
+        self.run_cli()
+        with open(self.cache) as f:
+            good = f.read()
+        with open(self.cache, "w") as f:
+            f.write("mta-sts-cache 1\ndomain bad..example\nend\n" + good)
+        answers, txt, fetches, err = self.run_cli()
+        self.assertIn("%s:1: mta_sts cache entry skipped" % self.cache, err)
+        self.assertEqual((answers[0]["result"], answers[0]["why"]), ("policy", "cached"))
+        self.assertEqual((fetches, self.srv.count()), (0, 1))
+
+
+if __name__ == "__main__":
+    unittest.main()
