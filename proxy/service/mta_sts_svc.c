@@ -291,7 +291,6 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
         memcpy(tmp.failed_id, e->failed_id, sizeof(tmp.failed_id));
     }
     enum mta_sts_action act = mta_sts_cache_decide(e != NULL ? &tmp : NULL, lookup, id, now);
-    bool valid = e != NULL && mta_sts_cache_valid(&tmp, now);
 
     switch (act) {
     case MTA_STS_NO_POLICY:
@@ -330,7 +329,6 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
         next = MTA_STS_NEXT_REFRESH;
         break;
     case MTA_STS_FETCH:
-        (void)valid;
         a->policy = NULL;
         next = MTA_STS_NEXT_FETCH;
         break;

@@ -9,6 +9,8 @@
  * FILE:LINE, and reading resumes at the next entry's first line.
  */
 
+#define LOAD_WARNINGS_MAX 20
+
 static unsigned lines_in(const char *s, size_t n)
 {
     unsigned l = 0;
@@ -108,9 +110,11 @@ static int load(struct mta_sts_svc *svc, char *err, size_t errlen)
             size_t skip = next_entry(text, len, off);
             char q[200];
 
-            /* One warning per entry, however much of it is broken. */
-            log_warn("%s:%u: mta_sts cache entry skipped: %s", svc->file, line,
-                     log_quote(why, q, sizeof(q)));
+            /* One warning per entry, however much of it is broken, and
+             * no flood from a file full of them: the count follows. */
+            if (svc->stats.load_skipped < LOAD_WARNINGS_MAX)
+                log_warn("%s:%u: mta_sts cache entry skipped: %s", svc->file, line,
+                         log_quote(why, q, sizeof(q)));
             svc->stats.load_skipped++;
             free(s);
             line += lines_in(text + off, skip - off);

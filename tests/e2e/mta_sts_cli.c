@@ -3,11 +3,12 @@
  * line, for tests/e2e/test_mta_sts_svc.py:
  *
  *   mta_sts_cli --config FILE --domain NAME [--count N] [--rounds R]
- *               [--port N] [--connect IP:PORT]
+ *               [--cancel K] [--port N] [--connect IP:PORT]
  *
  * Loads FILE (its resolver and mta_sts blocks), then R times asks for the
  * policy of NAME N times at once on one loop, waits for every answer and
- * for any background refresh, and prints one line per answer:
+ * for any background refresh (--cancel: the first K requests of each round
+ * are cancelled right after they start), and prints one line per answer:
  *   round=1 req=0 sync=0 result=policy fetch_failed=0 why="fetched" id=ID mode=enforce mx=a,b
  * and at the end
  *   txt_queries=1 fetches=1
@@ -72,23 +73,20 @@ static int parse_addr(const char *s, struct sockaddr_in *sin)
 static void usage(void)
 {
     fprintf(stderr, "usage: mta_sts_cli --config FILE --domain NAME [--count N] [--rounds R]\n"
-                    "                   [--port N] [--connect IP:PORT]\n");
+                    "                   [--cancel K] [--port N] [--connect IP:PORT]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"domain", required_argument, NULL, 'd'},
-        {"count", required_argument, NULL, 'n'},
-        {"rounds", required_argument, NULL, 'r'},
-        {"port", required_argument, NULL, 'p'},
-        {"connect", required_argument, NULL, 'a'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"domain", required_argument, NULL, 'd'},
+        {"count", required_argument, NULL, 'n'},  {"rounds", required_argument, NULL, 'r'},
+        {"port", required_argument, NULL, 'p'},   {"connect", required_argument, NULL, 'a'},
+        {"cancel", required_argument, NULL, 'x'}, {NULL, 0, NULL, 0},
     };
     const char *file = NULL, *domain = NULL, *connect = NULL;
-    long count = 1, rounds = 1, port = 443;
+    long count = 1, rounds = 1, port = 443, cancel = 0;
     int c;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -110,6 +108,9 @@ int main(int argc, char **argv)
             break;
         case 'a':
             connect = optarg;
+            break;
+        case 'x':
+            cancel = strtol(optarg, NULL, 10);
             break;
         default:
             usage();
@@ -159,6 +160,11 @@ int main(int argc, char **argv)
             else
                 fprintf(stderr, "mta_sts_cli: %s\n", uv_strerror(rc));
         }
+        for (long i = 0; i < cancel && i < count; i++)
+            if (mta_sts_req_active(&reqs[i])) {
+                mta_sts_cancel(&reqs[i]);
+                pending--;
+            }
         /* Every answer, then whatever refresh they left running. */
         while ((pending > 0 || l.jobs != NULL) && uv_run(loop, UV_RUN_ONCE) != 0)
             ;

@@ -121,7 +121,7 @@ class MtaStsServiceTest(unittest.TestCase):
         cls.start_zone(TXT1)
 
     @classmethod
-    def start_zone(cls, txt):
+    def start_zone(cls, txt, broken=False):
         if cls.zone is not None:
             cls.zone.stop()
         last = None
@@ -129,7 +129,11 @@ class MtaStsServiceTest(unittest.TestCase):
             ip = "127.53.%d.%d" % (_rng.randint(1, 250), _rng.randint(1, 250))
             z = dnszone.Zone(harness.new_tmpdir("zone"), ip, port=10053,
                              a=cls.srv.server_address[0])
-            z.records = [r for r in z.records if r[0] != "_mta-sts"] + [("_mta-sts", "TXT", txt)]
+            z.records = [r for r in z.records if r[0] != "_mta-sts"]
+            if txt is not None:
+                z.records.append(("_mta-sts", "TXT", txt))
+            if broken:
+                z.break_signature("_mta-sts", "TXT")
             try:
                 cls.zone = z.start(timeout=30)
                 return
@@ -146,11 +150,12 @@ class MtaStsServiceTest(unittest.TestCase):
     def setUp(self):
         self.srv.serve(200, POLICY1)
         self.cache = os.path.join(harness.new_tmpdir("cache"), "mta-sts.cache")
-        if self.zone_txt() != TXT1:
+        if self.zone_txt() != TXT1 or self.zone.broken:
             self.start_zone(TXT1)
 
     def zone_txt(self):
-        return [r for r in self.zone.records if r[0] == "_mta-sts"][0][2]
+        txt = [r[2] for r in self.zone.records if r[0] == "_mta-sts"]
+        return txt[0] if txt else None
 
     def config(self, cache=True):
         path = os.path.join(harness.new_tmpdir("conf"), "proxy.conf")
@@ -163,9 +168,9 @@ class MtaStsServiceTest(unittest.TestCase):
                        'cache = "%s";' % self.cache if cache else ""))
         return path
 
-    def run_cli(self, count=1, rounds=1, cache=True):
+    def run_cli(self, count=1, rounds=1, cache=True, cancel=0):
         args = [cli_binary(), "--config", self.config(cache), "--domain", "example.net",
-                "--count", str(count), "--rounds", str(rounds)]
+                "--count", str(count), "--rounds", str(rounds), "--cancel", str(cancel)]
         if self.port != 443:
             args += ["--port", str(self.port)]
         r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -181,7 +186,7 @@ class MtaStsServiceTest(unittest.TestCase):
                                 "why": m.group(6), "id": m.group(7), "mx": m.group(9)})
         m = re.search(r"txt_queries=(\d+) fetches=(\d+)", out)
         self.assertIsNotNone(m, out)
-        self.assertEqual(len(answers), count * rounds, out + err)
+        self.assertEqual(len(answers), count * rounds - cancel, out + err)
         return answers, int(m.group(1)), int(m.group(2)), err
 
     def test_fetched_then_cached(self):
@@ -241,6 +246,31 @@ class MtaStsServiceTest(unittest.TestCase):
         self.assertEqual((answers[0]["result"], answers[0]["fetch_failed"]), ("tempfail", True))
         self.assertEqual(fetches, 1)
         self.assertIn("result=failed", err)
+
+    def test_cancelled_lookups_still_fill_the_cache(self):
+        # 5 of 6 lookups are cancelled: one answer, and the fetch, shared,
+        # goes on for the cache: the second round is warm, answered at once
+        # (nothing left to cancel).
+        answers, txt, fetches, _ = self.run_cli(count=6, rounds=2, cancel=5, cache=False)
+        self.assertEqual([(a["round"], a["why"], a["sync"]) for a in answers],
+                         [(1, "fetched", False)] + [(2, "cached", True)] * 6)
+        self.assertEqual((txt, fetches, self.srv.count()), (1, 1, 1))
+
+    def test_no_record(self):
+        self.start_zone(None)
+        answers, txt, fetches, _ = self.run_cli(rounds=2, cache=False)
+        self.assertEqual([(a["result"], a["sync"]) for a in answers],
+                         [("none", False), ("none", True)])
+        self.assertEqual((txt, fetches, self.srv.count()), (1, 0, 0))
+
+    def test_bogus_record_is_a_failed_lookup(self):
+        # A forged TXT record (its signature broken) is not believed: no
+        # fetch, and the answer says discovery failed rather than "none".
+        self.start_zone(TXT1, broken=True)
+        answers, txt, fetches, _ = self.run_cli(cache=False)
+        self.assertEqual((answers[0]["result"], answers[0]["why"]),
+                         ("tempfail", "txt lookup failed"))
+        self.assertEqual((fetches, self.srv.count()), (0, 0))
 
     def test_corrupt_cache_entry_skipped(self):
         self.run_cli()
