@@ -68,6 +68,55 @@ static struct mta_sts_snapshot *snapshot_ref(struct mta_sts_snapshot *s)
     return s;
 }
 
+bool mta_sts_snapshot_allows(const struct mta_sts_snapshot *s, const char *host, size_t len)
+{
+    for (size_t i = 0; i < s->n_mx; i++)
+        if (mta_sts_mx_match(s->mx[i], host, len))
+            return true;
+    return false;
+}
+
+/* The compact copy of e (which has a policy), or NULL (out of memory). */
+static struct mta_sts_snapshot *snapshot_new(const struct mta_sts_cache_entry *e)
+{
+    size_t n = e->policy.n_mx;
+    struct mta_sts_snapshot *s = malloc(sizeof(*s) + n * sizeof(s->mx[0]));
+
+    if (s == NULL)
+        return NULL;
+    atomic_init(&s->refs, 1);
+    memcpy(s->domain, e->domain, sizeof(s->domain));
+    memcpy(s->id, e->id, sizeof(s->id));
+    s->fetched = e->fetched;
+    s->expires = e->expires;
+    s->mode = e->policy.mode;
+    s->max_age = e->policy.max_age;
+    s->n_mx = n;
+    memcpy(s->mx, e->policy.mx, n * sizeof(s->mx[0]));
+    return s;
+}
+
+/* The cache entry s came from, into e (the caller's; 16 KiB), for the pure
+ * decisions and the file format of proxy/policy. NULL s: no policy. */
+static void snapshot_expand(const struct mta_sts_snapshot *s, struct mta_sts_cache_entry *e)
+{
+    memset(e, 0, offsetof(struct mta_sts_cache_entry, policy));
+    memset(&e->policy, 0, offsetof(struct mta_sts_policy, mx));
+    e->failed_at = 0;
+    e->failed_id[0] = '\0';
+    if (s == NULL)
+        return;
+    memcpy(e->domain, s->domain, sizeof(e->domain));
+    memcpy(e->id, s->id, sizeof(e->id));
+    e->fetched = s->fetched;
+    e->expires = s->expires;
+    e->has_policy = true;
+    e->policy.mode = s->mode;
+    e->policy.max_age = s->max_age;
+    e->policy.n_mx = s->n_mx;
+    memcpy(e->policy.mx, s->mx, s->n_mx * sizeof(s->mx[0]));
+}
+
 const char *mta_sts_result_str(enum mta_sts_result r)
 {
     switch (r) {
@@ -251,20 +300,17 @@ bool mta_sts_svc_peek(struct mta_sts_svc *svc, const char *domain, int64_t now,
 
     pthread_mutex_lock(&svc->lock);
     struct entry *e = find(svc, domain);
+    /* A check within the grace period said "use" (or "none"): that holds
+     * until the policy expires; a refresh that falls due meanwhile waits
+     * for the next check, at most txt_recheck seconds. */
     if (e != NULL && e->checked != 0 && now >= e->checked &&
-        now - e->checked < (int64_t)svc->recheck) {
-        if (e->snap == NULL) {
+        now - e->checked < (int64_t)svc->recheck && (e->snap == NULL || now < e->snap->expires)) {
+        if (e->snap == NULL)
             answer(a, MTA_STS_RESULT_NONE, false, "no record (cached)", NULL);
-            hit = true;
-        } else if (mta_sts_cache_decide(&e->snap->e, MTA_STS_LOOKUP_FOUND, e->snap->e.id, now) ==
-                   MTA_STS_USE) {
-            /* The snapshot carries no failure bookkeeping, so this asks
-             * only "valid and not due for its refresh". */
+        else
             answer(a, MTA_STS_RESULT_POLICY, false, "cached", e->snap);
-            hit = true;
-        }
-        if (hit)
-            touch(svc, e);
+        touch(svc, e);
+        hit = true;
     }
     pthread_mutex_unlock(&svc->lock);
     return hit;
@@ -275,18 +321,14 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
                                   struct mta_sts_answer *a)
 {
     /* mta_sts_cache_decide() wants the whole entry: the snapshot's policy
-     * with this entry's failures. Copied (16 KiB) once per TXT lookup. */
+     * with this entry's failures, expanded once per TXT lookup. */
     static _Thread_local struct mta_sts_cache_entry tmp;
     enum mta_sts_next next = MTA_STS_NEXT_DONE;
 
     pthread_mutex_lock(&svc->lock);
     struct entry *e = find(svc, domain);
     if (e != NULL) {
-        if (e->snap != NULL)
-            tmp = e->snap->e;
-        else
-            memset(&tmp, 0, offsetof(struct mta_sts_cache_entry, policy));
-        tmp.has_policy = e->snap != NULL;
+        snapshot_expand(e->snap, &tmp);
         tmp.failed_at = e->failed_at;
         memcpy(tmp.failed_id, e->failed_id, sizeof(tmp.failed_id));
     }
@@ -341,17 +383,14 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
                          const struct mta_sts_policy *p, const char *why, int64_t now,
                          struct mta_sts_answer *a)
 {
+    static _Thread_local struct mta_sts_cache_entry tmp;
     struct mta_sts_snapshot *s = NULL;
 
-    if (p != NULL && (s = malloc(sizeof(*s))) != NULL) {
-        atomic_init(&s->refs, 1);
-        if (mta_sts_cache_store(&s->e, domain, strlen(domain), id, p, now) != MTA_STS_OK) {
-            free(s);
-            s = NULL;
+    if (p != NULL) {
+        if (mta_sts_cache_store(&tmp, domain, strlen(domain), id, p, now) != MTA_STS_OK)
             why = "invalid domain or id";
-        }
-    } else if (p != NULL) {
-        why = "out of memory";
+        else if ((s = snapshot_new(&tmp)) == NULL)
+            why = "out of memory";
     }
     pthread_mutex_lock(&svc->lock);
     struct entry *e = get(svc, domain);
@@ -367,7 +406,7 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
             e->failed_at = now;
             snprintf(e->failed_id, sizeof(e->failed_id), "%s", id);
         }
-        if (e != NULL && e->snap != NULL && now < e->snap->e.expires)
+        if (e != NULL && e->snap != NULL && now < e->snap->expires)
             /* §3.3: a failed refresh keeps the cached policy until max_age. */
             answer(a, MTA_STS_RESULT_POLICY, true, why, e->snap);
         else

@@ -96,17 +96,12 @@ static int load(struct mta_sts_svc *svc, char *err, size_t errlen)
     if (read_file(svc->file, &text, &len, err, errlen) != 0)
         return -1;
     while (off < len) {
-        struct mta_sts_snapshot *s = malloc(sizeof(*s));
+        static _Thread_local struct mta_sts_cache_entry tmp;
+        struct mta_sts_snapshot *s;
         const char *why = "parse error";
         size_t used = 0;
 
-        if (s == NULL) {
-            free(text);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        atomic_init(&s->refs, 1);
-        if (mta_sts_cache_parse(text + off, len - off, &s->e, &used, &why) != MTA_STS_OK) {
+        if (mta_sts_cache_parse(text + off, len - off, &tmp, &used, &why) != MTA_STS_OK) {
             size_t skip = next_entry(text, len, off);
             char q[200];
 
@@ -116,21 +111,20 @@ static int load(struct mta_sts_svc *svc, char *err, size_t errlen)
                 log_warn("%s:%u: mta_sts cache entry skipped: %s", svc->file, line,
                          log_quote(why, q, sizeof(q)));
             svc->stats.load_skipped++;
-            free(s);
             line += lines_in(text + off, skip - off);
             off = skip;
             continue;
         }
         line += lines_in(text + off, used);
         off += used;
-        if (!mta_sts_cache_valid(&s->e, now)) {
-            free(s);
+        if (!mta_sts_cache_valid(&tmp, now))
             continue;
-        }
-        struct entry *e = get(svc, s->e.domain);
-        if (e == NULL) {
+        struct entry *e;
+        if ((s = snapshot_new(&tmp)) == NULL || (e = get(svc, tmp.domain)) == NULL) {
             free(s);
-            continue;
+            free(text);
+            snprintf(err, errlen, "out of memory");
+            return -1;
         }
         /* checked stays 0: the first delivery checks the TXT id. */
         set_snap(svc, e, s);
@@ -181,6 +175,7 @@ static int fsync_dir(const char *file)
 static int write_file(struct mta_sts_svc *svc, struct mta_sts_snapshot **snaps, size_t n)
 {
     static _Thread_local char buf[MTA_STS_CACHE_TEXT_MAX];
+    static _Thread_local struct mta_sts_cache_entry e;
     char tmp[PATH_MAX];
     int fd, rc = 0;
 
@@ -189,7 +184,8 @@ static int write_file(struct mta_sts_svc *svc, struct mta_sts_snapshot **snaps, 
     if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
         return -errno;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        int len = mta_sts_cache_format(&snaps[i]->e, buf, sizeof(buf));
+        snapshot_expand(snaps[i], &e);
+        int len = mta_sts_cache_format(&e, buf, sizeof(buf));
         if (len > 0)
             rc = write_all(fd, buf, (size_t)len);
     }
@@ -222,7 +218,7 @@ int mta_sts_svc_save(struct mta_sts_svc *svc)
         /* Least recently used first: load() puts each entry it reads at
          * the front, so the recency order survives a restart. */
         for (struct entry *e = svc->lru_tail; e != NULL; e = e->prev)
-            if (e->snap != NULL && mta_sts_cache_valid(&e->snap->e, now))
+            if (e->snap != NULL && now < e->snap->expires)
                 snaps[n++] = snapshot_ref(e->snap);
         svc->dirty = false;
     }

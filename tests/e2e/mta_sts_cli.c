@@ -39,10 +39,10 @@ static void print(int req, bool sync, struct mta_sts_answer *a)
     printf("round=%d req=%d sync=%d result=%s fetch_failed=%d why=\"%s\"", round_no, req, sync,
            mta_sts_result_str(a->result), a->fetch_failed, a->why != NULL ? a->why : "");
     if (a->policy != NULL) {
-        const struct mta_sts_cache_entry *e = &a->policy->e;
-        printf(" id=%s mode=%s mx=", e->id, mta_sts_mode_str(e->policy.mode));
-        for (size_t i = 0; i < e->policy.n_mx; i++)
-            printf("%s%s", i ? "," : "", e->policy.mx[i]);
+        const struct mta_sts_snapshot *s = a->policy;
+        printf(" id=%s mode=%s mx=", s->id, mta_sts_mode_str(s->mode));
+        for (size_t i = 0; i < s->n_mx; i++)
+            printf("%s%s", i ? "," : "", s->mx[i]);
     }
     printf("\n");
     fflush(stdout);

@@ -94,7 +94,7 @@ static struct mta_sts_answer deliver(struct mta_sts_svc *svc, const char *domain
 static const char *mx_of(const struct mta_sts_answer *a)
 {
     assert_non_null(a->policy);
-    return a->policy->e.policy.mx[0];
+    return a->policy->mx[0];
 }
 
 static void test_first_contact_then_warm(void **state)
@@ -150,9 +150,14 @@ static void test_id_change_and_refresh(void **state)
     assert_int_equal(next, MTA_STS_NEXT_REFRESH);
     assert_string_equal(mx_of(&a), "mx.example.net");
     struct mta_sts_snapshot *old = a.policy; /* held across the swap */
+    /* While the new policy is being fetched, deliveries take the fast path
+     * with the old one rather than wait for the fetch. */
+    assert_true(mta_sts_svc_peek(svc, "example.net", fake_now + 1, &a));
+    assert_string_equal(mx_of(&a), "mx.example.net");
+    mta_sts_answer_release(&a);
     mta_sts_svc_fetched(svc, "example.net", "id2", policy(week2), "fetched", fake_now, &a);
     assert_string_equal(mx_of(&a), "mx2.example.net");
-    assert_string_equal(old->e.policy.mx[0], "mx.example.net");
+    assert_string_equal(old->mx[0], "mx.example.net");
     mta_sts_snapshot_unref(old);
     mta_sts_answer_release(&a);
 
@@ -286,6 +291,30 @@ static void test_bounded_lru(void **state)
     mta_sts_svc_free(svc);
 }
 
+static void test_snapshot_matching(void **state)
+{
+    struct mta_sts_svc *svc = svc_new(NULL, 0, 0);
+    struct mta_sts_answer a;
+    bool fetched;
+
+    fake_now = T0;
+    a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1",
+                "version: STSv1\nmode: enforce\nmx: mx.example.net\nmx: *.backup.example\n"
+                "max_age: 604800\n",
+                &fetched);
+    assert_int_equal(a.policy->n_mx, 2);
+    assert_int_equal(a.policy->mode, MTA_STS_MODE_ENFORCE);
+    assert_int_equal(a.policy->max_age, 604800);
+    assert_string_equal(a.policy->domain, "example.net");
+    assert_string_equal(a.policy->id, "id1");
+    assert_true(mta_sts_snapshot_allows(a.policy, "MX.example.net.", 15));
+    assert_true(mta_sts_snapshot_allows(a.policy, "b1.backup.example", 17));
+    assert_false(mta_sts_snapshot_allows(a.policy, "a.b1.backup.example", 19));
+    assert_false(mta_sts_snapshot_allows(a.policy, "mx.example.org", 14));
+    mta_sts_answer_release(&a);
+    mta_sts_svc_free(svc);
+}
+
 static void test_domain_names(void **state)
 {
     char out[MTA_STS_NAME_MAX + 1];
@@ -333,8 +362,8 @@ static void test_file_round_trip(void **state)
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", NULL, &fetched);
     assert_false(fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
-    assert_int_equal(a.policy->e.fetched, T0);
-    assert_int_equal(a.policy->e.expires, T0 + 604800);
+    assert_int_equal(a.policy->fetched, T0);
+    assert_int_equal(a.policy->expires, T0 + 604800);
     mta_sts_answer_release(&a);
     mta_sts_svc_free(svc);
     unlink(file);
@@ -439,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_first_fetch_fails),
         cmocka_unit_test(test_no_record_cached_negatively),
         cmocka_unit_test(test_bounded_lru),
+        cmocka_unit_test(test_snapshot_matching),
         cmocka_unit_test(test_domain_names),
         cmocka_unit_test(test_file_round_trip),
         cmocka_unit_test(test_corrupt_file),
