@@ -70,7 +70,7 @@ static bool same(const char *a, const char *b)
 static void mta_sts_unref(struct runtime_mta_sts *m)
 {
     if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1) {
-        mta_sts_svc_free(m->svc);
+        mta_sts_svc_unref(m->svc);
         free(m->cache);
         free(m->ca_file);
         free(m);

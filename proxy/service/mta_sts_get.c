@@ -35,6 +35,11 @@ void mta_sts_loop_init(struct mta_sts_loop *l, uv_loop_t *loop, struct resolver 
     l->port = 443;
 }
 
+void mta_sts_loop_set_resolver(struct mta_sts_loop *l, struct resolver *r)
+{
+    l->resolver = r;
+}
+
 void mta_sts_loop_set_target(struct mta_sts_loop *l, uint16_t port, const struct sockaddr *addr)
 {
     l->port = port != 0 ? port : 443;
@@ -78,9 +83,12 @@ static void answer_all(struct mta_sts_job *j, struct mta_sts_answer *a)
 
 static void finish(struct mta_sts_job *j, struct mta_sts_answer *a)
 {
+    struct mta_sts_svc *svc = j->svc;
+
     unlink_job(j);
     answer_all(j, a);
     free(j);
+    mta_sts_svc_unref(svc);
 }
 
 static void on_fetch(struct https_get *g, const struct https_get_result *res)
@@ -228,7 +236,7 @@ int mta_sts_get(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *dom
             return MTA_STS_GET_DONE;
         }
         j->l = l;
-        j->svc = svc;
+        j->svc = mta_sts_svc_ref(svc);
         strcpy(j->domain, name);
         j->q.data = j;
         snprintf(qname, sizeof(qname), "_mta-sts.%s", name);
@@ -236,6 +244,7 @@ int mta_sts_get(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *dom
                      ? resolver_query(l->resolver, &j->q, qname, RESOLVER_TYPE_TXT, on_txt)
                      : UV_EINVAL;
         if (rc != 0) {
+            mta_sts_svc_unref(j->svc);
             free(j);
             a->result = MTA_STS_RESULT_TEMPFAIL;
             a->why = "txt lookup not started";
@@ -285,6 +294,7 @@ void mta_sts_loop_close(struct mta_sts_loop *l)
             req->job = NULL;
             req->next = NULL;
         }
+        mta_sts_svc_unref(j->svc);
         free(j);
     }
 }

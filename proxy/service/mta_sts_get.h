@@ -29,7 +29,7 @@
 
 struct mta_sts_job;
 
-/* The loop-local part. The caller owns it; only mta_sts_get.c reads or
+/* The loop-local part. The caller (the worker) owns it; only mta_sts_get.c
  * writes its fields. */
 struct mta_sts_loop {
     uv_loop_t *loop;
@@ -46,6 +46,10 @@ struct mta_sts_loop {
 /* A loop's lookups use r (borrowed: the loop's resolver). One loop may
  * serve several services (a reload that changes the mta_sts block). */
 void mta_sts_loop_init(struct mta_sts_loop *l, uv_loop_t *loop, struct resolver *r);
+
+/* New lookups use r from now on (a reload that replaced the loop's
+ * resolver); those under way finish on theirs. */
+void mta_sts_loop_set_resolver(struct mta_sts_loop *l, struct resolver *r);
 
 /* Tests and fixed set-ups: fetch on port (0: 443), and from addr (its own
  * port; NULL: resolve mta-sts.<domain>). addr is copied. */
@@ -74,7 +78,8 @@ struct mta_sts_req {
  * delivery, from svc (borrowed: it outlives the request) on loop l. When the cache can answer
  * without a lookup, returns MTA_STS_GET_DONE with *a filled in (the caller owns a->policy) and cb
  * never comes: a warm cache costs no system call and no loop round trip.
- * Otherwise returns 0 and cb follows exactly once on l's loop, never from
+ * Otherwise returns 0 (the lookup holds a reference to svc until it ends)
+ * and cb follows exactly once on l's loop, never from
  * inside this call, unless mta_sts_cancel(req) comes first. A name that
  * cannot have a policy (an address literal, too long) answers DONE with
  * MTA_STS_RESULT_NONE. Negative: UV_EBUSY when req is in use.

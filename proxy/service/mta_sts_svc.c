@@ -36,6 +36,7 @@ struct entry {
 };
 
 struct mta_sts_svc {
+    atomic_int refs;
     pthread_mutex_t lock;
     struct entry **buckets;
     size_t nbuckets; /* a power of two */
@@ -436,6 +437,7 @@ struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o, char *e
 
     if (svc == NULL)
         goto fail_mem;
+    atomic_init(&svc->refs, 1);
     pthread_mutex_init(&svc->lock, NULL);
     pthread_mutex_init(&svc->save_lock, NULL);
     pthread_cond_init(&svc->cond, NULL);
@@ -472,13 +474,19 @@ struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o, char *e
 fail_mem:
     snprintf(err, errlen, "out of memory");
 fail:
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
     return NULL;
 }
 
-void mta_sts_svc_free(struct mta_sts_svc *svc)
+struct mta_sts_svc *mta_sts_svc_ref(struct mta_sts_svc *svc)
 {
-    if (svc == NULL)
+    atomic_fetch_add(&svc->refs, 1);
+    return svc;
+}
+
+void mta_sts_svc_unref(struct mta_sts_svc *svc)
+{
+    if (svc == NULL || atomic_fetch_sub(&svc->refs, 1) != 1)
         return;
     if (svc->has_thread) {
         pthread_mutex_lock(&svc->lock);

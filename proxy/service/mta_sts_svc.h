@@ -119,9 +119,13 @@ struct mta_sts_svc;
  */
 struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o, char *err, size_t errlen);
 
-/* Writes the file one last time if anything changed, stops the save thread
- * and frees everything. No lookup may be in progress. Accepts NULL. */
-void mta_sts_svc_free(struct mta_sts_svc *svc);
+/* Reference-counted: mta_sts_svc_new gives the caller one, every lookup in
+ * flight on a loop holds one (a background refresh outlives the session
+ * that started it). The last unref, from any thread, writes the file one
+ * last time if anything changed, stops the save thread and frees
+ * everything. unref accepts NULL. */
+struct mta_sts_svc *mta_sts_svc_ref(struct mta_sts_svc *svc);
+void mta_sts_svc_unref(struct mta_sts_svc *svc);
 
 /* The service's clock. */
 int64_t mta_sts_svc_now(const struct mta_sts_svc *svc);

@@ -268,7 +268,7 @@ static void *save_thread(void *arg)
         while (!svc->stopping && pthread_cond_timedwait(&svc->cond, &svc->lock, &until) == 0)
             ;
         if (svc->stopping)
-            break; /* mta_sts_svc_free writes the last state */
+            break; /* mta_sts_svc_unref writes the last state */
         pthread_mutex_unlock(&svc->lock);
         mta_sts_svc_save(svc);
         pthread_mutex_lock(&svc->lock);

@@ -175,7 +175,7 @@ int main(int argc, char **argv)
     mta_sts_loop_close(&l);
     resolver_close(r);
     uv_run(loop, UV_RUN_DEFAULT);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
     config_free(cfg);
     return uv_loop_close(loop) == 0 ? 0 : 2;
 }

@@ -129,7 +129,7 @@ static void test_first_contact_then_warm(void **state)
     mta_sts_answer_release(&a);
     assert_true(mta_sts_svc_peek(svc, "example.net", fake_now + RECHECK - 1, &a));
     mta_sts_answer_release(&a);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
 }
 
 static void test_id_change_and_refresh(void **state)
@@ -166,7 +166,7 @@ static void test_id_change_and_refresh(void **state)
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id2", week2, &fetched);
     assert_true(fetched);
     mta_sts_answer_release(&a);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
 }
 
 static void test_failed_refresh_keeps_policy(void **state)
@@ -213,7 +213,7 @@ static void test_failed_refresh_keeps_policy(void **state)
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_NONE, NULL, NULL, &fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_NONE);
     assert_null(a.policy);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
 }
 
 static void test_first_fetch_fails(void **state)
@@ -239,7 +239,7 @@ static void test_first_fetch_fails(void **state)
     assert_true(fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
     mta_sts_answer_release(&a);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
 }
 
 static void test_no_record_cached_negatively(void **state)
@@ -260,7 +260,7 @@ static void test_no_record_cached_negatively(void **state)
     assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
     assert_false(a.fetch_failed);
     assert_false(mta_sts_svc_peek(svc, "dark.example", fake_now, &a));
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
 }
 
 static void test_bounded_lru(void **state)
@@ -288,7 +288,7 @@ static void test_bounded_lru(void **state)
     assert_true(mta_sts_svc_peek(svc, "a.example", fake_now, &a));
     mta_sts_answer_release(&a);
     assert_false(mta_sts_svc_peek(svc, "b.example", fake_now, &a));
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
 }
 
 static void test_snapshot_matching(void **state)
@@ -312,7 +312,7 @@ static void test_snapshot_matching(void **state)
     assert_false(mta_sts_snapshot_allows(a.policy, "a.b1.backup.example", 19));
     assert_false(mta_sts_snapshot_allows(a.policy, "mx.example.org", 14));
     mta_sts_answer_release(&a);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
 }
 
 static void test_domain_names(void **state)
@@ -347,7 +347,7 @@ static void test_file_round_trip(void **state)
                 "version: STSv1\nmode: enforce\nmx: mx.short.example\nmax_age: 600\n", &fetched);
     mta_sts_answer_release(&a);
     a = deliver(svc, "plain.example", MTA_STS_LOOKUP_NONE, NULL, NULL, &fetched);
-    mta_sts_svc_free(svc); /* writes at exit, the delay notwithstanding */
+    mta_sts_svc_unref(svc); /* writes at exit, the delay notwithstanding */
 
     /* A restart after short.example's policy expired. */
     fake_now = T0 + 3600;
@@ -365,7 +365,7 @@ static void test_file_round_trip(void **state)
     assert_int_equal(a.policy->fetched, T0);
     assert_int_equal(a.policy->expires, T0 + 604800);
     mta_sts_answer_release(&a);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
     unlink(file);
 }
 
@@ -419,7 +419,7 @@ static void test_corrupt_file(void **state)
     assert_non_null(strstr(logbuf, want));
     snprintf(want, sizeof(want), "%s:28: mta_sts cache entry skipped", file);
     assert_non_null(strstr(logbuf, want));
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
     unlink(file);
     unlink(logpath);
 }
@@ -451,11 +451,11 @@ static void test_debounced_writer(void **state)
     assert_int_equal(st.save_errors, 0);
     assert_int_equal(access(file, R_OK), 0);
     /* Nothing changed since: exit writes nothing more. */
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
     svc = svc_new(file, 0, 60000);
     mta_sts_svc_stats(svc, &st);
     assert_int_equal(st.loaded, 10);
-    mta_sts_svc_free(svc);
+    mta_sts_svc_unref(svc);
     unlink(file);
 }
 
