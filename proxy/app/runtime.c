@@ -118,6 +118,11 @@ out:
     return m;
 }
 
+struct mta_sts_svc *runtime_mta_sts(const struct runtime *rt)
+{
+    return rt->mta_sts != NULL ? rt->mta_sts->svc : NULL;
+}
+
 void runtime_release_services(void)
 {
     pthread_mutex_lock(&states_lock);

@@ -41,6 +41,10 @@ void runtime_unref(struct runtime *rt); /* accepts NULL */
  * A runtime made afterwards starts a new one. */
 void runtime_release_services(void);
 
+/* rt's MTA-STS policy service (borrowed while rt is held), or NULL when no
+ * outbound listener uses one. */
+struct mta_sts_svc *runtime_mta_sts(const struct runtime *rt);
+
 /* The profile of the listener called name, or NULL. */
 const struct session_profile *runtime_profile(const struct runtime *rt, const char *name);
 

@@ -193,6 +193,10 @@ done:
     runtime_unref(w->rt);
     w->rt = u->rt;
     u->rt = NULL;
+    /* The first worker refreshes cached MTA-STS policies before they
+     * expire, for the whole process. */
+    if (w == &workers[0] && !w->stopping)
+        mta_sts_loop_sweep(&w->mta_sts, runtime_mta_sts(w->rt), MTA_STS_SWEEP_MS);
     update_free(u);
 }
 

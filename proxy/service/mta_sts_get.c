@@ -209,11 +209,52 @@ static void on_txt(struct resolver_query *q, const struct resolver_result *res)
     }
 }
 
+/* The job of (svc, name) on l, or NULL. */
+static struct mta_sts_job *job_find(struct mta_sts_svc *svc, struct mta_sts_loop *l,
+                                    const char *name)
+{
+    for (struct mta_sts_job *j = l->jobs; j != NULL; j = j->next)
+        if (j->svc == svc && strcmp(j->domain, name) == 0)
+            return j;
+    return NULL;
+}
+
+/* A new job for name (normalised) on l, its TXT query sent; NULL and *why
+ * when it cannot start. */
+static struct mta_sts_job *job_start(struct mta_sts_svc *svc, struct mta_sts_loop *l,
+                                     const char *name, const char **why)
+{
+    char qname[MTA_STS_NAME_MAX + 16];
+    struct mta_sts_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL) {
+        *why = "out of memory";
+        return NULL;
+    }
+    j->l = l;
+    j->svc = mta_sts_svc_ref(svc);
+    strcpy(j->domain, name);
+    j->q.data = j;
+    snprintf(qname, sizeof(qname), "_mta-sts.%s", name);
+    int rc = l->resolver != NULL
+                 ? resolver_query(l->resolver, &j->q, qname, RESOLVER_TYPE_TXT, on_txt)
+                 : UV_EINVAL;
+    if (rc != 0) {
+        mta_sts_svc_unref(j->svc);
+        free(j);
+        *why = "txt lookup not started";
+        return NULL;
+    }
+    l->txt_queries++;
+    j->next = l->jobs;
+    l->jobs = j;
+    return j;
+}
+
 int mta_sts_get(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *domain, size_t len,
                 struct mta_sts_req *req, mta_sts_cb cb, struct mta_sts_answer *a)
 {
     char name[MTA_STS_NAME_MAX + 1];
-    char qname[MTA_STS_NAME_MAX + 16];
     struct mta_sts_job *j;
 
     if (req->job != NULL)
@@ -226,39 +267,64 @@ int mta_sts_get(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *dom
     }
     if (mta_sts_svc_peek(svc, name, mta_sts_svc_now(svc), a))
         return MTA_STS_GET_DONE;
-    for (j = l->jobs; j != NULL; j = j->next)
-        if (j->svc == svc && strcmp(j->domain, name) == 0)
-            break;
-    if (j == NULL) {
-        if ((j = calloc(1, sizeof(*j))) == NULL) {
-            a->result = MTA_STS_RESULT_TEMPFAIL;
-            a->why = "out of memory";
-            return MTA_STS_GET_DONE;
-        }
-        j->l = l;
-        j->svc = mta_sts_svc_ref(svc);
-        strcpy(j->domain, name);
-        j->q.data = j;
-        snprintf(qname, sizeof(qname), "_mta-sts.%s", name);
-        int rc = l->resolver != NULL
-                     ? resolver_query(l->resolver, &j->q, qname, RESOLVER_TYPE_TXT, on_txt)
-                     : UV_EINVAL;
-        if (rc != 0) {
-            mta_sts_svc_unref(j->svc);
-            free(j);
-            a->result = MTA_STS_RESULT_TEMPFAIL;
-            a->why = "txt lookup not started";
-            return MTA_STS_GET_DONE;
-        }
-        l->txt_queries++;
-        j->next = l->jobs;
-        l->jobs = j;
+    if ((j = job_find(svc, l, name)) == NULL && (j = job_start(svc, l, name, &a->why)) == NULL) {
+        a->result = MTA_STS_RESULT_TEMPFAIL;
+        return MTA_STS_GET_DONE;
     }
     req->cb = cb;
     req->job = j;
     req->next = j->waiters;
     j->waiters = req;
     return 0;
+}
+
+int mta_sts_refresh(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *domain)
+{
+    char name[MTA_STS_NAME_MAX + 1];
+    const char *why;
+
+    if (!mta_sts_svc_domain(domain, strlen(domain), name))
+        return UV_EINVAL;
+    if (job_find(svc, l, name) != NULL)
+        return 0;
+    if (job_start(svc, l, name, &why) == NULL)
+        return UV_ENOMEM;
+    l->refreshes++;
+    return 0;
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct mta_sts_loop *l = t->data;
+    char names[MTA_STS_SWEEP_MAX][MTA_STS_NAME_MAX + 1];
+    size_t n;
+
+    if (l->sweep_svc == NULL)
+        return;
+    n = mta_sts_svc_due(l->sweep_svc, mta_sts_svc_now(l->sweep_svc), names, MTA_STS_SWEEP_MAX);
+    for (size_t i = 0; i < n; i++)
+        mta_sts_refresh(l->sweep_svc, l, names[i]);
+    if (n > 0)
+        log_debug("event=mta_sts_sweep due=%zu", n);
+}
+
+void mta_sts_loop_sweep(struct mta_sts_loop *l, struct mta_sts_svc *svc, unsigned every_ms)
+{
+    if (svc != NULL)
+        mta_sts_svc_ref(svc);
+    mta_sts_svc_unref(l->sweep_svc);
+    l->sweep_svc = svc;
+    if (svc == NULL) {
+        if (l->sweep_init)
+            uv_timer_stop(&l->sweep);
+        return;
+    }
+    if (!l->sweep_init) {
+        uv_timer_init(l->loop, &l->sweep);
+        l->sweep.data = l;
+        l->sweep_init = true;
+    }
+    uv_timer_start(&l->sweep, on_sweep, every_ms, every_ms);
 }
 
 bool mta_sts_req_active(const struct mta_sts_req *req)
@@ -285,6 +351,12 @@ void mta_sts_loop_close(struct mta_sts_loop *l)
 {
     struct mta_sts_job *j;
 
+    mta_sts_loop_sweep(l, NULL, 0);
+    if (l->sweep_init) {
+        /* The loop struct outlives the loop's last run (its owner's). */
+        uv_close((uv_handle_t *)&l->sweep, NULL);
+        l->sweep_init = false;
+    }
     while ((j = l->jobs) != NULL) {
         l->jobs = j->next;
         resolver_cancel(&j->q);

@@ -39,8 +39,12 @@ struct mta_sts_loop {
     struct sockaddr_storage addr;
     const struct https_get_limits *limits; /* NULL: https_get's defaults */
     struct mta_sts_job *jobs;              /* in flight on this loop, one per domain */
-    uint64_t fetches;                      /* started, for tests and metrics */
+    uv_timer_t sweep;                      /* the proactive refresh, when started */
+    bool sweep_init;
+    struct mta_sts_svc *sweep_svc; /* a reference, or NULL */
+    uint64_t fetches;              /* started, for tests and metrics */
     uint64_t txt_queries;
+    uint64_t refreshes; /* lookups the sweep started */
 };
 
 /* A loop's lookups use r (borrowed: the loop's resolver). One loop may
@@ -86,6 +90,22 @@ struct mta_sts_req {
  */
 int mta_sts_get(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *domain, size_t len,
                 struct mta_sts_req *req, mta_sts_cb cb, struct mta_sts_answer *a);
+
+/*
+ * Looks domain up for the cache alone, as a delivery would but with nobody
+ * waiting: the TXT record, then a fetch if the cache asks for one. Nothing
+ * when a lookup of domain is already under way on l. 0 or a negative code.
+ */
+int mta_sts_refresh(struct mta_sts_svc *svc, struct mta_sts_loop *l, const char *domain);
+
+/*
+ * Every every_ms, refreshes up to MTA_STS_SWEEP_MAX of svc's policies that
+ * are due (mta_sts_svc_due) from l. One loop of the process sweeps; a new
+ * call replaces the service (a reference is kept), svc NULL stops.
+ */
+#define MTA_STS_SWEEP_MAX 16
+#define MTA_STS_SWEEP_MS (60 * 1000)
+void mta_sts_loop_sweep(struct mta_sts_loop *l, struct mta_sts_svc *svc, unsigned every_ms);
 
 /* Whether req waits for its callback. */
 bool mta_sts_req_active(const struct mta_sts_req *req);

@@ -418,6 +418,41 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
     pthread_mutex_unlock(&svc->lock);
 }
 
+size_t mta_sts_svc_due(struct mta_sts_svc *svc, int64_t now, char (*out)[MTA_STS_NAME_MAX + 1],
+                       size_t max)
+{
+    struct mta_sts_cache_entry head;
+    size_t n = 0;
+
+    pthread_mutex_lock(&svc->lock);
+    for (struct entry *e = svc->lru_head; e != NULL && n < max; e = e->next) {
+        struct mta_sts_snapshot *s = e->snap;
+
+        if (s == NULL || now >= s->expires ||
+            (e->checked != 0 && now >= e->checked && now - e->checked < (int64_t)svc->recheck))
+            continue;
+        /* mta_sts_cache_decide() looks at times, ids and max_age, never at
+         * the mx patterns: the entry's head is enough, and costs no copy
+         * of them per entry and sweep. */
+        memset(&head, 0, offsetof(struct mta_sts_cache_entry, policy));
+        memset(&head.policy, 0, offsetof(struct mta_sts_policy, mx));
+        memcpy(head.domain, s->domain, sizeof(head.domain));
+        memcpy(head.id, s->id, sizeof(head.id));
+        head.fetched = s->fetched;
+        head.expires = s->expires;
+        head.has_policy = true;
+        head.policy.mode = s->mode;
+        head.policy.max_age = s->max_age;
+        head.failed_at = e->failed_at;
+        memcpy(head.failed_id, e->failed_id, sizeof(head.failed_id));
+        if (mta_sts_cache_decide(&head, MTA_STS_LOOKUP_FOUND, s->id, now) ==
+            MTA_STS_USE_AND_REFRESH)
+            memcpy(out[n++], e->domain, sizeof(out[0]));
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return n;
+}
+
 void mta_sts_svc_stats(struct mta_sts_svc *svc, struct mta_sts_svc_stats *out)
 {
     pthread_mutex_lock(&svc->lock);

@@ -180,6 +180,18 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
                          const struct mta_sts_policy *p, const char *why, int64_t now,
                          struct mta_sts_answer *a);
 
+/*
+ * The proactive refresh (§3.3: "MTAs SHOULD proactively refresh cached
+ * policies before they expire"), so that a domain that gets mail less often
+ * than its max_age keeps its policy: up to max domains (normalised, into
+ * out) whose policy is valid and due for its refresh, not TXT-checked
+ * within the grace period and not held back by the retry spacing, most
+ * recently used first. The caller looks each one up as a delivery would
+ * (mta_sts_refresh in mta_sts_get.h). Returns how many.
+ */
+size_t mta_sts_svc_due(struct mta_sts_svc *svc, int64_t now, char (*out)[MTA_STS_NAME_MAX + 1],
+                       size_t max);
+
 /* Counters, for tests and a metrics export. */
 struct mta_sts_svc_stats {
     size_t entries;        /* domains in the table (with or without policy) */

@@ -4,6 +4,7 @@
  *
  *   mta_sts_cli --config FILE --domain NAME [--count N] [--rounds R]
  *               [--cancel K] [--port N] [--connect IP:PORT]
+ *               [--sweep] [--clock-offset SECONDS]
  *
  * Loads FILE (its resolver and mta_sts blocks), then R times asks for the
  * policy of NAME N times at once on one loop, waits for every answer and
@@ -11,7 +12,10 @@
  * are cancelled right after they start), and prints one line per answer:
  *   round=1 req=0 sync=0 result=policy fetch_failed=0 why="fetched" id=ID mode=enforce mx=a,b
  * and at the end
- *   txt_queries=1 fetches=1
+ *   txt_queries=1 fetches=1 refreshes=0
+ * --sweep first runs the proactive refresh (mta_sts_loop_sweep) for half a
+ * second and waits for what it started; --clock-offset moves the service's
+ * clock (the cache file's times are absolute) forward.
  * Freeing the service writes its cache file. Exit 0, or 2 for bad usage
  * or setup.
  */
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <uv.h>
 
@@ -32,6 +37,17 @@
 #define MAX_COUNT 1000
 
 static int round_no;
+static long clock_offset;
+
+static int64_t offset_clock(void *arg)
+{
+    return (int64_t)time(NULL) + clock_offset;
+}
+
+static void on_sweep_over(uv_timer_t *t)
+{
+    mta_sts_loop_sweep(t->data, NULL, 0);
+}
 static unsigned pending;
 
 static void print(int req, bool sync, struct mta_sts_answer *a)
@@ -80,13 +96,15 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"domain", required_argument, NULL, 'd'},
-        {"count", required_argument, NULL, 'n'},  {"rounds", required_argument, NULL, 'r'},
-        {"port", required_argument, NULL, 'p'},   {"connect", required_argument, NULL, 'a'},
-        {"cancel", required_argument, NULL, 'x'}, {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},       {"domain", required_argument, NULL, 'd'},
+        {"count", required_argument, NULL, 'n'},        {"rounds", required_argument, NULL, 'r'},
+        {"port", required_argument, NULL, 'p'},         {"connect", required_argument, NULL, 'a'},
+        {"cancel", required_argument, NULL, 'x'},       {"sweep", no_argument, NULL, 's'},
+        {"clock-offset", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0},
     };
     const char *file = NULL, *domain = NULL, *connect = NULL;
     long count = 1, rounds = 1, port = 443, cancel = 0;
+    bool sweep = false;
     int c;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -109,6 +127,12 @@ int main(int argc, char **argv)
         case 'a':
             connect = optarg;
             break;
+        case 's':
+            sweep = true;
+            break;
+        case 'o':
+            clock_offset = strtol(optarg, NULL, 10);
+            break;
         case 'x':
             cancel = strtol(optarg, NULL, 10);
             break;
@@ -117,7 +141,7 @@ int main(int argc, char **argv)
         }
     }
     if (file == NULL || domain == NULL || optind != argc || count < 1 || count > MAX_COUNT ||
-        rounds < 1 || port < 1 || port > 65535)
+        rounds < 0 || port < 1 || port > 65535)
         usage();
     log_init(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
 
@@ -127,8 +151,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    struct mta_sts_svc_options so = {.cache_file = cfg->mta_sts.cache,
-                                     .ca_file = cfg->mta_sts.ca_file};
+    struct mta_sts_svc_options so = {
+        .clock = offset_clock, .cache_file = cfg->mta_sts.cache, .ca_file = cfg->mta_sts.ca_file};
     struct mta_sts_svc *svc = mta_sts_svc_new(&so, err, sizeof(err));
     if (svc == NULL) {
         fprintf(stderr, "mta_sts_cli: %s\n", err);
@@ -148,6 +172,17 @@ int main(int argc, char **argv)
     mta_sts_loop_set_target(&l, (uint16_t)port, connect ? (const struct sockaddr *)&sin : NULL);
 
     static struct mta_sts_req reqs[MAX_COUNT];
+    if (sweep) {
+        uv_timer_t over;
+        uv_timer_init(loop, &over);
+        over.data = &l;
+        uv_timer_start(&over, on_sweep_over, 500, 0);
+        mta_sts_loop_sweep(&l, svc, 20);
+        while ((uv_is_active((uv_handle_t *)&over) || l.jobs != NULL) &&
+               uv_run(loop, UV_RUN_ONCE) != 0)
+            ;
+        uv_close((uv_handle_t *)&over, NULL);
+    }
     for (round_no = 1; round_no <= rounds; round_no++) {
         for (long i = 0; i < count; i++) {
             struct mta_sts_answer a;
@@ -169,8 +204,8 @@ int main(int argc, char **argv)
         while ((pending > 0 || l.jobs != NULL) && uv_run(loop, UV_RUN_ONCE) != 0)
             ;
     }
-    printf("txt_queries=%llu fetches=%llu\n", (unsigned long long)l.txt_queries,
-           (unsigned long long)l.fetches);
+    printf("txt_queries=%llu fetches=%llu refreshes=%llu\n", (unsigned long long)l.txt_queries,
+           (unsigned long long)l.fetches, (unsigned long long)l.refreshes);
     fflush(stdout);
     mta_sts_loop_close(&l);
     resolver_close(r);

@@ -168,9 +168,10 @@ class MtaStsServiceTest(unittest.TestCase):
                        'cache = "%s";' % self.cache if cache else ""))
         return path
 
-    def run_cli(self, count=1, rounds=1, cache=True, cancel=0):
+    def run_cli(self, count=1, rounds=1, cache=True, cancel=0, sweep=False, clock_offset=0):
         args = [cli_binary(), "--config", self.config(cache), "--domain", "example.net",
-                "--count", str(count), "--rounds", str(rounds), "--cancel", str(cancel)]
+                "--count", str(count), "--rounds", str(rounds), "--cancel", str(cancel),
+                "--clock-offset", str(clock_offset)] + (["--sweep"] if sweep else [])
         if self.port != 443:
             args += ["--port", str(self.port)]
         r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -184,9 +185,10 @@ class MtaStsServiceTest(unittest.TestCase):
                 answers.append({"round": int(m.group(1)), "sync": m.group(3) == "1",
                                 "result": m.group(4), "fetch_failed": m.group(5) == "1",
                                 "why": m.group(6), "id": m.group(7), "mx": m.group(9)})
-        m = re.search(r"txt_queries=(\d+) fetches=(\d+)", out)
+        m = re.search(r"txt_queries=(\d+) fetches=(\d+) refreshes=(\d+)", out)
         self.assertIsNotNone(m, out)
-        self.assertEqual(len(answers), count * rounds - cancel, out + err)
+        self.refreshes = int(m.group(3))
+        self.assertEqual(len(answers), max(0, count * rounds - cancel), out + err)
         return answers, int(m.group(1)), int(m.group(2)), err
 
     def test_fetched_then_cached(self):
@@ -271,6 +273,21 @@ class MtaStsServiceTest(unittest.TestCase):
         self.assertEqual((answers[0]["result"], answers[0]["why"]),
                          ("tempfail", "txt lookup failed"))
         self.assertEqual((fetches, self.srv.count()), (0, 0))
+
+    def test_proactive_refresh(self):
+        self.run_cli()
+        # Nothing is due yet: the sweep looks nothing up.
+        _, txt, fetches, _ = self.run_cli(rounds=0, sweep=True)
+        self.assertEqual((self.refreshes, txt, fetches), (0, 0, 0))
+        # A day later (max_age 86400: half of it), with no delivery at all,
+        # the sweep checks the record and fetches again; the new policy is
+        # kept in the file.
+        self.srv.serve(200, POLICY2)
+        _, txt, fetches, _ = self.run_cli(rounds=0, sweep=True, clock_offset=43200 + 60)
+        self.assertEqual((self.refreshes, txt, fetches, self.srv.count()), (1, 1, 1, 1))
+        answers, _, fetches, _ = self.run_cli(clock_offset=43200 + 120)
+        self.assertEqual((answers[0]["why"], answers[0]["mx"], fetches),
+                         ("cached", "mx2.example.net", 0))
 
     def test_corrupt_cache_entry_skipped(self):
         self.run_cli()

@@ -315,6 +315,38 @@ static void test_snapshot_matching(void **state)
     mta_sts_svc_unref(svc);
 }
 
+static void test_due_for_refresh(void **state)
+{
+    struct mta_sts_svc *svc = svc_new(NULL, 0, 0);
+    struct mta_sts_answer a;
+    char due[4][MTA_STS_NAME_MAX + 1];
+    bool fetched;
+
+    fake_now = T0;
+    a = deliver(svc, "week.example", MTA_STS_LOOKUP_FOUND, "id1", week, &fetched);
+    mta_sts_answer_release(&a);
+    a = deliver(svc, "hour.example", MTA_STS_LOOKUP_FOUND, "id1",
+                "version: STSv1\nmode: enforce\nmx: mx.hour.example\nmax_age: 3600\n", &fetched);
+    mta_sts_answer_release(&a);
+    a = deliver(svc, "plain.example", MTA_STS_LOOKUP_NONE, NULL, NULL, &fetched);
+    assert_int_equal(mta_sts_svc_due(svc, T0 + 1799, due, 4), 0);
+    /* Half of an hour: the short policy; a day: the week-long one too. */
+    assert_int_equal(mta_sts_svc_due(svc, T0 + 1800, due, 4), 1);
+    assert_string_equal(due[0], "hour.example");
+    assert_int_equal(mta_sts_svc_due(svc, T0 + 86400 - 1, due, 4), 0); /* hour.example expired */
+    assert_int_equal(mta_sts_svc_due(svc, T0 + 86400, due, 4), 1);
+    assert_string_equal(due[0], "week.example");
+    assert_int_equal(mta_sts_svc_due(svc, T0 + 86400, due, 0), 0);
+    /* A failed refresh is held back for five minutes (§3.3). */
+    fake_now = T0 + 86400;
+    a = deliver(svc, "week.example", MTA_STS_LOOKUP_FOUND, "id1", NULL, &fetched);
+    assert_true(fetched);
+    mta_sts_answer_release(&a);
+    assert_int_equal(mta_sts_svc_due(svc, fake_now + MTA_STS_RETRY_SECS - 1, due, 4), 0);
+    assert_int_equal(mta_sts_svc_due(svc, fake_now + MTA_STS_RETRY_SECS, due, 4), 1);
+    mta_sts_svc_unref(svc);
+}
+
 static void test_domain_names(void **state)
 {
     char out[MTA_STS_NAME_MAX + 1];
@@ -469,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_no_record_cached_negatively),
         cmocka_unit_test(test_bounded_lru),
         cmocka_unit_test(test_snapshot_matching),
+        cmocka_unit_test(test_due_for_refresh),
         cmocka_unit_test(test_domain_names),
         cmocka_unit_test(test_file_round_trip),
         cmocka_unit_test(test_corrupt_file),
