@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "proxy/obs/log.h"
 #include "proxy/service/mta_sts_svc.h"
@@ -491,6 +492,85 @@ static void test_debounced_writer(void **state)
     unlink(file);
 }
 
+/* Worker threads and the save thread on one table: every answer holds a
+ * policy that stays readable after its entry was replaced or evicted
+ * (under ASan or TSan this is where a locking mistake shows). */
+struct stress {
+    struct mta_sts_svc *svc;
+    int seed;
+    unsigned policies_seen;
+};
+
+static void *stress_thread(void *arg)
+{
+    struct stress *st = arg;
+    unsigned r = (unsigned)st->seed;
+    char name[32], id[8];
+    struct mta_sts_answer a;
+    char due[4][MTA_STS_NAME_MAX + 1];
+    struct mta_sts_policy p;
+    const char *why;
+
+    if (mta_sts_policy_parse(week, strlen(week), &p, &why) != MTA_STS_OK)
+        return NULL;
+    for (int i = 0; i < 20000; i++) {
+        r = r * 1103515245u + 12345u;
+        int64_t now = T0 + (int64_t)(r >> 8) % 1000000;
+        snprintf(name, sizeof(name), "d%u.example", (r >> 4) % 40);
+        snprintf(id, sizeof(id), "id%u", (r >> 12) % 3);
+        switch ((r >> 16) % 4) {
+        case 0:
+            if (mta_sts_svc_peek(st->svc, name, now, &a) && a.policy != NULL) {
+                st->policies_seen += a.policy->n_mx == 1 && a.policy->mx[0][0] == 'm';
+                mta_sts_answer_release(&a);
+            }
+            break;
+        case 1:
+            if (mta_sts_svc_txt(st->svc, name,
+                                (r >> 20) % 2 ? MTA_STS_LOOKUP_FOUND : MTA_STS_LOOKUP_NONE, id, now,
+                                &a) != MTA_STS_NEXT_FETCH)
+                mta_sts_answer_release(&a);
+            break;
+        case 2:
+            mta_sts_svc_fetched(st->svc, name, id, (r >> 20) % 4 ? &p : NULL, "connect", now, &a);
+            if (a.policy != NULL)
+                st->policies_seen += a.policy->n_mx == 1;
+            mta_sts_answer_release(&a);
+            break;
+        default:
+            mta_sts_svc_due(st->svc, now, due, 4);
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    char file[600];
+    struct stress st[4];
+    pthread_t t[4];
+    struct mta_sts_svc_stats s;
+
+    snprintf(file, sizeof(file), "%s", path("threads.cache"));
+    unlink(file);
+    fake_now = T0;
+    struct mta_sts_svc *svc = svc_new(file, 30, 1);
+    for (int i = 0; i < 4; i++) {
+        st[i] = (struct stress){.svc = svc, .seed = i + 1};
+        assert_int_equal(pthread_create(&t[i], NULL, stress_thread, &st[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    mta_sts_svc_stats(svc, &s);
+    assert_true(s.entries <= 30);
+    assert_true(s.evictions > 0);
+    assert_int_equal(s.save_errors, 0);
+    for (int i = 0; i < 4; i++)
+        assert_true(st[i].policies_seen > 0);
+    mta_sts_svc_unref(svc);
+    unlink(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -506,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_file_round_trip),
         cmocka_unit_test(test_corrupt_file),
         cmocka_unit_test(test_debounced_writer),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
