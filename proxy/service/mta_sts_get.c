@@ -25,7 +25,61 @@ struct mta_sts_job {
     struct resolver_query q;
     struct https_get g;
     struct mta_sts_req *waiters;
+    bool waiting; /* for another loop's fetch of the domain (l->poll) */
 };
+
+#define POLL_MS 100 /* how often a loop looks whether another's fetch ended */
+
+static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a);
+static void finish(struct mta_sts_job *j, struct mta_sts_answer *a);
+
+/* The lookups of l that wait for other loops' fetches: answered once those
+ * end (a mutex and a table lookup each, every POLL_MS; no thread is woken
+ * for it), or fetched here when they are taking too long. */
+static void on_poll(uv_timer_t *t)
+{
+    struct mta_sts_loop *l = t->data;
+    struct mta_sts_job *j, *next;
+    bool more = false;
+
+    for (j = l->jobs; j != NULL; j = next) {
+        struct mta_sts_answer a;
+
+        /* A callback may start lookups (put first in the list) but frees
+         * no job other than its own. */
+        next = j->next;
+        if (!j->waiting)
+            continue;
+        switch (mta_sts_svc_poll(j->svc, j->domain, mta_sts_svc_now(j->svc), &a)) {
+        case MTA_STS_NEXT_WAIT:
+            more = true;
+            break;
+        case MTA_STS_NEXT_FETCH:
+            j->waiting = false;
+            start_fetch(j, &a);
+            break;
+        default:
+            j->waiting = false;
+            finish(j, &a);
+        }
+    }
+    if (!more)
+        uv_timer_stop(t);
+}
+
+static void wait_for_other(struct mta_sts_job *j)
+{
+    struct mta_sts_loop *l = j->l;
+
+    j->waiting = true;
+    if (!l->poll_init) {
+        uv_timer_init(l->loop, &l->poll);
+        l->poll.data = l;
+        l->poll_init = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&l->poll))
+        uv_timer_start(&l->poll, on_poll, POLL_MS, POLL_MS);
+}
 
 void mta_sts_loop_init(struct mta_sts_loop *l, uv_loop_t *loop, struct resolver *r)
 {
@@ -189,6 +243,7 @@ static void on_txt(struct resolver_query *q, const struct resolver_result *res)
               j->id[0] != '\0' ? j->id : "-",
               next == MTA_STS_NEXT_DONE      ? "done"
               : next == MTA_STS_NEXT_REFRESH ? "refresh"
+              : next == MTA_STS_NEXT_WAIT    ? "wait"
                                              : "fetch");
     switch (next) {
     case MTA_STS_NEXT_DONE:
@@ -205,6 +260,9 @@ static void on_txt(struct resolver_query *q, const struct resolver_result *res)
         break;
     case MTA_STS_NEXT_FETCH:
         start_fetch(j, &a);
+        break;
+    case MTA_STS_NEXT_WAIT:
+        wait_for_other(j);
         break;
     }
 }
@@ -352,14 +410,20 @@ void mta_sts_loop_close(struct mta_sts_loop *l)
     struct mta_sts_job *j;
 
     mta_sts_loop_sweep(l, NULL, 0);
+    /* The loop struct outlives the loop's last run (its owner's). */
     if (l->sweep_init) {
-        /* The loop struct outlives the loop's last run (its owner's). */
         uv_close((uv_handle_t *)&l->sweep, NULL);
         l->sweep_init = false;
+    }
+    if (l->poll_init) {
+        uv_close((uv_handle_t *)&l->poll, NULL);
+        l->poll_init = false;
     }
     while ((j = l->jobs) != NULL) {
         l->jobs = j->next;
         resolver_cancel(&j->q);
+        if (https_get_active(&j->g))
+            mta_sts_svc_abandon(j->svc, j->domain); /* other loops wait for it */
         https_get_cancel(&j->g);
         for (struct mta_sts_req *req = j->waiters, *n; req != NULL; req = n) {
             n = req->next;

@@ -3,7 +3,9 @@
  * the shared cache of mta_sts_svc.h. One struct mta_sts_loop per worker
  * loop (the caller's, next to the loop's resolver) keeps that loop's
  * lookups in flight: requests for one domain share one TXT query and one
- * fetch (coalescing), each request is cancellable on its own.
+ * fetch (coalescing), each request is cancellable on its own. Across loops
+ * a domain is fetched once too: a loop whose lookup finds another loop's
+ * fetch under way waits for it (mta_sts_svc_poll, every 100 ms).
  *
  * The fetch is GET https://mta-sts.<domain>/.well-known/mta-sts.txt on port
  * 443 (RFC 8461 §3.3) through proxy/net/https_get: the certificate verified
@@ -41,6 +43,8 @@ struct mta_sts_loop {
     struct mta_sts_job *jobs;              /* in flight on this loop, one per domain */
     uv_timer_t sweep;                      /* the proactive refresh, when started */
     bool sweep_init;
+    uv_timer_t poll; /* lookups waiting for another loop's fetch */
+    bool poll_init;
     struct mta_sts_svc *sweep_svc; /* a reference, or NULL */
     uint64_t fetches;              /* started, for tests and metrics */
     uint64_t txt_queries;

@@ -33,6 +33,9 @@ struct entry {
     /* The last failed fetch (§3.3 retry spacing), as in mta_sts_cache_entry. */
     int64_t failed_at;
     char failed_id[MTA_STS_ID_MAX + 1];
+    /* A loop fetches this domain until then; 0: no fetch, or it ended
+     * (mta_sts_svc_fetched); in the past: overran or abandoned. */
+    int64_t fetch_until;
 };
 
 struct mta_sts_svc {
@@ -369,10 +372,20 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
         touch(svc, e);
         /* Others take the fast path while this fetch runs. */
         e->checked = now;
+        if (e->fetch_until > now)
+            break; /* another loop refreshes it */
+        e->fetch_until = now + MTA_STS_SVC_FETCH_HOLD;
         next = MTA_STS_NEXT_REFRESH;
         break;
     case MTA_STS_FETCH:
         a->policy = NULL;
+        /* The entry is made now, to carry the fetch under way. */
+        if ((e = get(svc, domain)) != NULL && e->fetch_until > now) {
+            next = MTA_STS_NEXT_WAIT;
+            break;
+        }
+        if (e != NULL)
+            e->fetch_until = now + MTA_STS_SVC_FETCH_HOLD;
         next = MTA_STS_NEXT_FETCH;
         break;
     }
@@ -395,6 +408,8 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
     }
     pthread_mutex_lock(&svc->lock);
     struct entry *e = get(svc, domain);
+    if (e != NULL)
+        e->fetch_until = 0;
     if (s != NULL && e != NULL) {
         set_snap(svc, e, s);
         e->failed_at = 0;
@@ -415,6 +430,42 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
         if (s != NULL) /* e == NULL: out of memory */
             mta_sts_snapshot_unref(s);
     }
+    pthread_mutex_unlock(&svc->lock);
+}
+
+enum mta_sts_next mta_sts_svc_poll(struct mta_sts_svc *svc, const char *domain, int64_t now,
+                                   struct mta_sts_answer *a)
+{
+    enum mta_sts_next next = MTA_STS_NEXT_DONE;
+
+    a->policy = NULL;
+    pthread_mutex_lock(&svc->lock);
+    struct entry *e = find(svc, domain);
+    if (e != NULL && e->fetch_until > now) {
+        next = MTA_STS_NEXT_WAIT;
+    } else if (e == NULL || e->fetch_until != 0) {
+        /* Evicted meanwhile, or the other fetch overran its hold (a
+         * clock step, a loop that stalled) or was abandoned: this loop
+         * fetches. */
+        if ((e = get(svc, domain)) != NULL)
+            e->fetch_until = now + MTA_STS_SVC_FETCH_HOLD;
+        next = MTA_STS_NEXT_FETCH;
+    } else if (e->snap != NULL && now < e->snap->expires) {
+        answer(a, MTA_STS_RESULT_POLICY, e->failed_at != 0, "fetched", e->snap);
+        touch(svc, e);
+    } else {
+        answer(a, MTA_STS_RESULT_TEMPFAIL, true, "fetch failed", NULL);
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return next;
+}
+
+void mta_sts_svc_abandon(struct mta_sts_svc *svc, const char *domain)
+{
+    pthread_mutex_lock(&svc->lock);
+    struct entry *e = find(svc, domain);
+    if (e != NULL && e->fetch_until != 0)
+        e->fetch_until = 1; /* over, and without an outcome: a waiter fetches */
     pthread_mutex_unlock(&svc->lock);
 }
 

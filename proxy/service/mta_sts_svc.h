@@ -157,13 +157,22 @@ enum mta_sts_next {
     MTA_STS_NEXT_REFRESH, /* *a is the answer (the cached policy); fetch in the
                              background */
     MTA_STS_NEXT_FETCH,   /* no answer yet: fetch, then mta_sts_svc_fetched() */
+    MTA_STS_NEXT_WAIT,    /* no answer yet: another loop is fetching this domain; ask
+                             mta_sts_svc_poll() again later */
 };
+
+/* How long a fetch of one loop makes the others wait for it before they
+ * fetch themselves (the fetch's own bound is HTTPS_GET_TOTAL_MS). */
+#define MTA_STS_SVC_FETCH_HOLD 90
 
 /*
  * The TXT lookup of domain ended at now with lookup (and id, for
  * MTA_STS_LOOKUP_FOUND). Applies mta_sts_cache_decide(), notes the check
  * (an entry is created for a domain seen for the first time, evicting the
- * least recently used one when full) and says what follows.
+ * least recently used one when full) and says what follows. Fetches are
+ * shared across loops: while one loop fetches a domain, another gets WAIT
+ * where it would fetch, and DONE with the cached policy where it would
+ * refresh.
  */
 enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
                                   enum mta_sts_lookup lookup, const char *id, int64_t now,
@@ -191,6 +200,19 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
  */
 size_t mta_sts_svc_due(struct mta_sts_svc *svc, int64_t now, char (*out)[MTA_STS_NAME_MAX + 1],
                        size_t max);
+
+/*
+ * For a lookup that got MTA_STS_NEXT_WAIT: DONE and *a once the other
+ * loop's fetch has ended (its policy, or TEMPFAIL with fetch_failed), WAIT
+ * while it runs, FETCH when it has taken longer than MTA_STS_SVC_FETCH_HOLD
+ * (or its entry was evicted): the caller fetches itself.
+ */
+enum mta_sts_next mta_sts_svc_poll(struct mta_sts_svc *svc, const char *domain, int64_t now,
+                                   struct mta_sts_answer *a);
+
+/* A fetch that mta_sts_svc_txt() or _poll() asked for will not end (its
+ * loop is closing): the others stop waiting for it. */
+void mta_sts_svc_abandon(struct mta_sts_svc *svc, const char *domain);
 
 /* Counters, for tests and a metrics export. */
 struct mta_sts_svc_stats {

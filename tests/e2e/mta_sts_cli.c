@@ -4,7 +4,7 @@
  *
  *   mta_sts_cli --config FILE --domain NAME [--count N] [--rounds R]
  *               [--cancel K] [--port N] [--connect IP:PORT]
- *               [--sweep] [--clock-offset SECONDS]
+ *               [--sweep] [--clock-offset SECONDS] [--loops L]
  *
  * Loads FILE (its resolver and mta_sts blocks), then R times asks for the
  * policy of NAME N times at once on one loop, waits for every answer and
@@ -15,7 +15,10 @@
  *   txt_queries=1 fetches=1 refreshes=0
  * --sweep first runs the proactive refresh (mta_sts_loop_sweep) for half a
  * second and waits for what it started; --clock-offset moves the service's
- * clock (the cache file's times are absolute) forward.
+ * clock (the cache file's times are absolute) forward. --loops: L threads,
+ * each with its own loop and resolver (as the workers), make the same
+ * lookups at once on one service; lines then start with loop=K and the
+ * counts are summed.
  * Freeing the service writes its cache file. Exit 0, or 2 for bad usage
  * or setup.
  */
@@ -35,8 +38,8 @@
 #include "proxy/service/mta_sts_get.h"
 
 #define MAX_COUNT 1000
+#define MAX_LOOPS 8
 
-static int round_no;
 static long clock_offset;
 
 static int64_t offset_clock(void *arg)
@@ -48,27 +51,98 @@ static void on_sweep_over(uv_timer_t *t)
 {
     mta_sts_loop_sweep(t->data, NULL, 0);
 }
-static unsigned pending;
 
-static void print(int req, bool sync, struct mta_sts_answer *a)
+/* One thread's loop and its lookups. */
+struct worker {
+    int index;
+    bool tagged; /* several loops: lines start with loop=K */
+    uv_loop_t loop;
+    struct resolver *r;
+    struct mta_sts_loop l;
+    struct mta_sts_req reqs[MAX_COUNT];
+    unsigned pending;
+    int round_no;
+    uv_thread_t thread;
+};
+
+/* Shared, read-only once the threads run. */
+static struct mta_sts_svc *svc;
+static const char *domain;
+static long count = 1, rounds = 1, cancel;
+static bool sweep;
+static uv_barrier_t start;
+
+static void print(struct worker *w, int req, bool sync, struct mta_sts_answer *a)
 {
-    printf("round=%d req=%d sync=%d result=%s fetch_failed=%d why=\"%s\"", round_no, req, sync,
-           mta_sts_result_str(a->result), a->fetch_failed, a->why != NULL ? a->why : "");
+    char line[4096];
+    int n = 0;
+
+    if (w->tagged)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "loop=%d ", w->index);
+    n += snprintf(line + n, sizeof(line) - (size_t)n,
+                  "round=%d req=%d sync=%d result=%s fetch_failed=%d why=\"%s\"", w->round_no, req,
+                  sync, mta_sts_result_str(a->result), a->fetch_failed, a->why ? a->why : "");
     if (a->policy != NULL) {
         const struct mta_sts_snapshot *s = a->policy;
-        printf(" id=%s mode=%s mx=", s->id, mta_sts_mode_str(s->mode));
-        for (size_t i = 0; i < s->n_mx; i++)
-            printf("%s%s", i ? "," : "", s->mx[i]);
+        n += snprintf(line + n, sizeof(line) - (size_t)n, " id=%s mode=%s mx=", s->id,
+                      mta_sts_mode_str(s->mode));
+        for (size_t i = 0; i < s->n_mx && n < (int)sizeof(line) - 1; i++)
+            n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%s", i ? "," : "", s->mx[i]);
     }
-    printf("\n");
+    /* One write per line: the loops' threads print side by side. */
+    printf("%s\n", line);
     fflush(stdout);
     mta_sts_answer_release(a);
 }
 
 static void on_answer(struct mta_sts_req *req, struct mta_sts_answer *a)
 {
-    print((int)(intptr_t)req->data, false, a);
-    pending--;
+    struct worker *w = req->data;
+
+    print(w, (int)(req - w->reqs), false, a);
+    w->pending--;
+}
+
+static void run(void *arg)
+{
+    struct worker *w = arg;
+
+    if (sweep) {
+        uv_timer_t over;
+        uv_timer_init(&w->loop, &over);
+        over.data = &w->l;
+        uv_timer_start(&over, on_sweep_over, 500, 0);
+        mta_sts_loop_sweep(&w->l, svc, 20);
+        while ((uv_is_active((uv_handle_t *)&over) || w->l.jobs != NULL) &&
+               uv_run(&w->loop, UV_RUN_ONCE) != 0)
+            ;
+        uv_close((uv_handle_t *)&over, NULL);
+    }
+    uv_barrier_wait(&start);
+    for (w->round_no = 1; w->round_no <= rounds; w->round_no++) {
+        for (long i = 0; i < count; i++) {
+            struct mta_sts_answer a;
+            w->reqs[i].data = w;
+            int rc = mta_sts_get(svc, &w->l, domain, strlen(domain), &w->reqs[i], on_answer, &a);
+            if (rc == MTA_STS_GET_DONE)
+                print(w, (int)i, true, &a);
+            else if (rc == 0)
+                w->pending++;
+            else
+                fprintf(stderr, "mta_sts_cli: %s\n", uv_strerror(rc));
+        }
+        for (long i = 0; i < cancel && i < count; i++)
+            if (mta_sts_req_active(&w->reqs[i])) {
+                mta_sts_cancel(&w->reqs[i]);
+                w->pending--;
+            }
+        /* Every answer, then whatever refresh they left running. */
+        while ((w->pending > 0 || w->l.jobs != NULL) && uv_run(&w->loop, UV_RUN_ONCE) != 0)
+            ;
+    }
+    mta_sts_loop_close(&w->l);
+    resolver_close(w->r);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
 static int parse_addr(const char *s, struct sockaddr_in *sin)
@@ -89,22 +163,28 @@ static int parse_addr(const char *s, struct sockaddr_in *sin)
 static void usage(void)
 {
     fprintf(stderr, "usage: mta_sts_cli --config FILE --domain NAME [--count N] [--rounds R]\n"
-                    "                   [--cancel K] [--port N] [--connect IP:PORT]\n");
+                    "                   [--cancel K] [--port N] [--connect IP:PORT]\n"
+                    "                   [--sweep] [--clock-offset SECONDS] [--loops L]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},       {"domain", required_argument, NULL, 'd'},
-        {"count", required_argument, NULL, 'n'},        {"rounds", required_argument, NULL, 'r'},
-        {"port", required_argument, NULL, 'p'},         {"connect", required_argument, NULL, 'a'},
-        {"cancel", required_argument, NULL, 'x'},       {"sweep", no_argument, NULL, 's'},
-        {"clock-offset", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"domain", required_argument, NULL, 'd'},
+        {"count", required_argument, NULL, 'n'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"port", required_argument, NULL, 'p'},
+        {"connect", required_argument, NULL, 'a'},
+        {"cancel", required_argument, NULL, 'x'},
+        {"sweep", no_argument, NULL, 's'},
+        {"clock-offset", required_argument, NULL, 'o'},
+        {"loops", required_argument, NULL, 'L'},
+        {NULL, 0, NULL, 0},
     };
-    const char *file = NULL, *domain = NULL, *connect = NULL;
-    long count = 1, rounds = 1, port = 443, cancel = 0;
-    bool sweep = false;
+    const char *file = NULL, *connect = NULL;
+    long port = 443, loops = 1;
     int c;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -133,6 +213,9 @@ int main(int argc, char **argv)
         case 'o':
             clock_offset = strtol(optarg, NULL, 10);
             break;
+        case 'L':
+            loops = strtol(optarg, NULL, 10);
+            break;
         case 'x':
             cancel = strtol(optarg, NULL, 10);
             break;
@@ -141,7 +224,7 @@ int main(int argc, char **argv)
         }
     }
     if (file == NULL || domain == NULL || optind != argc || count < 1 || count > MAX_COUNT ||
-        rounds < 0 || port < 1 || port > 65535)
+        rounds < 0 || port < 1 || port > 65535 || loops < 1 || loops > MAX_LOOPS)
         usage();
     log_init(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
 
@@ -153,64 +236,44 @@ int main(int argc, char **argv)
     }
     struct mta_sts_svc_options so = {
         .clock = offset_clock, .cache_file = cfg->mta_sts.cache, .ca_file = cfg->mta_sts.ca_file};
-    struct mta_sts_svc *svc = mta_sts_svc_new(&so, err, sizeof(err));
+    svc = mta_sts_svc_new(&so, err, sizeof(err));
     if (svc == NULL) {
         fprintf(stderr, "mta_sts_cli: %s\n", err);
         return 2;
     }
-    uv_loop_t *loop = uv_default_loop();
-    struct resolver *r = resolver_new(loop, &cfg->resolver, err, sizeof(err));
-    if (r == NULL) {
-        fprintf(stderr, "mta_sts_cli: %s\n", err);
-        return 2;
-    }
-    struct mta_sts_loop l;
     struct sockaddr_in sin;
-    mta_sts_loop_init(&l, loop, r);
     if (connect != NULL && parse_addr(connect, &sin) != 0)
         usage();
-    mta_sts_loop_set_target(&l, (uint16_t)port, connect ? (const struct sockaddr *)&sin : NULL);
-
-    static struct mta_sts_req reqs[MAX_COUNT];
-    if (sweep) {
-        uv_timer_t over;
-        uv_timer_init(loop, &over);
-        over.data = &l;
-        uv_timer_start(&over, on_sweep_over, 500, 0);
-        mta_sts_loop_sweep(&l, svc, 20);
-        while ((uv_is_active((uv_handle_t *)&over) || l.jobs != NULL) &&
-               uv_run(loop, UV_RUN_ONCE) != 0)
-            ;
-        uv_close((uv_handle_t *)&over, NULL);
-    }
-    for (round_no = 1; round_no <= rounds; round_no++) {
-        for (long i = 0; i < count; i++) {
-            struct mta_sts_answer a;
-            reqs[i].data = (void *)(intptr_t)i;
-            int rc = mta_sts_get(svc, &l, domain, strlen(domain), &reqs[i], on_answer, &a);
-            if (rc == MTA_STS_GET_DONE)
-                print((int)i, true, &a);
-            else if (rc == 0)
-                pending++;
-            else
-                fprintf(stderr, "mta_sts_cli: %s\n", uv_strerror(rc));
+    static struct worker ws[MAX_LOOPS];
+    uv_barrier_init(&start, (unsigned)loops);
+    for (long k = 0; k < loops; k++) {
+        struct worker *w = &ws[k];
+        w->index = (int)k;
+        w->tagged = loops > 1;
+        uv_loop_init(&w->loop);
+        if ((w->r = resolver_new(&w->loop, &cfg->resolver, err, sizeof(err))) == NULL) {
+            fprintf(stderr, "mta_sts_cli: %s\n", err);
+            return 2;
         }
-        for (long i = 0; i < cancel && i < count; i++)
-            if (mta_sts_req_active(&reqs[i])) {
-                mta_sts_cancel(&reqs[i]);
-                pending--;
-            }
-        /* Every answer, then whatever refresh they left running. */
-        while ((pending > 0 || l.jobs != NULL) && uv_run(loop, UV_RUN_ONCE) != 0)
-            ;
+        mta_sts_loop_init(&w->l, &w->loop, w->r);
+        mta_sts_loop_set_target(&w->l, (uint16_t)port,
+                                connect ? (const struct sockaddr *)&sin : NULL);
     }
-    printf("txt_queries=%llu fetches=%llu refreshes=%llu\n", (unsigned long long)l.txt_queries,
-           (unsigned long long)l.fetches, (unsigned long long)l.refreshes);
+    for (long k = 0; k < loops; k++)
+        uv_thread_create(&ws[k].thread, run, &ws[k]);
+    unsigned long long txt = 0, fetches = 0, refreshes = 0;
+    int rc = 0;
+    for (long k = 0; k < loops; k++) {
+        uv_thread_join(&ws[k].thread);
+        txt += ws[k].l.txt_queries;
+        fetches += ws[k].l.fetches;
+        refreshes += ws[k].l.refreshes;
+        if (uv_loop_close(&ws[k].loop) != 0)
+            rc = 2;
+    }
+    printf("txt_queries=%llu fetches=%llu refreshes=%llu\n", txt, fetches, refreshes);
     fflush(stdout);
-    mta_sts_loop_close(&l);
-    resolver_close(r);
-    uv_run(loop, UV_RUN_DEFAULT);
     mta_sts_svc_unref(svc);
     config_free(cfg);
-    return uv_loop_close(loop) == 0 ? 0 : 2;
+    return rc;
 }

@@ -103,7 +103,7 @@ def bind_443():
     raise RuntimeError("no free 127.54.x.y:443")
 
 
-LINE = re.compile(r'round=(\d+) req=(\d+) sync=(\d) result=(\S+) fetch_failed=(\d) why="([^"]*)"'
+LINE = re.compile(r'(?:loop=\d+ )?round=(\d+) req=(\d+) sync=(\d) result=(\S+) fetch_failed=(\d) why="([^"]*)"'
                   r'(?: id=(\S+) mode=(\S+) mx=(\S*))?$')
 
 
@@ -168,10 +168,12 @@ class MtaStsServiceTest(unittest.TestCase):
                        'cache = "%s";' % self.cache if cache else ""))
         return path
 
-    def run_cli(self, count=1, rounds=1, cache=True, cancel=0, sweep=False, clock_offset=0):
+    def run_cli(self, count=1, rounds=1, cache=True, cancel=0, sweep=False, clock_offset=0,
+                loops=1):
         args = [cli_binary(), "--config", self.config(cache), "--domain", "example.net",
                 "--count", str(count), "--rounds", str(rounds), "--cancel", str(cancel),
-                "--clock-offset", str(clock_offset)] + (["--sweep"] if sweep else [])
+                "--clock-offset", str(clock_offset), "--loops", str(loops)]
+        args += ["--sweep"] if sweep else []
         if self.port != 443:
             args += ["--port", str(self.port)]
         r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -188,7 +190,7 @@ class MtaStsServiceTest(unittest.TestCase):
         m = re.search(r"txt_queries=(\d+) fetches=(\d+) refreshes=(\d+)", out)
         self.assertIsNotNone(m, out)
         self.refreshes = int(m.group(3))
-        self.assertEqual(len(answers), max(0, count * rounds - cancel), out + err)
+        self.assertEqual(len(answers), loops * max(0, count * rounds - cancel), out + err)
         return answers, int(m.group(1)), int(m.group(2)), err
 
     def test_fetched_then_cached(self):
@@ -210,6 +212,17 @@ class MtaStsServiceTest(unittest.TestCase):
         self.assertEqual({(a["result"], a["why"], a["sync"]) for a in answers},
                          {("policy", "fetched", False)})
         self.assertEqual((txt, fetches, self.srv.count()), (1, 1, 1))
+
+    def test_loops_share_one_fetch(self):
+        # Two loops (as two workers) ask at the same moment: each looks the
+        # record up, one fetches, the other waits for that fetch (or, had
+        # it ended already, finds the policy cached).
+        for attempt in range(3):
+            self.srv.serve(200, POLICY1)
+            answers, txt, fetches, _ = self.run_cli(count=10, loops=2, cache=False)
+            self.assertEqual({(a["result"], a["mx"]) for a in answers},
+                             {("policy", "mx.example.net")})
+            self.assertEqual((txt, fetches, self.srv.count()), (2, 1, 1))
 
     def test_cache_survives_restart(self):
         self.run_cli()

@@ -243,6 +243,57 @@ static void test_first_fetch_fails(void **state)
     mta_sts_svc_unref(svc);
 }
 
+static void test_one_fetch_across_loops(void **state)
+{
+    struct mta_sts_svc *svc = svc_new(NULL, 0, 0);
+    struct mta_sts_answer a;
+
+    fake_now = T0;
+    /* Loop A fetches; loop B, asking meanwhile, waits for it. */
+    assert_int_equal(mta_sts_svc_txt(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
+                     MTA_STS_NEXT_FETCH);
+    assert_int_equal(mta_sts_svc_txt(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
+                     MTA_STS_NEXT_WAIT);
+    assert_int_equal(mta_sts_svc_poll(svc, "example.net", fake_now + 1, &a), MTA_STS_NEXT_WAIT);
+    mta_sts_svc_fetched(svc, "example.net", "id1", policy(week), "fetched", fake_now + 2, &a);
+    mta_sts_answer_release(&a);
+    assert_int_equal(mta_sts_svc_poll(svc, "example.net", fake_now + 2, &a), MTA_STS_NEXT_DONE);
+    assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
+    assert_false(a.fetch_failed);
+    mta_sts_answer_release(&a);
+
+    /* A refresh under way elsewhere: the cached policy, no second fetch. */
+    fake_now += RECHECK;
+    assert_int_equal(mta_sts_svc_txt(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id2", fake_now, &a),
+                     MTA_STS_NEXT_REFRESH);
+    mta_sts_answer_release(&a);
+    assert_int_equal(mta_sts_svc_txt(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id2", fake_now, &a),
+                     MTA_STS_NEXT_DONE);
+    assert_string_equal(mx_of(&a), "mx.example.net");
+    mta_sts_answer_release(&a);
+
+    /* A first fetch that fails is the waiters' failure too. */
+    assert_int_equal(mta_sts_svc_txt(svc, "new.example", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
+                     MTA_STS_NEXT_FETCH);
+    assert_int_equal(mta_sts_svc_txt(svc, "new.example", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
+                     MTA_STS_NEXT_WAIT);
+    mta_sts_svc_fetched(svc, "new.example", "id1", NULL, "timeout", fake_now, &a);
+    assert_int_equal(mta_sts_svc_poll(svc, "new.example", fake_now, &a), MTA_STS_NEXT_DONE);
+    assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
+    assert_true(a.fetch_failed);
+
+    /* A fetch abandoned (its loop closed), or one that overran its hold:
+     * the waiter fetches itself. */
+    assert_int_equal(mta_sts_svc_txt(svc, "b.example", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
+                     MTA_STS_NEXT_FETCH);
+    mta_sts_svc_abandon(svc, "b.example");
+    assert_int_equal(mta_sts_svc_poll(svc, "b.example", fake_now, &a), MTA_STS_NEXT_FETCH);
+    assert_int_equal(mta_sts_svc_poll(svc, "b.example", fake_now + 1, &a), MTA_STS_NEXT_WAIT);
+    assert_int_equal(mta_sts_svc_poll(svc, "b.example", fake_now + 1 + MTA_STS_SVC_FETCH_HOLD, &a),
+                     MTA_STS_NEXT_FETCH);
+    mta_sts_svc_unref(svc);
+}
+
 static void test_no_record_cached_negatively(void **state)
 {
     struct mta_sts_svc *svc = svc_new(NULL, 0, 0);
@@ -518,7 +569,7 @@ static void *stress_thread(void *arg)
         int64_t now = T0 + (int64_t)(r >> 8) % 1000000;
         snprintf(name, sizeof(name), "d%u.example", (r >> 4) % 40);
         snprintf(id, sizeof(id), "id%u", (r >> 12) % 3);
-        switch ((r >> 16) % 4) {
+        switch ((r >> 16) % 5) {
         case 0:
             if (mta_sts_svc_peek(st->svc, name, now, &a) && a.policy != NULL) {
                 st->policies_seen += a.policy->n_mx == 1 && a.policy->mx[0][0] == 'm';
@@ -536,6 +587,12 @@ static void *stress_thread(void *arg)
             if (a.policy != NULL)
                 st->policies_seen += a.policy->n_mx == 1;
             mta_sts_answer_release(&a);
+            break;
+        case 3:
+            if (mta_sts_svc_poll(st->svc, name, now, &a) == MTA_STS_NEXT_DONE)
+                mta_sts_answer_release(&a);
+            else if ((r >> 20) % 2)
+                mta_sts_svc_abandon(st->svc, name);
             break;
         default:
             mta_sts_svc_due(st->svc, now, due, 4);
@@ -578,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_id_change_and_refresh),
         cmocka_unit_test(test_failed_refresh_keeps_policy),
         cmocka_unit_test(test_first_fetch_fails),
+        cmocka_unit_test(test_one_fetch_across_loops),
         cmocka_unit_test(test_no_record_cached_negatively),
         cmocka_unit_test(test_bounded_lru),
         cmocka_unit_test(test_snapshot_matching),
