@@ -28,6 +28,7 @@ struct mta_sts_job {
     bool waiting; /* for another loop's fetch of the domain (l->poll) */
 };
 
+#define TXT_RECORDS_MAX 64
 #define POLL_MS 100 /* how often a loop looks whether another's fetch ended */
 
 static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a);
@@ -215,10 +216,15 @@ static enum mta_sts_lookup classify(const struct resolver_result *res, struct mt
     }
     if (res->rcode != RESOLVER_RCODE_NOERROR || res->count == 0)
         return MTA_STS_LOOKUP_NONE;
-    /* Bounded by the resolver's answer; 64 records are more than any
-     * real RRset, and more than that only drops the tail. */
-    const uint8_t *rd[64];
-    size_t len[64], n = res->count < 64 ? res->count : 64;
+    /* 64 records are more than any real RRset; dropping the tail could
+     * hide a second v=STSv1 record, which makes the set invalid (§3.1:
+     * exactly one), so more is refused whole. */
+    const uint8_t *rd[TXT_RECORDS_MAX];
+    size_t len[TXT_RECORDS_MAX], n = res->count;
+    if (n > TXT_RECORDS_MAX) {
+        *why = "too many TXT records";
+        return MTA_STS_LOOKUP_NONE;
+    }
     for (size_t i = 0; i < n; i++) {
         rd[i] = (const uint8_t *)res->data[i];
         len[i] = res->len[i] > 0 ? (size_t)res->len[i] : 0;

@@ -181,7 +181,10 @@ static int write_file(struct mta_sts_svc *svc, struct mta_sts_snapshot **snaps, 
 
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", svc->file, (long)getpid()) >= (int)sizeof(tmp))
         return -ENAMETOOLONG;
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+    /* A fresh file, never one that is there already (a symbolic link left
+     * in the directory would have this process write through it). */
+    unlink(tmp);
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
         return -errno;
     for (size_t i = 0; i < n && rc == 0; i++) {
         snapshot_expand(snaps[i], &e);

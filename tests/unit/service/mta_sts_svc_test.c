@@ -453,6 +453,41 @@ static void test_file_round_trip(void **state)
     unlink(file);
 }
 
+static void test_save_does_not_follow_links(void **state)
+{
+    char file[600], tmp[700], victim[600];
+    struct mta_sts_answer a;
+    bool fetched;
+
+    snprintf(file, sizeof(file), "%s", path("link.cache"));
+    snprintf(victim, sizeof(victim), "%s", path("victim"));
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", file, (long)getpid());
+    unlink(file);
+    unlink(victim);
+    FILE *f = fopen(victim, "w");
+    assert_non_null(f);
+    fputs("precious\n", f);
+    fclose(f);
+    unlink(tmp);
+    assert_int_equal(symlink(victim, tmp), 0);
+    fake_now = T0;
+    struct mta_sts_svc *svc = svc_new(file, 0, 60000);
+    a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", week, &fetched);
+    mta_sts_answer_release(&a);
+    assert_int_equal(mta_sts_svc_save(svc), 0);
+    mta_sts_svc_unref(svc);
+    char buf[64] = "";
+    f = fopen(victim, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    assert_string_equal(buf, "precious\n");
+    assert_int_equal(access(file, R_OK), 0);
+    assert_int_equal(access(tmp, F_OK), -1);
+    unlink(file);
+    unlink(victim);
+}
+
 /* Reads what the log wrote to fd since the start. */
 static void read_log(int fd, char *buf, size_t cap)
 {
@@ -642,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_due_for_refresh),
         cmocka_unit_test(test_domain_names),
         cmocka_unit_test(test_file_round_trip),
+        cmocka_unit_test(test_save_does_not_follow_links),
         cmocka_unit_test(test_corrupt_file),
         cmocka_unit_test(test_debounced_writer),
         cmocka_unit_test(test_threads),
