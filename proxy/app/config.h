@@ -40,6 +40,8 @@ struct config_mta_sts {
     bool enabled;  /* some outbound listener has mta_sts = true */
     char *cache;   /* absolute path of the cache file, or NULL: memory only */
     char *ca_file; /* absolute path: mta_sts.ca_file, else tls.ca_file, else the system's */
+    bool has_redis; /* mta_sts.redis: the fleet's shared cache */
+    struct addr redis;
     int line;      /* of the block, 0 without one */
 };
 

@@ -3,7 +3,7 @@
  *
  *     mta_sts = { cache = "/var/lib/smtp-tls-proxy/mta-sts.cache";
  *                 ca_file = "/etc/ssl/certs/ca-certificates.crt";
- *                 redis = "127.0.0.1:6379"; };
+ *                 redis = "127.0.0.1:6379"; };    (the fleet's shared cache)
  *
  * and the outbound listeners' `mta_sts = true` that use it. Without the
  * block the cache lives in memory and policy hosts are verified against
@@ -71,10 +71,18 @@ void cfg_load_mta_sts(struct loader *ld, const config_setting_t *root, const con
                 cfg_fail_unreadable(ld, cfg_member(blk, "ca_file"), "mta_sts.ca_file", s,
                                     m->ca_file, rc, NULL);
         }
-        if (cfg_get_string(ld, blk, "mta_sts", "redis", &s) > 0)
-            cfg_fail(ld, cfg_member(blk, "redis"),
-                     "mta_sts.redis: a shared Redis cache is not implemented yet: leave it out "
-                     "(each proxy keeps its own cache, in mta_sts.cache)");
+        if (cfg_get_string(ld, blk, "mta_sts", "redis", &s) > 0) {
+            char why[256] = "";
+
+            /* An address, never a name: hiredis would look it up with a
+             * blocking getaddrinfo on a worker's loop. */
+            if (cfg_parse_addr(s, false, &m->redis, why, sizeof(why)) < 0 || m->redis.port == 0)
+                cfg_fail(ld, cfg_member(blk, "redis"),
+                         "mta_sts.redis: expected \"address:port\" (an IP address): %s",
+                         m->redis.port == 0 && why[0] == '\0' ? "port 0" : why);
+            else
+                m->has_redis = true;
+        }
     }
     if (m->ca_file == NULL && !(blk != NULL && cfg_member(blk, "ca_file") != NULL)) {
         const char *dflt = ld->c->tls.ca_file != NULL ? ld->c->tls.ca_file : MTA_STS_DEFAULT_CA;

@@ -58,6 +58,8 @@ struct runtime_mta_sts {
     atomic_int refs;
     struct mta_sts_svc *svc;
     char *cache, *ca_file;
+    bool has_redis;
+    struct addr redis;
 };
 
 static struct runtime_mta_sts *mta_sts_current;
@@ -84,14 +86,20 @@ static struct runtime_mta_sts *mta_sts_service(const struct config_mta_sts *c, c
 
     pthread_mutex_lock(&states_lock);
     if (mta_sts_current != NULL && same(mta_sts_current->cache, c->cache) &&
-        same(mta_sts_current->ca_file, c->ca_file)) {
+        same(mta_sts_current->ca_file, c->ca_file) && mta_sts_current->has_redis == c->has_redis &&
+        (!c->has_redis || (mta_sts_current->redis.salen == c->redis.salen &&
+                           memcmp(&mta_sts_current->redis.sa, &c->redis.sa, c->redis.salen) == 0))) {
         m = mta_sts_current;
         atomic_fetch_add(&m->refs, 1);
         goto out;
     }
     if (mta_sts_current != NULL && mta_sts_current->cache != NULL)
         mta_sts_svc_save(mta_sts_current->svc);
-    struct mta_sts_svc_options o = {.cache_file = c->cache, .ca_file = c->ca_file};
+    struct mta_sts_svc_options o = {
+        .cache_file = c->cache,
+        .ca_file = c->ca_file,
+        .redis = c->has_redis ? (const struct sockaddr *)&c->redis.sa : NULL,
+    };
     if ((m = calloc(1, sizeof(*m))) == NULL || (c->cache && !(m->cache = strdup(c->cache))) ||
         (c->ca_file && !(m->ca_file = strdup(c->ca_file)))) {
         snprintf(err, errlen, "out of memory");
@@ -100,6 +108,8 @@ static struct runtime_mta_sts *mta_sts_service(const struct config_mta_sts *c, c
     if ((m->svc = mta_sts_svc_new(&o, err, errlen)) == NULL)
         goto fail;
     atomic_init(&m->refs, 2); /* this runtime's and the process's */
+    m->has_redis = c->has_redis;
+    m->redis = c->redis;
     mta_sts_unref(mta_sts_current);
     mta_sts_current = m;
     log_info("event=mta_sts_service cache=%s ca_file=%s", c->cache ? c->cache : "(memory)",

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "proxy/obs/log.h"
+#include "proxy/service/mta_sts_redis.h"
 
 #define WELL_KNOWN "/.well-known/mta-sts.txt" /* RFC 8461 §3.2 */
 
@@ -25,13 +26,15 @@ struct mta_sts_job {
     struct resolver_query q;
     struct https_get g;
     struct mta_sts_req *waiters;
-    bool waiting; /* for another loop's fetch of the domain (l->poll) */
+    bool waiting;                 /* for another loop's fetch of the domain (l->poll) */
+    struct mta_sts_redis_req *rq; /* asking the fleet's Redis first, or NULL */
 };
 
 #define TXT_RECORDS_MAX 64
 #define POLL_MS 100 /* how often a loop looks whether another's fetch ended */
 
 static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a);
+static void fetch_or_share(struct mta_sts_job *j, struct mta_sts_answer *a);
 static void finish(struct mta_sts_job *j, struct mta_sts_answer *a);
 
 /* The lookups of l that wait for other loops' fetches: answered once those
@@ -57,7 +60,7 @@ static void on_poll(uv_timer_t *t)
             break;
         case MTA_STS_NEXT_FETCH:
             j->waiting = false;
-            start_fetch(j, &a);
+            fetch_or_share(j, &a);
             break;
         default:
             j->waiting = false;
@@ -146,6 +149,78 @@ static void finish(struct mta_sts_job *j, struct mta_sts_answer *a)
     mta_sts_svc_unref(svc);
 }
 
+/* The loop's connection to svc's Redis, made or replaced as svc says; NULL
+ * without one. Lookups that were asking another Redis go on without it. */
+static struct mta_sts_redis *redis_of(struct mta_sts_loop *l, struct mta_sts_svc *svc)
+{
+    const struct sockaddr *addr = mta_sts_svc_redis(svc);
+
+    if (addr == NULL)
+        return NULL;
+    if (l->redis != NULL && mta_sts_redis_is(l->redis, addr))
+        return l->redis;
+    if (l->redis != NULL) {
+        for (struct mta_sts_job *j = l->jobs, *next; j != NULL; j = next) {
+            struct mta_sts_answer a;
+            next = j->next;
+            if (j->rq != NULL) {
+                mta_sts_redis_cancel(j->rq);
+                j->rq = NULL;
+                start_fetch(j, &a);
+            }
+        }
+        mta_sts_redis_free(l->redis);
+    }
+    return l->redis = mta_sts_redis_new(l->loop, addr);
+}
+
+/* A policy fetched here goes to the fleet, for the rest of its max_age. */
+static void share(struct mta_sts_job *j, const struct mta_sts_answer *a, int64_t now)
+{
+    static _Thread_local char text[MTA_STS_CACHE_TEXT_MAX];
+    struct mta_sts_redis *r;
+    char key[MTA_STS_NAME_MAX + 16];
+    int n;
+
+    if (a->policy == NULL || a->fetch_failed || a->policy->expires <= now ||
+        (r = redis_of(j->l, j->svc)) == NULL ||
+        (n = mta_sts_snapshot_format(a->policy, text, sizeof(text))) <= 0)
+        return;
+    snprintf(key, sizeof(key), "mta-sts:%s", j->domain);
+    mta_sts_redis_set(r, key, text, (size_t)n, (unsigned)(a->policy->expires - now));
+}
+
+static void on_shared(void *arg, const char *value, size_t len)
+{
+    struct mta_sts_job *j = arg;
+    struct mta_sts_answer a;
+
+    j->rq = NULL;
+    if (value != NULL &&
+        mta_sts_svc_adopt(j->svc, j->domain, j->id, value, len, mta_sts_svc_now(j->svc), &a)) {
+        log_info("event=mta_sts_shared domain=%s id=%s msg=\"policy from the fleet's Redis\"",
+                 j->domain, j->id);
+        finish(j, &a);
+        return;
+    }
+    start_fetch(j, &a);
+}
+
+/* Another proxy of the fleet may have fetched the policy already: Redis
+ * first, when there is one, then HTTPS. */
+static void fetch_or_share(struct mta_sts_job *j, struct mta_sts_answer *a)
+{
+    struct mta_sts_redis *r = redis_of(j->l, j->svc);
+    char key[MTA_STS_NAME_MAX + 16];
+
+    if (r != NULL) {
+        snprintf(key, sizeof(key), "mta-sts:%s", j->domain);
+        if ((j->rq = mta_sts_redis_get(r, key, on_shared, j)) != NULL)
+            return;
+    }
+    start_fetch(j, a);
+}
+
 static void on_fetch(struct https_get *g, const struct https_get_result *res)
 {
     struct mta_sts_job *j = g->data;
@@ -174,9 +249,10 @@ static void on_fetch(struct https_get *g, const struct https_get_result *res)
                  "error=%s",
                  j->domain, j->id, why,
                  log_quote(res->status == HTTPS_GET_OK ? why : res->why, q, sizeof(q)));
-    mta_sts_svc_fetched(svc, j->domain, j->id, p, p != NULL ? "fetched" : why, mta_sts_svc_now(svc),
-                        &a);
+    int64_t now = mta_sts_svc_now(svc);
+    mta_sts_svc_fetched(svc, j->domain, j->id, p, p != NULL ? "fetched" : why, now, &a);
     free(p);
+    share(j, &a, now);
     finish(j, &a);
 }
 
@@ -262,10 +338,10 @@ static void on_txt(struct resolver_query *q, const struct resolver_result *res)
          * cache. The job stays listed so that later requests that miss
          * the cache join it. */
         answer_all(j, &a);
-        start_fetch(j, &a);
+        fetch_or_share(j, &a);
         break;
     case MTA_STS_NEXT_FETCH:
-        start_fetch(j, &a);
+        fetch_or_share(j, &a);
         break;
     case MTA_STS_NEXT_WAIT:
         wait_for_other(j);
@@ -428,9 +504,10 @@ void mta_sts_loop_close(struct mta_sts_loop *l)
     while ((j = l->jobs) != NULL) {
         l->jobs = j->next;
         resolver_cancel(&j->q);
-        if (https_get_active(&j->g))
+        if (https_get_active(&j->g) || j->rq != NULL)
             mta_sts_svc_abandon(j->svc, j->domain); /* other loops wait for it */
         https_get_cancel(&j->g);
+        mta_sts_redis_cancel(j->rq);
         for (struct mta_sts_req *req = j->waiters, *n; req != NULL; req = n) {
             n = req->next;
             req->job = NULL;
@@ -439,4 +516,6 @@ void mta_sts_loop_close(struct mta_sts_loop *l)
         mta_sts_svc_unref(j->svc);
         free(j);
     }
+    mta_sts_redis_free(l->redis);
+    l->redis = NULL;
 }

@@ -30,6 +30,7 @@
 #define MTA_STS_GET_DONE 1 /* mta_sts_get(): answered at once, no callback */
 
 struct mta_sts_job;
+struct mta_sts_redis;
 
 /* The loop-local part. The caller (the worker) owns it; only mta_sts_get.c
  * writes its fields. */
@@ -43,7 +44,8 @@ struct mta_sts_loop {
     struct mta_sts_job *jobs;              /* in flight on this loop, one per domain */
     uv_timer_t sweep;                      /* the proactive refresh, when started */
     bool sweep_init;
-    uv_timer_t poll; /* lookups waiting for another loop's fetch */
+    struct mta_sts_redis *redis; /* the fleet's cache, when the service has one */
+    uv_timer_t poll;             /* lookups waiting for another loop's fetch */
     bool poll_init;
     struct mta_sts_svc *sweep_svc; /* a reference, or NULL */
     uint64_t fetches;              /* started, for tests and metrics */

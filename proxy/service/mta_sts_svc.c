@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,8 @@ struct mta_sts_svc {
     int64_t (*clock)(void *arg);
     void *clock_arg;
     struct tls_ctx *tls;
+    bool has_redis;
+    struct sockaddr_storage redis;
     struct mta_sts_svc_stats stats;
 
     /* Persistence. */
@@ -157,6 +160,19 @@ static int64_t system_clock(void *arg)
 int64_t mta_sts_svc_now(const struct mta_sts_svc *svc)
 {
     return svc->clock(svc->clock_arg);
+}
+
+const struct sockaddr *mta_sts_svc_redis(const struct mta_sts_svc *svc)
+{
+    return svc->has_redis ? (const struct sockaddr *)&svc->redis : NULL;
+}
+
+int mta_sts_snapshot_format(const struct mta_sts_snapshot *s, char *buf, size_t cap)
+{
+    static _Thread_local struct mta_sts_cache_entry e;
+
+    snapshot_expand(s, &e);
+    return mta_sts_cache_format(&e, buf, cap);
 }
 
 struct tls_ctx *mta_sts_svc_tls(const struct mta_sts_svc *svc)
@@ -393,6 +409,37 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
     return next;
 }
 
+bool mta_sts_svc_adopt(struct mta_sts_svc *svc, const char *domain, const char *id,
+                       const char *text, size_t len, int64_t now, struct mta_sts_answer *a)
+{
+    static _Thread_local struct mta_sts_cache_entry e;
+    struct mta_sts_snapshot *s;
+    const char *why;
+    size_t used;
+    bool taken = false;
+
+    if (mta_sts_cache_parse(text, len, &e, &used, &why) != MTA_STS_OK || used != len ||
+        strcmp(e.domain, domain) != 0 || strcmp(e.id, id) != 0 || !mta_sts_cache_valid(&e, now) ||
+        e.fetched > now + 60 || (s = snapshot_new(&e)) == NULL)
+        return false;
+    pthread_mutex_lock(&svc->lock);
+    struct entry *en = get(svc, domain);
+    if (en != NULL && (en->snap == NULL || en->snap->fetched < s->fetched)) {
+        set_snap(svc, en, s);
+        en->fetch_until = 0;
+        en->failed_at = 0;
+        en->failed_id[0] = '\0';
+        en->checked = now;
+        mark_dirty(svc);
+        answer(a, MTA_STS_RESULT_POLICY, false, "shared", s);
+        taken = true;
+    }
+    pthread_mutex_unlock(&svc->lock);
+    if (!taken)
+        mta_sts_snapshot_unref(s);
+    return taken;
+}
+
 void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char *id,
                          const struct mta_sts_policy *p, const char *why, int64_t now,
                          struct mta_sts_answer *a)
@@ -531,6 +578,12 @@ struct mta_sts_svc *mta_sts_svc_new(const struct mta_sts_svc_options *o, char *e
     svc->recheck = o->txt_recheck != 0 ? o->txt_recheck : MTA_STS_SVC_RECHECK_DEFAULT;
     svc->save_delay_ms = o->save_delay_ms != 0 ? o->save_delay_ms : MTA_STS_SVC_SAVE_DELAY_MS;
     svc->clock = o->clock != NULL ? o->clock : system_clock;
+    if (o->redis != NULL) {
+        svc->has_redis = true;
+        memcpy(&svc->redis, o->redis,
+               o->redis->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                               : sizeof(struct sockaddr_in));
+    }
     svc->clock_arg = o->clock_arg;
     for (svc->nbuckets = 64; svc->nbuckets < svc->max_entries && svc->nbuckets < (1u << 24);)
         svc->nbuckets <<= 1;

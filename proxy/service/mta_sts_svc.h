@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "proxy/policy/mta_sts.h"
 
@@ -52,6 +53,9 @@ struct mta_sts_svc_options {
     size_t max_entries;     /* 0: MTA_STS_SVC_ENTRIES_DEFAULT */
     unsigned txt_recheck;   /* seconds; 0: MTA_STS_SVC_RECHECK_DEFAULT */
     unsigned save_delay_ms; /* 0: MTA_STS_SVC_SAVE_DELAY_MS */
+    /* A Redis shared by a fleet (mta_sts_redis.h): an IP address with its
+     * port (copied), or NULL. */
+    const struct sockaddr *redis;
     /* The clock (unix seconds); NULL: time(). Tests pass a fake one. */
     int64_t (*clock)(void *arg);
     void *clock_arg;
@@ -129,6 +133,23 @@ void mta_sts_svc_unref(struct mta_sts_svc *svc);
 
 /* The service's clock. */
 int64_t mta_sts_svc_now(const struct mta_sts_svc *svc);
+
+/* The Redis of the fleet, or NULL (borrowed). */
+const struct sockaddr *mta_sts_svc_redis(const struct mta_sts_svc *svc);
+
+/* s in the cache file's form (mta_sts_cache_format): its length, or a
+ * negative code. */
+int mta_sts_snapshot_format(const struct mta_sts_snapshot *s, char *buf, size_t cap);
+
+/*
+ * A policy another proxy of the fleet fetched (text, len bytes: one entry
+ * in the cache file's form, from Redis). Taken, and true with *a, only if
+ * it parses, is for domain and for TXT id, has not expired at now and is
+ * newer than the cached one; the fetch this replaces ends as with
+ * mta_sts_svc_fetched(). false changes nothing.
+ */
+bool mta_sts_svc_adopt(struct mta_sts_svc *svc, const char *domain, const char *id,
+                       const char *text, size_t len, int64_t now, struct mta_sts_answer *a);
 
 /* The client context of policy fetches (borrowed; the service keeps it). */
 struct tls_ctx *mta_sts_svc_tls(const struct mta_sts_svc *svc);

@@ -235,7 +235,10 @@ int main(int argc, char **argv)
         return 2;
     }
     struct mta_sts_svc_options so = {
-        .clock = offset_clock, .cache_file = cfg->mta_sts.cache, .ca_file = cfg->mta_sts.ca_file};
+        .clock = offset_clock,
+        .cache_file = cfg->mta_sts.cache,
+        .ca_file = cfg->mta_sts.ca_file,
+        .redis = cfg->mta_sts.has_redis ? (const struct sockaddr *)&cfg->mta_sts.redis.sa : NULL};
     svc = mta_sts_svc_new(&so, err, sizeof(err));
     if (svc == NULL) {
         fprintf(stderr, "mta_sts_cli: %s\n", err);

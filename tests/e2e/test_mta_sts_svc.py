@@ -12,9 +12,11 @@ import http.server
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import threading
+import time
 import unittest
 
 import dnszone
@@ -107,8 +109,9 @@ LINE = re.compile(r'(?:loop=\d+ )?round=(\d+) req=(\d+) sync=(\d) result=(\S+) f
                   r'(?: id=(\S+) mode=(\S+) mx=(\S*))?$')
 
 
-@unittest.skipIf(dnszone.available() is not None, dnszone.available())
-class MtaStsServiceTest(unittest.TestCase):
+class Fixture(unittest.TestCase):
+    """The zone, the policy host and the driver, shared by a class's tests."""
+    redis = None  # "ip:port" of the mta_sts.redis key, or None
 
     @classmethod
     def setUpClass(cls):
@@ -158,14 +161,15 @@ class MtaStsServiceTest(unittest.TestCase):
         return txt[0] if txt else None
 
     def config(self, cache=True):
+        redis = 'redis = "%s";' % self.redis if self.redis else ""
         path = os.path.join(harness.new_tmpdir("conf"), "proxy.conf")
         with open(path, "w") as f:
             f.write('outbound = ( { name = "out"; listen = "127.0.0.1:1"; '
                     'destination = "127.0.0.1:2"; mta_sts = true; } );\n'
                     'resolver = { servers = [ "%s" ]; trust_anchor = "%s"; };\n'
-                    'mta_sts = { ca_file = "%s"; %s };\n'
+                    'mta_sts = { ca_file = "%s"; %s %s };\n'
                     % (self.zone.server, self.zone.trust_anchor, self.pki.ca,
-                       'cache = "%s";' % self.cache if cache else ""))
+                       'cache = "%s";' % self.cache if cache else "", redis))
         return path
 
     def run_cli(self, count=1, rounds=1, cache=True, cancel=0, sweep=False, clock_offset=0,
@@ -192,6 +196,10 @@ class MtaStsServiceTest(unittest.TestCase):
         self.refreshes = int(m.group(3))
         self.assertEqual(len(answers), loops * max(0, count * rounds - cancel), out + err)
         return answers, int(m.group(1)), int(m.group(2)), err
+
+
+@unittest.skipIf(dnszone.available() is not None, dnszone.available())
+class MtaStsServiceTest(Fixture):
 
     def test_fetched_then_cached(self):
         answers, txt, fetches, _ = self.run_cli(rounds=2, cache=False)
@@ -313,6 +321,117 @@ class MtaStsServiceTest(unittest.TestCase):
         self.assertEqual((answers[0]["result"], answers[0]["why"]), ("policy", "cached"))
         self.assertEqual((fetches, self.srv.count()), (0, 1))
 
+
+
+def resp(addr, *args, timeout=5):
+    """One Redis command over a plain socket (RESP); the reply's bulk
+    string, integer or status as bytes, or None for a nil."""
+    ip, port = addr.rsplit(":", 1)
+    s = socket.create_connection((ip, int(port)), timeout=timeout)
+    try:
+        s.sendall(b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(a), a) for a in (x if isinstance(x, bytes) else x.encode()
+                                                      for x in args)))
+        f = s.makefile("rb")
+        line = f.readline()
+        if line.startswith(b"$"):
+            n = int(line[1:])
+            return None if n < 0 else f.read(n + 2)[:-2]
+        return line[1:].rstrip(b"\r\n")
+    finally:
+        s.close()
+
+
+@unittest.skipIf(dnszone.available() is not None, dnszone.available())
+@unittest.skipIf(shutil.which("redis-server") is None, "redis-server not installed (bazel/deps.sh)")
+class RedisTest(Fixture):
+    """mta_sts.redis: proxies of a fleet share policies through a real
+    redis-server, started here on 127.0.0.1 (no persistence)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        port = harness.free_port()
+        cls.redis_dir = harness.new_tmpdir("redis")
+        cls.redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", cls.redis_dir, "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cls.redis_addr = "127.0.0.1:%d" % port
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if resp(cls.redis_addr, "PING", timeout=1) == b"PONG":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or cls.redis_proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis_proc.terminate()
+        try:
+            cls.redis_proc.wait(10)
+        except subprocess.TimeoutExpired:
+            cls.redis_proc.kill()
+            cls.redis_proc.wait(10)
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.redis = self.redis_addr
+        resp(self.redis_addr, "FLUSHALL")
+
+    def test_fleet_shares_a_policy(self):
+        answers, _, fetches, _ = self.run_cli(cache=False)
+        self.assertEqual((answers[0]["why"], fetches, self.srv.count()), ("fetched", 1, 1))
+        value = resp(self.redis_addr, "GET", "mta-sts:example.net")
+        self.assertTrue(value.startswith(b"mta-sts-cache 1\ndomain example.net\n"), value)
+        ttl = int(resp(self.redis_addr, "TTL", "mta-sts:example.net"))
+        self.assertTrue(86000 < ttl <= 86400, ttl)
+        # Another proxy (a new process, nothing cached): from Redis, no fetch.
+        answers, _, fetches, err = self.run_cli(cache=False)
+        self.assertEqual((answers[0]["result"], answers[0]["why"], answers[0]["mx"]),
+                         ("policy", "shared", "mx.example.net"))
+        self.assertEqual((fetches, self.srv.count()), (0, 1))
+        self.assertIn("event=mta_sts_shared domain=example.net", err)
+
+    def test_bad_or_stale_values_are_fetched_anew(self):
+        for value in (b"mta-sts-cache 1\ndomain example.net\nid x\n",  # cut short
+                      b"\xff" * 100):
+            resp(self.redis_addr, "SET", "mta-sts:example.net", value)
+            self.srv.serve(200, POLICY1)
+            answers, _, fetches, _ = self.run_cli(cache=False)
+            self.assertEqual((answers[0]["why"], fetches, self.srv.count()), ("fetched", 1, 1))
+        # A value for another TXT id is not taken either.
+        self.run_cli(cache=False)
+        self.start_zone(TXT2)
+        self.srv.serve(200, POLICY2)
+        answers, _, fetches, _ = self.run_cli(cache=False)
+        self.assertEqual((answers[0]["why"], answers[0]["mx"], fetches),
+                         ("fetched", "mx2.example.net", 1))
+        self.assertIn(b"id 20240202T000000\n", resp(self.redis_addr, "GET", "mta-sts:example.net"))
+
+    def test_redis_down_or_silent(self):
+        # Nothing listens: the policy is fetched over HTTPS at once.
+        self.redis = "127.0.0.1:%d" % harness.free_port()
+        answers, _, fetches, err = self.run_cli(cache=False)
+        self.assertEqual((answers[0]["why"], fetches), ("fetched", 1))
+        self.assertIn("event=mta_sts_redis_failed", err)
+        # One that accepts and never answers: given up after 1 s.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        self.redis = "127.0.0.1:%d" % silent.getsockname()[1]
+        self.srv.serve(200, POLICY1)
+        t0 = time.monotonic()
+        answers, _, fetches, err = self.run_cli(cache=False)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.0)
+        self.assertEqual((answers[0]["why"], fetches, self.srv.count()), ("fetched", 1, 1))
+        self.assertIn('error="timeout"', err)
 
 if __name__ == "__main__":
     unittest.main()

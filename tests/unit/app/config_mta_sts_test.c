@@ -68,6 +68,10 @@ static void test_values(void **state)
     assert_string_equal(c->mta_sts.cache, "/tmp/sts.cache");
     assert_string_equal(c->mta_sts.ca_file, CA);
     config_free(c);
+    c = load_ok(OUT("") "mta_sts = { redis = \"[::1]:6380\"; };\n");
+    assert_true(c->mta_sts.has_redis);
+    assert_int_equal(c->mta_sts.redis.port, 6380);
+    config_free(c);
     /* The CA file defaults to the global tls.ca_file. */
     c = load_ok(OUT("  mta_sts = true;") "tls = { ca_file = \"" CA "\"; };\n");
     assert_string_equal(c->mta_sts.ca_file, CA);
@@ -86,9 +90,10 @@ static void test_errors(void **state)
     expect_err(OUT("") "mta_sts = { cache = \"\"; };\n",
                "/tmp/t.conf:4: mta_sts.cache: empty file name (leave the key out to keep the "
                "cache in memory)");
-    expect_err(OUT("") "mta_sts = {\n redis = \"127.0.0.1:6379\"; };\n",
-               "/tmp/t.conf:5: mta_sts.redis: a shared Redis cache is not implemented yet: "
-               "leave it out (each proxy keeps its own cache, in mta_sts.cache)");
+    expect_err(OUT("") "mta_sts = {\n redis = \"redis.example:6379\"; };\n",
+               "/tmp/t.conf:5: mta_sts.redis: expected \"address:port\" (an IP address): "
+               "\"redis.example:6379\": host must be an IP address or \"localhost\" (host "
+               "names are not resolved here)");
     expect_err(OUT("") "mta_sts = { cahce = \"x\"; };\n",
                "/tmp/t.conf:4: unknown key \"cahce\" in mta_sts");
     expect_err(OUT("  mta_sts = 1;"), "/tmp/t.conf:3: outbound[0].mta_sts: expected true or false");
