@@ -21,7 +21,7 @@ pkgs="${DEPS_PACKAGES:-bazel-bootstrap bazel-rules-java gcc clang libc6-dev pyth
 libuv1-dev android-libboringssl-dev libconfig-dev libcmocka-dev
 swaks libnet-ssleay-perl libio-socket-inet6-perl postfix iproute2 iptables procps ca-certificates
 testssl.sh bsdmainutils dnsutils
-libunbound-dev dns-root-data ldnsutils nsd unbound zlib1g-dev
+libunbound-dev dns-root-data ldnsutils nsd unbound zlib1g-dev libhiredis-dev redis-server
 buildah debootstrap debian-archive-keyring python3-yaml msmtp curl}"
 apt_get="${DEPS_APT_GET:-apt-get}"
 policy="${DEPS_POLICY_RC_D:-/usr/sbin/policy-rc.d}"

@@ -391,7 +391,8 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
     static const char *const keys[] = {"name",     "listen",          "destination",
                                        "policy",   "policies",        "max_connections",
                                        "max_command_line", "ehlo_keywords", "timeouts", "tls",
-                                       "dane",     "enforce",         "tls_rpt", NULL};
+                                       "dane",     "enforce",         "tls_rpt",
+                                       "mta_sts", NULL};
     static const char *const required[] = {"name", "listen", NULL};
     struct config_outbound *o = &ld->c->outbound[i];
     char prefix[PATH_LEN];
@@ -417,6 +418,7 @@ static void load_outbound(struct loader *ld, const config_setting_t *g, size_t i
         o->opts.policy.fallback = (enum outbound_policy)v;
     load_policies(ld, g, prefix, o);
     cfg_get_bool(ld, g, prefix, "dane", &o->opts.dane);
+    cfg_get_bool(ld, g, prefix, "mta_sts", &o->opts.mta_sts);
     cfg_get_bool(ld, g, prefix, "enforce", &o->opts.enforce);
     cfg_get_bool(ld, g, prefix, "tls_rpt", &o->tls_rpt);
     cfg_get_uint(ld, g, prefix, "max_connections", 1, MAX_CONNECTIONS, &o->opts.max_connections);
@@ -509,7 +511,8 @@ static void load_root(struct loader *ld, const config_setting_t *root)
     static const char *const keys[] = {"workers",          "log_level", "log_format",
                                        "metrics_listen",   "tls",       "inbound",
                                        "outbound",         "shutdown_timeout", "user",
-                                       "group",            "resolver", "tls_rpt", NULL};
+                                       "group",            "resolver", "tls_rpt",
+                                       "mta_sts", NULL};
     struct config *c = ld->c;
     const config_setting_t *in, *out;
     bool bad_in, bad_out;
@@ -550,6 +553,7 @@ static void load_root(struct loader *ld, const config_setting_t *root)
     cfg_load_resolver(ld, root);
     check_dane(ld, out);
     cfg_check_tls_rpt(ld, out);
+    cfg_load_mta_sts(ld, root, out);
 
     /* A proxy with nothing to listen on would start and do nothing, which is
      * never what the file meant. Not said again when a broken inbound or
@@ -737,6 +741,7 @@ void config_free(struct config *c)
     cfg_tls_clear(&c->tls);
     cfg_resolver_clear(&c->resolver);
     cfg_tls_rpt_clear(&c->tls_rpt);
+    cfg_mta_sts_clear(&c->mta_sts);
     free(c->user);
     free(c->group);
     free(c->file);

@@ -46,6 +46,16 @@ struct config_tls_rpt {
     int line;
 };
 
+/* The mta_sts block: the policy service (proxy/service/mta_sts_svc.h). */
+struct config_mta_sts {
+    bool enabled;  /* some outbound listener has mta_sts = true */
+    char *cache;   /* absolute path of the cache file, or NULL: memory only */
+    char *ca_file; /* absolute path: mta_sts.ca_file, else tls.ca_file, else the system's */
+    bool has_redis; /* mta_sts.redis: the fleet's shared cache */
+    struct addr redis;
+    int line;      /* of the block, 0 without one */
+};
+
 struct config {
     char *file;                   /* path it was read from, or "(built-in)" */
     unsigned workers;             /* 0 = one per CPU */
@@ -63,6 +73,7 @@ struct config {
     struct tls_options tls;        /* global defaults */
     struct resolver_options resolver; /* the resolver block */
     struct config_tls_rpt tls_rpt;
+    struct config_mta_sts mta_sts;    /* the mta_sts block */
     struct config_inbound *inbound;
     size_t ninbound;
     struct config_outbound *outbound;

@@ -189,4 +189,14 @@ void cfg_load_tls_rpt(struct loader *ld, const config_setting_t *root);
 void cfg_check_tls_rpt(struct loader *ld, const config_setting_t *out);
 void cfg_tls_rpt_clear(struct config_tls_rpt *t);
 
+/* ---- config_mta_sts.c --------------------------------------------------- */
+
+/* The top-level mta_sts block, after the listeners (out: their list) whose
+ * `mta_sts = true` decides whether the CA file must be readable. */
+void cfg_load_mta_sts(struct loader *ld, const config_setting_t *root,
+                      const config_setting_t *out);
+
+/* Frees what m owns. */
+void cfg_mta_sts_clear(struct config_mta_sts *m);
+
 #endif

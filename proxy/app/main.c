@@ -389,6 +389,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
     runtime_unref(current);
+    runtime_release_services();
     log_info("event=stopped");
     return 0;
 }

@@ -16,6 +16,7 @@
 #include "proxy/obs/metrics.h"
 #include "proxy/policy/rules.h"
 #include "proxy/service/tlsrpt_reporter.h"
+#include "proxy/service/mta_sts_svc.h"
 
 /* Listener-wide state that outlives reloads: the count of open sessions
  * (max_connections spans workers and configurations). Created when a name
@@ -53,6 +54,99 @@ static atomic_uint *active_counter(const char *name)
     return st ? &st->active : NULL;
 }
 
+/* The MTA-STS policy service outlives reloads like the listener states: a
+ * new runtime whose mta_sts block names the same cache file and CA file
+ * takes the current service (and its warm cache) over; another block makes
+ * a new one, which reads the file the old one has just written. Each
+ * runtime holds a reference, the process one more (the current one). */
+struct runtime_mta_sts {
+    atomic_int refs;
+    struct mta_sts_svc *svc;
+    char *cache, *ca_file;
+    bool has_redis;
+    struct addr redis;
+};
+
+static struct runtime_mta_sts *mta_sts_current;
+
+static bool same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static void mta_sts_unref(struct runtime_mta_sts *m)
+{
+    if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1) {
+        mta_sts_svc_unref(m->svc);
+        free(m->cache);
+        free(m->ca_file);
+        free(m);
+    }
+}
+
+static struct runtime_mta_sts *mta_sts_service(const struct config_mta_sts *c, char *err,
+                                               size_t errlen)
+{
+    struct runtime_mta_sts *m = NULL;
+
+    pthread_mutex_lock(&states_lock);
+    if (mta_sts_current != NULL && same(mta_sts_current->cache, c->cache) &&
+        same(mta_sts_current->ca_file, c->ca_file) && mta_sts_current->has_redis == c->has_redis &&
+        (!c->has_redis || (mta_sts_current->redis.salen == c->redis.salen &&
+                           memcmp(&mta_sts_current->redis.sa, &c->redis.sa, c->redis.salen) == 0))) {
+        m = mta_sts_current;
+        atomic_fetch_add(&m->refs, 1);
+        goto out;
+    }
+    if (mta_sts_current != NULL && mta_sts_current->cache != NULL)
+        mta_sts_svc_save(mta_sts_current->svc);
+    struct mta_sts_svc_options o = {
+        .cache_file = c->cache,
+        .ca_file = c->ca_file,
+        .redis = c->has_redis ? (const struct sockaddr *)&c->redis.sa : NULL,
+    };
+    if ((m = calloc(1, sizeof(*m))) == NULL || (c->cache && !(m->cache = strdup(c->cache))) ||
+        (c->ca_file && !(m->ca_file = strdup(c->ca_file)))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if ((m->svc = mta_sts_svc_new(&o, err, errlen)) == NULL)
+        goto fail;
+    atomic_init(&m->refs, 2); /* this runtime's and the process's */
+    m->has_redis = c->has_redis;
+    m->redis = c->redis;
+    mta_sts_unref(mta_sts_current);
+    mta_sts_current = m;
+    log_info("event=mta_sts_service cache=%s ca_file=%s", c->cache ? c->cache : "(memory)",
+             c->ca_file ? c->ca_file : "-");
+    goto out;
+
+fail:
+    if (m != NULL) {
+        free(m->cache);
+        free(m->ca_file);
+        free(m);
+    }
+    m = NULL;
+out:
+    pthread_mutex_unlock(&states_lock);
+    return m;
+}
+
+struct mta_sts_svc *runtime_mta_sts(const struct runtime *rt)
+{
+    return rt->mta_sts != NULL ? rt->mta_sts->svc : NULL;
+}
+
+void runtime_release_services(void)
+{
+    pthread_mutex_lock(&states_lock);
+    struct runtime_mta_sts *m = mta_sts_current;
+    mta_sts_current = NULL;
+    pthread_mutex_unlock(&states_lock);
+    mta_sts_unref(m);
+}
+
 static void profile_hold(const struct session_profile *p)
 {
     runtime_ref(((const struct runtime_profile *)(const void *)p)->rt);
@@ -69,6 +163,7 @@ static void runtime_free(struct runtime *rt)
         tls_ctx_unref(rt->profiles[i].p.tls);
     free(rt->profiles);
     tlsrpt_store_close(rt->tls_rpt);
+    mta_sts_unref(rt->mta_sts);
     config_free(rt->cfg);
     free(rt);
 }
@@ -118,6 +213,8 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
             goto err;
         }
     }
+    if (cfg->mta_sts.enabled && (rt->mta_sts = mta_sts_service(&cfg->mta_sts, err, errlen)) == NULL)
+        goto err;
     for (size_t i = 0; i < n; i++) {
         struct runtime_profile *rp = &rt->profiles[i];
         struct session_profile *p = &rp->p;
@@ -135,6 +232,7 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
         p->active = active_counter(p->name);
         p->hold = profile_hold;
         p->release = profile_release;
+        p->mta_sts = out && o->opts.mta_sts ? rt->mta_sts->svc : NULL;
         p->tls = out ? outbound_ctx(o, err, errlen) : tls_ctx_server_new(&in->tls, err, errlen);
         if (p->active == NULL) {
             snprintf(err, errlen, "out of memory");

@@ -23,8 +23,11 @@ struct runtime_profile {
     struct tlsrpt_store *tls_rpt;
 };
 
+struct runtime_mta_sts;
+
 struct runtime {
     atomic_int refs;
+    struct runtime_mta_sts *mta_sts; /* the policy service its profiles point to, or NULL */
     struct config *cfg;
     struct runtime_profile *profiles; /* inbound listeners first, then outbound */
     size_t nprofiles;
@@ -43,6 +46,14 @@ void runtime_unref(struct runtime *rt); /* accepts NULL */
  * after each reload). runtime_services_stop() stops it at shutdown. */
 void runtime_services(const struct runtime *rt);
 void runtime_services_stop(void);
+/* Drops the process's hold on the MTA-STS service (main, at exit): once
+ * the last runtime using it is gone, its cache file is written a last time.
+ * A runtime made afterwards starts a new one. */
+void runtime_release_services(void);
+
+/* rt's MTA-STS policy service (borrowed while rt is held), or NULL when no
+ * outbound listener uses one. */
+struct mta_sts_svc *runtime_mta_sts(const struct runtime *rt);
 
 /* The profile of the listener called name, or NULL. */
 const struct session_profile *runtime_profile(const struct runtime *rt, const char *name);

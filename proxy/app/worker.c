@@ -13,6 +13,7 @@
 
 #include "proxy/net/listener.h"
 #include "proxy/net/resolver.h"
+#include "proxy/service/mta_sts_get.h"
 #include "proxy/obs/log.h"
 
 /* One listener of a configuration as handed to one worker. */
@@ -47,6 +48,7 @@ struct worker {
     size_t nslots;
     struct session_set sessions;
     struct resolver *resolver;  /* the loop's; sessions borrow it */
+    struct mta_sts_loop mta_sts; /* the loop's MTA-STS lookups; sessions borrow it */
     int reserve;                /* a spare descriptor; see listener.h */
     bool stopping, aborted;
     /* Posted by the main thread, under lock (never taken on the accept path): */
@@ -137,6 +139,7 @@ static void adopt_resolver(struct worker *w, const struct config *cfg)
     resolver_close(w->resolver);
     w->resolver = r;
     session_set_resolver(&w->sessions, r);
+    mta_sts_loop_set_resolver(&w->mta_sts, r);
 }
 
 /* The listeners of u: kept ones (same address) move to their new slot and
@@ -190,6 +193,10 @@ done:
     runtime_unref(w->rt);
     w->rt = u->rt;
     u->rt = NULL;
+    /* The first worker refreshes cached MTA-STS policies before they
+     * expire, for the whole process. */
+    if (w == &workers[0] && !w->stopping)
+        mta_sts_loop_sweep(&w->mta_sts, runtime_mta_sts(w->rt), MTA_STS_SWEEP_MS);
     update_free(u);
 }
 
@@ -203,6 +210,10 @@ static void on_sessions_done(struct session_set *set)
     uv_mutex_unlock(&w->lock);
     uv_close((uv_handle_t *)&w->grace, NULL);
     session_set_resolver(&w->sessions, NULL);
+    session_set_mta_sts(&w->sessions, NULL);
+    /* Background policy refreshes are abandoned (their TXT queries and
+     * fetches cancelled) before the resolver they use closes. */
+    mta_sts_loop_close(&w->mta_sts);
     resolver_close(w->resolver); /* no session is left to use it */
     w->resolver = NULL;
 }
@@ -434,6 +445,8 @@ static int worker_init(struct worker *w)
     w->queue_tail = &w->queue;
     w->reserve = listener_reserve_open();
     session_set_init(&w->sessions, &w->loop, on_sessions_done, w);
+    mta_sts_loop_init(&w->mta_sts, &w->loop, NULL);
+    session_set_mta_sts(&w->sessions, &w->mta_sts);
     return 0;
 }
 

@@ -156,6 +156,11 @@ void session_set_resolver(struct session_set *set, struct resolver *r)
     set->resolver = r;
 }
 
+void session_set_mta_sts(struct session_set *set, struct mta_sts_loop *l)
+{
+    set->mta_sts = l;
+}
+
 void session_set_stop(struct session_set *set)
 {
     set->stopping = true;

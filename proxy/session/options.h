@@ -64,6 +64,9 @@ struct session_outbound_opts {
      * that DANE would make is logged and counted instead. */
     bool dane;
     bool enforce;
+    /* RFC 8461 for the recipient domains: their policies come from the
+     * profile's MTA-STS service (session_profile.mta_sts). */
+    bool mta_sts;
     unsigned max_connections;
     unsigned max_command_line;    /* octets, CRLF included */
     struct smtp_ehlo_policy ehlo_keywords; /* pass / discard lists (owned) */

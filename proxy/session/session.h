@@ -22,6 +22,9 @@
 #include "proxy/session/options.h"
 #include "proxy/tls/tls.h"
 
+struct mta_sts_svc;  /* proxy/service/mta_sts_svc.h */
+struct mta_sts_loop; /* proxy/service/mta_sts_get.h */
+
 /*
  * One listener's settings as of one configuration: immutable, shared by
  * every session that listener accepts until the next reload. It lives
@@ -39,6 +42,9 @@ struct session_profile {
     atomic_uint *active;                     /* open sessions of this listener, all workers */
     void (*hold)(const struct session_profile *p);
     void (*release)(const struct session_profile *p);
+    /* Outbound with opts mta_sts: the process's MTA-STS policy service
+     * (proxy/service/mta_sts_svc.h), borrowed, outliving the profile. */
+    struct mta_sts_svc *mta_sts;
 };
 
 struct session;
@@ -53,6 +59,7 @@ struct session_set {
     void (*on_empty)(struct session_set *set);
     void *owner;
     struct resolver *resolver;  /* borrowed: the loop's; NULL = none */
+    struct mta_sts_loop *mta_sts; /* borrowed: the loop's MTA-STS lookups; NULL = none */
 };
 
 /* on_empty is called (from the loop) when the set is stopping and its last
@@ -64,6 +71,11 @@ void session_set_init(struct session_set *set, uv_loop_t *loop,
  * caller keeps it open while any session may use it, i.e. closes it with
  * resolver_close(), which waits for their lookups). NULL: none. */
 void session_set_resolver(struct session_set *set, struct resolver *r);
+
+/* The loop-local context (proxy/service/mta_sts_get.h) with which new
+ * sessions of set look recipient domains' policies up in their profile's
+ * MTA-STS service (borrowed, like the resolver). NULL: none. */
+void session_set_mta_sts(struct session_set *set, struct mta_sts_loop *l);
 
 /* From now on accepted connections are refused with 421 4.3.2. */
 void session_set_stop(struct session_set *set);
