@@ -33,13 +33,12 @@ static const struct {
     [DECIDE_WHY_DNS_FAILED] = {"450 4.4.3 DNS lookup of the recipient domain's MX or TLSA "
                                "records failed, try again later\r\n",
                                "DNS lookup failed (SERVFAIL or error)"},
-    [DECIDE_WHY_STS_NO_TLS] =
-        {"450 4.7.5 Recipient domain's MTA-STS policy requires TLS, the session is not "
-         "encrypted\r\n",
-         "MTA-STS enforce requires TLS"},
+    [DECIDE_WHY_STS_NO_TLS] = {"450 4.7.5 Recipient domain's MTA-STS policy "
+                               "requires TLS, STARTTLS was not used\r\n",
+                               "MTA-STS requires TLS: STARTTLS not used"},
     [DECIDE_WHY_STS_NAME] = {"450 4.7.5 Recipient domain's MTA-STS policy: the destination's "
-                             "certificate is not valid for any of its MX names\r\n",
-                             "MTA-STS: certificate not valid for an mx pattern"},
+                             "certificate does not match its MX host name\r\n",
+                             "MTA-STS: certificate name does not match the MX host"},
     [DECIDE_WHY_STS_MX] = {"450 4.7.5 Recipient domain's MTA-STS policy does not list the "
                            "destination as an MX host\r\n",
                            "MTA-STS: the destination is not an MX host of the policy"},
@@ -49,6 +48,9 @@ static const struct {
     [DECIDE_WHY_FALLBACK_VERIFY] = {"450 4.7.5 Policy requires a verified certificate, the "
                                     "destination's does not verify\r\n",
                                     "policy verify: the chain did not verify"},
+    [DECIDE_WHY_STS_UNTRUSTED] = {"450 4.7.5 Recipient domain's MTA-STS policy: the "
+                                  "destination's certificate is not trusted\r\n",
+                                  "MTA-STS: certificate not trusted (PKIX)"},
     [DECIDE_WHY_TIMEOUT] = {"450 4.4.3 Recipient domain's DNS lookups timed out, try again "
                             "later\r\n",
                             "the lookups did not finish in time"},
@@ -130,6 +132,19 @@ static struct decide_verdict by_policy(const struct decide_input *in, enum outbo
     return refuse(in, DECIDE_AUTH_POLICY, DECIDE_WHY_FALLBACK_VERIFY); /* unknown: strict */
 }
 
+/* What an MTA-STS policy's check found, in the order a sender meets it:
+ * TLS (§5), the MX host (§4.1), then its certificate (§4.2). */
+static enum decide_why sts_why(const struct decide_input *in)
+{
+    if (!in->tls)
+        return DECIDE_WHY_STS_NO_TLS;
+    if (!in->sts.mx_ok)
+        return DECIDE_WHY_STS_MX;
+    if (!in->sts.name_ok)
+        return in->sts.trusted ? DECIDE_WHY_STS_NAME : DECIDE_WHY_STS_UNTRUSTED;
+    return DECIDE_WHY_NONE;
+}
+
 struct decide_verdict decide_rcpt(const struct decide_input *in)
 {
     if (in->rule)
@@ -157,14 +172,18 @@ struct decide_verdict decide_rcpt(const struct decide_input *in)
         return pass(DECIDE_AUTH_NONE);
     }
 
-    if (in->sts.mode == DECIDE_STS_ENFORCE) {
-        if (!in->tls)
-            return refuse(in, DECIDE_AUTH_MTA_STS, DECIDE_WHY_STS_NO_TLS);
-        if (!in->sts.mx_ok)
-            return refuse(in, DECIDE_AUTH_MTA_STS, DECIDE_WHY_STS_MX);
-        if (!in->sts.name_ok)
-            return refuse(in, DECIDE_AUTH_MTA_STS, DECIDE_WHY_STS_NAME);
-        return pass(DECIDE_AUTH_MTA_STS);
+    if (in->sts.mode == DECIDE_STS_ENFORCE || in->sts.mode == DECIDE_STS_TESTING) {
+        enum decide_why why = sts_why(in);
+        if (in->sts.mode == DECIDE_STS_ENFORCE)
+            return why == DECIDE_WHY_NONE ? pass(DECIDE_AUTH_MTA_STS)
+                                          : refuse(in, DECIDE_AUTH_MTA_STS, why);
+        /* Testing (RFC 8461 §5): the fallback decides; a failure that it
+         * lets through is still said (logged, counted), never made. */
+        struct decide_verdict fb = by_policy(in, in->fallback, false);
+        if (fb.result != DECIDE_PASS || why == DECIDE_WHY_NONE)
+            return fb;
+        return (struct decide_verdict){
+            .result = DECIDE_LOGGED, .auth = DECIDE_AUTH_MTA_STS, .why = why};
     }
     return by_policy(in, in->fallback, false);
 }

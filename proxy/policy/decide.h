@@ -22,9 +22,14 @@
  *        none usable (§2.2)    TLS, unauthenticated (auth=none)
  *      A DNSSEC failure (bogus, SERVFAIL, timeout) on the way is temporary:
  *      never a downgrade to the next rule.
- *   3. an MTA-STS policy (RFC 8461) in enforce mode: TLS, a PKIX-valid chain
- *      for a name matching one of its mx patterns, and the connected host
- *      among those MX hosts (auth=mta-sts). "testing" and "none" modes, no
+ *   3. an MTA-STS policy (RFC 8461) in enforce mode: TLS, the connected
+ *      host one of the domain's MX hosts whose name matches one of the
+ *      policy's mx patterns (§4.1), and the kept chain PKIX-valid for that
+ *      MX host's name (§4.2) (auth=mta-sts). A policy in "testing" mode is
+ *      checked the same way but never refuses (§5: report only): a failure
+ *      is DECIDE_LOGGED (auth=mta-sts, its why) when the fallback would
+ *      pass, and a success falls through to the fallback (a check that
+ *      cannot stop a delivery does not authenticate it). "none" mode, no
  *      policy, and a failed fetch with no cached policy (§5: deliver as if
  *      there were none) fall through.
  *   4. `policy`, the listener's fallback: the session itself already meets
@@ -69,8 +74,13 @@ enum decide_sts_mode {
 
 struct decide_sts {
     enum decide_sts_mode mode;
-    bool name_ok; /* the chain is PKIX-valid for a name matching an mx pattern */
-    bool mx_ok;   /* the connected address belongs to a host matching an mx pattern */
+    /* The chain is PKIX-valid for the name of the MX host below (one that
+     * matches an mx pattern and holds the connected address). */
+    bool name_ok;
+    bool mx_ok; /* the connected address belongs to an MX host matching a pattern */
+    /* When !name_ok, which way: the chain is PKIX-valid, only not for that
+     * name (DECIDE_WHY_STS_NAME), or not trusted at all (_STS_UNTRUSTED). */
+    bool trusted;
 };
 
 struct decide_input {
@@ -113,11 +123,12 @@ enum decide_why {
     DECIDE_WHY_DNSSEC_BOGUS,
     DECIDE_WHY_DNS_FAILED,
     DECIDE_WHY_STS_NO_TLS,
-    DECIDE_WHY_STS_NAME,        /* chain not valid for any mx pattern */
+    DECIDE_WHY_STS_NAME,        /* chain trusted, but not valid for the MX host's name */
     DECIDE_WHY_STS_MX,          /* connected host not among the policy's MX hosts */
     DECIDE_WHY_FALLBACK_NO_TLS, /* policy = required/verify, no TLS */
     DECIDE_WHY_FALLBACK_VERIFY, /* policy = verify, the session's chain not verified */
     DECIDE_WHY_TIMEOUT,         /* the decision did not finish in time (the session's) */
+    DECIDE_WHY_STS_UNTRUSTED,   /* MTA-STS: the chain is not PKIX-valid (ca_file) */
     DECIDE_WHY_COUNT,
 };
 

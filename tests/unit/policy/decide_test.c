@@ -108,20 +108,66 @@ static const struct row rows[] = {
      DECIDE_AUTH_MTA_STS,
      DECIDE_WHY_STS_NO_TLS},
     {"sts name",
-     {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_ENFORCE, false, true}},
+     {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_ENFORCE, false, true, .trusted = true}},
      DECIDE_REFUSE_TEMP,
      DECIDE_AUTH_MTA_STS,
      DECIDE_WHY_STS_NAME},
+    {"sts untrusted",
+     {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_ENFORCE, false, true}},
+     DECIDE_REFUSE_TEMP,
+     DECIDE_AUTH_MTA_STS,
+     DECIDE_WHY_STS_UNTRUSTED},
+    {"sts mx before the certificate",
+     {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_ENFORCE, false, false}},
+     DECIDE_REFUSE_TEMP,
+     DECIDE_AUTH_MTA_STS,
+     DECIDE_WHY_STS_MX},
+    {"sts over a failing fallback",
+     {FB(VERIFY), TLS, .sts = {DECIDE_STS_ENFORCE, true, true}},
+     DECIDE_PASS,
+     DECIDE_AUTH_MTA_STS,
+     0},
     {"sts mx",
      {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_ENFORCE, true, false}},
      DECIDE_REFUSE_TEMP,
      DECIDE_AUTH_MTA_STS,
      DECIDE_WHY_STS_MX},
-    {"sts testing",
+    /* Testing mode: never refused for MTA-STS, a failure logged. */
+    {"sts testing plain",
      {FB(OPPORTUNISTIC), .sts = {DECIDE_STS_TESTING, false, false}},
+     DECIDE_LOGGED,
+     DECIDE_AUTH_MTA_STS,
+     DECIDE_WHY_STS_NO_TLS},
+    {"sts testing mx",
+     {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_TESTING, true, false}},
+     DECIDE_LOGGED,
+     DECIDE_AUTH_MTA_STS,
+     DECIDE_WHY_STS_MX},
+    {"sts testing name",
+     {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_TESTING, false, true, .trusted = true}},
+     DECIDE_LOGGED,
+     DECIDE_AUTH_MTA_STS,
+     DECIDE_WHY_STS_NAME},
+    {"sts testing ok is the fallback's",
+     {FB(OPPORTUNISTIC), TLS, .sts = {DECIDE_STS_TESTING, true, true}},
      DECIDE_PASS,
      DECIDE_AUTH_NONE,
      0},
+    {"sts testing ok, verify fallback still refuses",
+     {FB(VERIFY), TLS, .sts = {DECIDE_STS_TESTING, true, true}},
+     DECIDE_REFUSE_TEMP,
+     DECIDE_AUTH_POLICY,
+     DECIDE_WHY_FALLBACK_VERIFY},
+    {"sts testing failing, fallback's refusal wins",
+     {FB(REQUIRED), .sts = {DECIDE_STS_TESTING, false, false}},
+     DECIDE_REFUSE_TEMP,
+     DECIDE_AUTH_POLICY,
+     DECIDE_WHY_FALLBACK_NO_TLS},
+    {"sts testing verified fallback",
+     {FB(VERIFY), TLS, .pkix_session = true, .sts = {DECIDE_STS_TESTING, false, true}},
+     DECIDE_LOGGED,
+     DECIDE_AUTH_MTA_STS,
+     DECIDE_WHY_STS_UNTRUSTED},
     {"sts mode none",
      {FB(OPPORTUNISTIC), .sts = {DECIDE_STS_MODE_NONE, false, false}},
      DECIDE_PASS,
@@ -178,6 +224,7 @@ static void test_rows(void **state)
         /* enforce = false: the same verdict, logged instead of refused. */
         in.enforce = false;
         struct decide_verdict l = decide_rcpt(&in);
+        print_message("%s, enforce = false\n", rows[i].name);
         assert_int_equal(l.result, v.result == DECIDE_PASS ? DECIDE_PASS : DECIDE_LOGGED);
         assert_int_equal(l.auth, v.auth);
         assert_int_equal(l.why, v.why);
@@ -207,6 +254,8 @@ static void test_replies(void **state)
     assert_memory_equal(decide_reply(DECIDE_WHY_TIMEOUT), "450 4.4.3 ", 10);
     assert_memory_equal(decide_reply(DECIDE_WHY_DANE_MISMATCH), "450 4.7.5 ", 10);
     assert_memory_equal(decide_reply(DECIDE_WHY_STS_MX), "450 4.7.5 ", 10);
+    assert_memory_equal(decide_reply(DECIDE_WHY_STS_UNTRUSTED), "450 4.7.5 ", 10);
+    assert_memory_equal(decide_reply(DECIDE_WHY_STS_NAME), "450 4.7.5 ", 10);
     assert_string_equal(decide_auth_str(DECIDE_AUTH_MTA_STS), "mta-sts");
     assert_string_equal(decide_auth_str(DECIDE_AUTH_DANE), "dane");
     assert_string_equal(decide_result_str(DECIDE_LOGGED), "logged");
