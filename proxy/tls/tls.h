@@ -192,6 +192,20 @@ int tls_peer_chain(const struct tls *t, size_t max, size_t max_bytes, uint8_t **
 bool tls_chain_valid_for_domain(struct tls_ctx *ctx, const uint8_t *const *der, const size_t *len,
                                 size_t n, const char *domain);
 
+/* Whether a kept chain (as above) is PKIX-valid against ctx's ca_file now
+ * and, if so, valid for host exactly: MTA-STS (RFC 8461 §4.2) wants the MX
+ * host's own name, a DNS name of the leaf's subjectAltName equal to it or
+ * a wildcard "*.D" whose D is host minus its first label (RFC 6125 §6.4.3);
+ * the subject CN is never consulted. TLS_CHAIN_UNTRUSTED also without
+ * ca_file, on a parse error or out of memory. */
+enum tls_chain_check {
+    TLS_CHAIN_VALID,     /* trusted, and for host */
+    TLS_CHAIN_NAME,      /* trusted, not for host */
+    TLS_CHAIN_UNTRUSTED, /* not PKIX-valid */
+};
+enum tls_chain_check tls_chain_check_host(struct tls_ctx *ctx, const uint8_t *const *der,
+                                          const size_t *len, size_t n, const char *host);
+
 /* Why the last TLS_ERR happened: BoringSSL's reason (the first error-queue
  * entry of its TLS library, e.g. "WRONG_VERSION_NUMBER",
  * "TLSV1_ALERT_PROTOCOL_VERSION"), "certificate verify failed: <why>", or a

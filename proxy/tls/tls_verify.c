@@ -272,3 +272,45 @@ out:
     ERR_clear_error();
     return ok;
 }
+
+enum tls_chain_check tls_chain_check_host(struct tls_ctx *ctx, const uint8_t *const *der,
+                                          const size_t *len, size_t n, const char *host)
+{
+    STACK_OF(X509) *chain = NULL;
+    X509_STORE_CTX *sc = NULL;
+    enum tls_chain_check r = TLS_CHAIN_UNTRUSTED;
+    size_t h = host != NULL ? strlen(host) : 0;
+
+    if (ctx == NULL || ctx->store == NULL || n == 0)
+        return TLS_CHAIN_UNTRUSTED;
+    chain = sk_X509_new_null();
+    if (chain == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = der[i];
+        X509 *x = d2i_X509(NULL, &p, (long)len[i]);
+        if (x == NULL || !sk_X509_push(chain, x)) {
+            X509_free(x);
+            goto out;
+        }
+    }
+    X509 *leaf = sk_X509_value(chain, 0);
+    sc = X509_STORE_CTX_new();
+    if (sc == NULL || !X509_STORE_CTX_init(sc, ctx->store, leaf, chain) ||
+        !X509_STORE_CTX_set_default(sc, "ssl_server") || X509_verify_cert(sc) <= 0)
+        goto out;
+    r = TLS_CHAIN_NAME;
+    /* The name apart from the path: a trusted chain for another name is a
+     * different failure (RFC 8460 certificate-host-mismatch). */
+    if (h > 0 && h < 254 && memchr(host, '*', h) == NULL && !tls_is_ip_literal(host) &&
+        X509_check_host(leaf, host, h,
+                        X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+                        NULL) == 1)
+        r = TLS_CHAIN_VALID;
+
+out:
+    X509_STORE_CTX_free(sc);
+    sk_X509_pop_free(chain, X509_free);
+    ERR_clear_error();
+    return r;
+}
