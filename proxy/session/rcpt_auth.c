@@ -21,8 +21,17 @@
  * A decision is bounded by RCPT_DECISION_MS (450 4.4.3 when it runs out);
  * the lookups are counted in s->handles and s->resolving and cancelled when
  * the session closes. Decisions are cached per session for RCPT_CACHE
- * domains (beyond, the oldest is decided again). MTA-STS is not fetched yet:
- * its state is "no policy" until the policy cache exists.
+ * domains (beyond, the oldest is decided again).
+ *
+ * With mta_sts = true, once DANE does not apply (dane = false, an insecure
+ * MX set, the connected host not among the secure ones, no secure TLSA),
+ * the domain's MTA-STS policy is asked for (rcpt_sts.h: at once from a warm
+ * cache, else the decision waits for the service, within the same
+ * deadline). Its MX hosts are the ones looked up above, secure or not: the
+ * hosts whose addresses include the connected one, and of those the ones
+ * whose names match the policy's mx patterns (RFC 8461 §4.1); the kept
+ * chain must be PKIX-valid (the listener's ca_file) for such a host's name
+ * (§4.2, tls_chain_check_host).
  *
  * A `policies` verify rule for the domain wants the kept chain PKIX-valid
  * for the domain or a name below it (tls_chain_valid_for_domain).
@@ -43,6 +52,7 @@
 #include "proxy/obs/log.h"
 #include "proxy/policy/decide.h"
 #include "proxy/policy/rules.h"
+#include "proxy/session/rcpt_sts.h"
 #include "proxy/tls/tls.h"
 #include "proxy/tls/tls_dane.h"
 
@@ -55,6 +65,7 @@
 struct rcpt_host {
     struct resolver_query q; /* first: the callback finds the host from it */
     char name[256];
+    bool connected; /* an address of it is the connected one, secure or not */
 };
 
 struct session_rcpt {
@@ -78,6 +89,11 @@ struct session_rcpt {
     struct resolver_query mx;
     struct rcpt_host hosts[RCPT_HOSTS];
     unsigned nhosts, hosts_left;
+    bool mx_secure; /* dane = true and a secure MX set: DANE may apply */
+    /* MTA-STS, asked for once DANE does not apply. */
+    struct mta_sts_req sts_req;
+    struct decide_sts sts; /* what the domain's policy says of the session */
+    bool sts_answered;     /* sts holds on_sts's answer for decided() */
     int match;             /* the host holding the connected address, or -1 */
     enum decide_dane fail; /* how a host's lookup failed (TEMPFAIL, BOGUS) or NA */
     struct resolver_query tlsa;
@@ -95,7 +111,7 @@ struct session_rcpt *session_rcpt_of(const struct session *s)
 
 bool session_rcpt_wanted(const struct session *s)
 {
-    return s->p->outbound && s->p->out->original_dst && s->p->out->dane;
+    return s->p->outbound && s->p->out->original_dst && (s->p->out->dane || session_sts_wanted(s));
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -150,7 +166,7 @@ unsigned session_rcpt_cancel(struct session *s)
 
     if (r == NULL)
         return 0;
-    n += cancel(&r->mx) + cancel(&r->tlsa);
+    n += cancel(&r->mx) + cancel(&r->tlsa) + session_sts_cancel(&r->sts_req);
     for (unsigned i = 0; i < r->nhosts; i++)
         n += cancel(&r->hosts[i].q);
     return n;
@@ -202,6 +218,7 @@ static void base_input(const struct session *s, const char *domain, struct decid
     const struct session_rcpt *r = session_rcpt_of(s);
     if (in->rule && p == OUTBOUND_VERIFY && in->tls && r->nchain > 0)
         in->pkix_domain = tls_chain_valid_for_domain(s->p->tls, r->der, r->len, r->nchain, domain);
+    in->sts = r->sts; /* DECIDE_STS_NO_POLICY unless sts_wait found one */
 }
 
 /* The verdict for domain: logged, counted, remembered; the reply to give
@@ -246,6 +263,59 @@ static const struct decide_verdict *cached(const struct session_rcpt *r, const c
     return NULL;
 }
 
+static void decided(struct session_rcpt *r, enum decide_dane dane);
+static void answered(struct session *s);
+
+/* What the policy in a says, for the MX hosts that hold the connected
+ * address. */
+static void sts_judge(struct session_rcpt *r, const struct mta_sts_answer *a)
+{
+    const char *names[RCPT_HOSTS];
+    size_t n = 0;
+
+    for (unsigned i = 0; i < r->nhosts; i++)
+        if (r->hosts[i].connected)
+            names[n++] = r->hosts[i].name;
+    r->sts = session_sts_judge(r->s, r->domain, a, names, n, r->der, r->len, r->nchain);
+}
+
+static void on_sts(struct mta_sts_req *req, struct mta_sts_answer *a)
+{
+    struct session_rcpt *r = req->data;
+
+    answered(r->s); /* a closing session cancels req: only a live one hears */
+    sts_judge(r, a);
+    mta_sts_answer_release(a);
+    r->sts_answered = true;
+    decided(r, DECIDE_DANE_NA);
+}
+
+/* MTA-STS after DANE (DESIGN.md's precedence): when DANE does not apply,
+ * the domain's policy. True when the decision waits for it (on_sts decides
+ * again); false when r->sts is what to decide with. */
+static bool sts_wait(struct session_rcpt *r, enum decide_dane dane)
+{
+    struct mta_sts_answer a = {0};
+
+    if (r->sts_answered) {
+        r->sts_answered = false; /* on_sts's decision: r->sts is its answer */
+        return false;
+    }
+    r->sts = (struct decide_sts){.mode = DECIDE_STS_NO_POLICY};
+    if (dane != DECIDE_DANE_NA || !session_sts_wanted(r->s))
+        return false;
+    r->sts_req.data = r;
+    int rc = session_sts_get(r->s, &r->sts_req, r->domain, on_sts, &a);
+    if (rc == 0) {
+        r->s->action = "looking up a recipient domain's MTA-STS policy";
+        return true;
+    }
+    if (rc == MTA_STS_GET_DONE) /* a warm cache: no loop round trip */
+        sts_judge(r, &a);
+    mta_sts_answer_release(&a);
+    return false;
+}
+
 /* The decision under way is made: the relay hears it and reads on. */
 static void finish(struct session_rcpt *r, struct decide_verdict v, bool keep)
 {
@@ -264,6 +334,8 @@ static void decided(struct session_rcpt *r, enum decide_dane dane)
 {
     struct decide_input in;
 
+    if (sts_wait(r, dane))
+        return;
     base_input(r->s, r->domain, &in);
     in.dane = dane;
     finish(r, decide_rcpt(&in), true);
@@ -357,12 +429,15 @@ static void on_host(struct resolver_query *q, const struct resolver_result *res)
     enum decide_dane f = failure(res);
 
     answered(r->s);
-    if (f == DECIDE_DANE_BOGUS || (f == DECIDE_DANE_TEMPFAIL && r->fail == DECIDE_DANE_NA))
+    if (r->mx_secure &&
+        (f == DECIDE_DANE_BOGUS || (f == DECIDE_DANE_TEMPFAIL && r->fail == DECIDE_DANE_NA)))
         r->fail = f;
-    if (f == DECIDE_DANE_NA && res->security == RESOLVER_SECURE && r->match < 0) {
-        for (size_t i = 0; i < res->count; i++)
-            if (is_connected(r->s, res->data[i], res->len[i]))
-                r->match = (int)(h - r->hosts);
+    for (size_t i = 0; f == DECIDE_DANE_NA && i < res->count; i++) {
+        if (!is_connected(r->s, res->data[i], res->len[i]))
+            continue;
+        h->connected = true; /* MTA-STS: DNSSEC or not */
+        if (r->mx_secure && res->security == RESOLVER_SECURE && r->match < 0)
+            r->match = (int)(h - r->hosts);
     }
     if (--r->hosts_left > 0)
         return;
@@ -410,11 +485,18 @@ static void on_mx(struct resolver_query *q, const struct resolver_result *res)
     answered(r->s);
     log_debug("session=%s event=rcpt_mx domain=%s dnssec=%s records=%zu rcode=%d", r->s->id,
               r->domain, resolver_security_str(res->security), res->count, res->rcode);
-    if (f != DECIDE_DANE_NA || res->security != RESOLVER_SECURE ||
-        res->rcode == RESOLVER_RCODE_NXDOMAIN) {
-        decided(r, f); /* an insecure MX set: DANE does not apply */
+    /* DANE needs a secure MX set; MTA-STS needs the MX hosts, secure or
+     * not (RFC 8461 §4.1). Without dane, a failed MX lookup is no DANE
+     * failure: MTA-STS then finds no MX host (and refuses if it enforces). */
+    bool dane = r->s->p->out->dane;
+    r->mx_secure = dane && res->security == RESOLVER_SECURE;
+    if (f != DECIDE_DANE_NA || res->rcode == RESOLVER_RCODE_NXDOMAIN ||
+        (!r->mx_secure && !session_sts_wanted(r->s))) {
+        decided(r, dane ? f : DECIDE_DANE_NA); /* an insecure MX set: DANE does not apply */
         return;
     }
+    for (unsigned i = 0; i < RCPT_HOSTS; i++)
+        r->hosts[i].connected = false;
     r->nhosts = 0;
     for (size_t i = 0; i < res->count && r->nhosts < RCPT_HOSTS; i++)
         if (mx_name(res->data[i], res->len[i], r->hosts[r->nhosts].name,
@@ -427,11 +509,11 @@ static void on_mx(struct resolver_query *q, const struct resolver_result *res)
     for (unsigned i = 0; i < r->nhosts; i++) {
         if (query(r, &r->hosts[i].q, r->hosts[i].name, type, on_host) == 0)
             r->hosts_left++;
-        else
+        else if (r->mx_secure)
             r->fail = DECIDE_DANE_TEMPFAIL;
     }
     if (r->hosts_left == 0)
-        decided(r, r->nhosts == 0 ? DECIDE_DANE_NA : DECIDE_DANE_TEMPFAIL);
+        decided(r, r->nhosts == 0 || !r->mx_secure ? DECIDE_DANE_NA : DECIDE_DANE_TEMPFAIL);
 }
 
 static void on_deadline(uv_timer_t *t)
