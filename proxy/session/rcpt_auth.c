@@ -27,11 +27,12 @@
  * MX set, the connected host not among the secure ones, no secure TLSA),
  * the domain's MTA-STS policy is asked for (rcpt_sts.h: at once from a warm
  * cache, else the decision waits for the service, within the same
- * deadline). Its MX hosts are the ones looked up above, secure or not: the
- * hosts whose addresses include the connected one, and of those the ones
- * whose names match the policy's mx patterns (RFC 8461 §4.1); the kept
- * chain must be PKIX-valid (the listener's ca_file) for such a host's name
- * (§4.2, tls_chain_check_host).
+ * deadline; a policy still awaited then is a failed fetch, delivered as
+ * without MTA-STS, RFC 8461 §3.3). Its MX hosts are the ones looked up
+ * above, secure or not: the hosts whose addresses include the connected
+ * one, and of those the ones whose names match the policy's mx patterns
+ * (RFC 8461 §4.1); the kept chain must be PKIX-valid (the listener's
+ * ca_file) for such a host's name (§4.2, tls_chain_check_host).
  *
  * A `policies` verify rule for the domain wants the kept chain PKIX-valid
  * for the domain or a name below it (tls_chain_valid_for_domain).
@@ -516,16 +517,37 @@ static void on_mx(struct resolver_query *q, const struct resolver_result *res)
         decided(r, r->nhosts == 0 || !r->mx_secure ? DECIDE_DANE_NA : DECIDE_DANE_TEMPFAIL);
 }
 
+/* The deadline came while only the policy was awaited (DNS had answered):
+ * a discovery that did not end in time failed, and with nothing cached
+ * (a cached policy answers at once) RFC 8461 §3.3 says deliver as without
+ * MTA-STS. The lookup goes on for the cache; the verdict is not
+ * remembered, so the domain's next recipient asks again. */
+static void sts_timed_out(struct session_rcpt *r)
+{
+    struct decide_input in;
+
+    log_info("session=%s event=rcpt_sts domain=%s result=timeout", r->s->id, r->domain);
+    r->sts = (struct decide_sts){.mode = DECIDE_STS_NO_POLICY};
+    base_input(r->s, r->domain, &in);
+    in.dane = DECIDE_DANE_NA;
+    finish(r, decide_rcpt(&in), false);
+}
+
 static void on_deadline(uv_timer_t *t)
 {
     struct session *s = t->data;
     struct session_rcpt *r = session_rcpt_of(s);
+    bool sts = mta_sts_req_active(&r->sts_req);
     unsigned n = session_rcpt_cancel(s);
 
     s->resolving -= n;
     s->handles -= n;
     if (!r->pending || s->closing)
         return;
+    if (sts) {
+        sts_timed_out(r);
+        return;
+    }
     struct decide_verdict v = {
         .result = s->p->out->enforce ? DECIDE_REFUSE_TEMP : DECIDE_LOGGED,
         .auth = DECIDE_AUTH_DANE,

@@ -15,6 +15,8 @@ mxs.example.net. The proxy's tls ca_file and mta_sts ca_file are the test CA.
   y  MX mxy   enforce, mx: mxy.example.net          -> 450 4.7.5 (the certificate
               (mxy A 127.0.0.2: the same host)          is for mxs, not mxy)
   t  MX mxs   testing, mx: mail.elsewhere.test      -> delivered, result=logged
+  h  MX mxs   enforce, mx: mail.elsewhere.test, its policy host never
+              answers: at the decision's 10 s bound, no policy -> delivered
   n  nothing                                        -> no policy, delivered
 
 Also: a warm second session costs no HTTPS request; a destination without
@@ -29,6 +31,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import unittest
 
 import dnszone
@@ -45,6 +48,7 @@ DOMAINS = {
     "x": ("mxs", "enforce", "mail.elsewhere.test"),
     "y": ("mxy", "enforce", "mxy.example.net"),
     "t": ("mxs", "testing", "mail.elsewhere.test"),
+    "h": ("mxs", "enforce", "mail.elsewhere.test"),  # its policy host never answers
 }
 
 
@@ -65,6 +69,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             srv.requests.append((host, self.path))
             status = srv.status
         label = host[len("mta-sts."):].split(".")[0] if host.startswith("mta-sts.") else ""
+        if label == "h":
+            srv.release.wait(30)
+            return
         if label in DOMAINS and self.path == "/.well-known/mta-sts.txt" and status == 200:
             body = policy(DOMAINS[label][1], DOMAINS[label][2])
         else:
@@ -86,6 +93,7 @@ class PolicyServer(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = []
         self.status = 200
+        self.release = threading.Event()
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05})
         self.thread.daemon = True
         self.thread.start()
@@ -95,6 +103,7 @@ class PolicyServer(http.server.ThreadingHTTPServer):
             return len(self.requests)
 
     def stop(self):
+        self.release.set()
         self.shutdown()
         self.server_close()
         self.thread.join(10)
@@ -274,6 +283,33 @@ class MtaStsOriginalTest(ProxyTestCase):
         self.assertEqual([h for h, _ in srv.requests],
                          ["mta-sts.s.example.net", "mta-sts.x.example.net"])
         self.assertTrue(p.wait_log(r"event=rcpt_sts domain=x\.example\.net result=tempfail", 5))
+
+    def test_policy_host_that_hangs_is_no_policy_at_the_deadline(self):
+        # RFC 8461 §3.3: a policy that cannot be fetched, nothing cached:
+        # deliver as without MTA-STS. The decision's bound ends the wait.
+        z = self.zone()
+        srv = self.policy_server()
+        d = self.destination(cert=self.mx_cert())
+        p = self.start_proxy(z)
+        c = self.connect()
+        self.assertEqual(c.cmd("MAIL FROM:<legacy@corp.test>").code, 250)
+        t0 = time.monotonic()
+        r = c.cmd("RCPT TO:<u@h.example.net>", timeout=30)
+        took = time.monotonic() - t0
+        sys.stderr.write("hanging policy host: %r after %.1f s\n" % (r.lines[0], took))
+        self.assertEqual(r.code, 250, r)
+        self.assertGreater(took, 9)
+        self.assertLess(took, 15)
+        self.assertEqual([h for h, _ in srv.requests], ["mta-sts.h.example.net"])
+        # The session goes on, and an enforcing domain is still refused.
+        r = c.cmd("RCPT TO:<u@x.example.net>", timeout=30)
+        self.assertEqual((r.code, r.enhanced), (450, "4.7.5"), r)
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        kv = self.session_ends(p, 1)
+        self.assertEqual(kv["end"], "quit", kv["_line"])
+        self.assertEqual(self.rcpts_seen(d), [b"RCPT TO:<u@h.example.net>"])
+        self.assertTrue(p.wait_log(r"event=rcpt_sts domain=h\.example\.net result=timeout", 5))
+        self.assertFalse(p.wait_log(r"event=rcpt_refused .*domain=h\.example\.net", 0.2))
 
 
 if __name__ == "__main__":
