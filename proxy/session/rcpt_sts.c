@@ -48,7 +48,7 @@ struct decide_sts session_sts_judge(const struct session *s, const char *domain,
 {
     struct decide_sts d = {.mode = DECIDE_STS_NO_POLICY};
     const struct mta_sts_snapshot *p = a->policy;
-    const char *host = "-";
+    const char *host = "-", *trusted = "-";
 
     if (a->result != MTA_STS_RESULT_POLICY || p == NULL) {
         log_debug("session=%s event=rcpt_sts domain=%s result=%s why=\"%s\"", s->id, domain,
@@ -81,12 +81,12 @@ struct decide_sts session_sts_judge(const struct session *s, const char *domain,
             enum tls_chain_check c = tls_chain_check_host(s->p->tls, der, len, nchain, hosts[i]);
             d.name_ok = c == TLS_CHAIN_VALID;
             d.trusted = d.trusted || c != TLS_CHAIN_UNTRUSTED;
+            trusted = d.trusted ? "yes" : "no";
         }
     }
     log_debug("session=%s event=rcpt_sts domain=%s result=policy mode=%s id=%s fetch_failed=%s "
               "mx_hosts=%zu mx=%s mx_ok=%s trusted=%s name_ok=%s",
               s->id, domain, mta_sts_mode_str(p->mode), p->id, a->fetch_failed ? "yes" : "no", n,
-              host, d.mx_ok ? "yes" : "no", d.trusted || d.name_ok ? "yes" : "no",
-              d.name_ok ? "yes" : "no");
+              host, d.mx_ok ? "yes" : "no", trusted, d.name_ok ? "yes" : "no");
     return d;
 }

@@ -29,6 +29,7 @@ import http.server
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -310,6 +311,28 @@ class MtaStsOriginalTest(ProxyTestCase):
         self.assertEqual(self.rcpts_seen(d), [b"RCPT TO:<u@h.example.net>"])
         self.assertTrue(p.wait_log(r"event=rcpt_sts domain=h\.example\.net result=timeout", 5))
         self.assertFalse(p.wait_log(r"event=rcpt_refused .*domain=h\.example\.net", 0.2))
+
+    def test_client_reset_while_the_policy_is_awaited(self):
+        # The request is cancelled with the session: it ends at once and is
+        # freed (a request still counted would keep it open).
+        z = self.zone()
+        srv = self.policy_server()
+        self.destination(cert=self.mx_cert())
+        p = self.start_proxy(z)
+        c = self.connect()
+        self.assertEqual(c.cmd("MAIL FROM:<legacy@corp.test>").code, 250)
+        c.send(b"RCPT TO:<u@h.example.net>\r\n")
+        self.assertTrue(harness.wait_until(lambda: srv.count() == 1, 5), srv.requests)
+        t0 = time.monotonic()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.sock.close()
+        kv = self.session_ends(p, 1)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(kv["end"], "client_closed", kv["_line"])
+        self.assertFalse(p.wait_log(r"event=rcpt_(refused|auth)", 0.2))
+        # The daemon is fine: another session is served.
+        c = self.connect()
+        self.assertEqual(c.cmd("QUIT").code, 221)
 
 
 if __name__ == "__main__":
