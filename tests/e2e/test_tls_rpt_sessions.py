@@ -1,0 +1,158 @@
+"""TLS-RPT results recorded by outbound sessions (RFC 8460 §4): the daemon
+with a `tls_rpt` block and outbound listeners with `tls_rpt = true`, in
+front of ScriptedBackends reached as mx.example.net (a DNSSEC-signed zone
+from dnszone.py with TLSA records per port, as test_dane.py). Each session
+leaves one line in <directory>/<UTC day>/mx.example.net, in the day-file
+form of proxy/policy/tlsrpt.h:
+
+    tlsrpt1 TIME TYPE DOMAIN RESULT SENDING-IP MX-HOST RECEIVING-IP
+
+  - DANE-EE matching (3 1 1 of the server's SPKI): tlsa success, with the
+    usable records as policy-string in .policy/mx.example.net.tlsa;
+  - a TLSA record matching nothing (refused): tlsa tlsa-invalid;
+  - a broken RRSIG over the TLSA RRset (refused before dialling): tlsa
+    dnssec-invalid, with no sending address (nothing was connected);
+  - dane = false and a destination without STARTTLS (delivered in
+    plaintext): no-policy-found starttls-not-supported;
+  - a listener without tls_rpt = true records nothing.
+"""
+
+import os
+import re
+import time
+import unittest
+
+import dnszone
+import harness
+import outbound_harness as oh
+import test_dane as td
+from harness import ProxyTestCase
+
+HOST = td.HOST
+LINE = re.compile(r"^tlsrpt1 (\d+) (tlsa|sts|no-policy-found) (\S+) (\S+) (\S+) (\S+) (\S+)$")
+
+
+def day_text(t):
+    return time.strftime("%Y-%m-%d", time.gmtime(t))
+
+
+@unittest.skipIf(dnszone.available(), dnszone.available() or "")
+class TlsRptSessionsTest(ProxyTestCase):
+
+    def destination(self, starttls=True):
+        ehlo = td.EHLO if starttls else td.EHLO[:-1]
+        return self.backend(name="destination", ehlo=ehlo,
+                            tls_ctx=oh.tls_server_context(td.certs()["mx"]),
+                            greeting=b"220 mx.example.net ESMTP\r\n")
+
+    def zone(self, tlsa, broken):
+        for attempt in range(3):
+            z = dnszone.Zone(harness.new_tmpdir("zone"), td.zone_ip(), port=10053)
+            z.set_tlsa("_25._tcp.mx")
+            for port, rdata in tlsa:
+                z.set_tlsa("_%d._tcp.mx" % port, rdata)
+            for port in broken:
+                z.break_signature("_%d._tcp.mx" % port, "TLSA")
+            try:
+                z.start()
+                break
+            except (OSError, RuntimeError) as e:
+                if attempt == 2:
+                    self.skipTest("cannot start nsd: %s" % e)
+        self.addCleanup(z.stop)
+        return z
+
+    def listener(self, name, d, dane=True, rpt=True):
+        l = oh.outbound_listener("%s:%d" % (HOST, d.port), "opportunistic", name=name,
+                                 timeouts={"connect": 15, "handshake": 10, "idle": 20})
+        l["dane"] = dane
+        if rpt:
+            l["tls_rpt"] = True
+        return l
+
+    def session(self, p, port, delivered):
+        c = harness.Client(port, timeout=15)
+        self.addCleanup(c.close)
+        r = c.read_reply(15)
+        if r.code == 220:
+            r = c.ehlo("legacy.example.org")
+        if delivered:
+            self.assertEqual(r.code, 250, r)
+            codes = [x.code for x in c.send_message("a@example.org", ["b@example.net"],
+                                                     b"Subject: rpt\r\n\r\nbody\r\n")]
+            self.assertEqual(codes, [250, 250, 354, 250])
+            self.assertEqual(c.cmd("QUIT").code, 221)
+        else:
+            self.assertEqual(r.code, 421, r)
+            c.expect_closed(10)
+        kv = p.wait_session_end(c.local_port, timeout=15)
+        self.assertIsNotNone(kv, p.log()[-3000:])
+        return kv
+
+    def read_lines(self, path, n):
+        def enough():
+            try:
+                with open(path) as f:
+                    return len(f.read().splitlines()) >= n
+            except OSError:
+                return False
+        harness.wait_until(enough, 15)
+        with open(path) as f:
+            return f.read().splitlines()
+
+    def test_results_of_sessions_in_the_day_file(self):
+        d_ok, d_bad, d_bogus = self.destination(), self.destination(), self.destination()
+        d_plain, d_off = self.destination(starttls=False), self.destination()
+        spki = "3 1 1 " + td.sha256(td.certs()["spki"])
+        z = self.zone([(d_ok.port, spki), (d_bad.port, "3 1 1 " + "ab" * 32),
+                       (d_bogus.port, spki), (d_off.port, spki)], broken=[d_bogus.port])
+        rpt = harness.new_tmpdir("tls-rpt-dir")
+        ls = [self.listener("ok", d_ok), self.listener("bad", d_bad),
+              self.listener("bogus", d_bogus), self.listener("plain", d_plain, dane=False),
+              self.listener("off", d_off, rpt=False)]
+        resolver = {"servers": [z.server], "dnssec": "validate",
+                    "trust_anchor": z.trust_anchor}
+        t0 = int(time.time())
+        p = self.proxy(oh.outbound_config(ls, resolver=resolver, tls_rpt={
+            "directory": rpt, "contact": "tlsrpt@example.org",
+            "organization": "Example Inc"}))
+        ports = p.listen_ports()
+
+        # First the listener without tls_rpt: a line of its own would come
+        # before all the others.
+        self.assertEqual(self.session(p, ports[4], True)["auth"], "dane")
+        self.assertEqual(self.session(p, ports[0], True)["auth"], "dane")
+        self.assertEqual(self.session(p, ports[1], False)["end"], "policy_refusal")
+        self.assertEqual(self.session(p, ports[2], False)["end"], "dnssec_bogus")
+        self.assertEqual(self.session(p, ports[3], True)["security"], "plaintext")
+        t1 = int(time.time())
+
+        day = day_text(t0) if day_text(t0) == day_text(t1) else self.skipTest("midnight")
+        path = os.path.join(rpt, day, HOST)
+        lines = self.read_lines(path, 4)
+        got = []
+        for line in lines:
+            m = LINE.match(line)
+            self.assertIsNotNone(m, line)
+            self.assertTrue(t0 <= int(m.group(1)) <= t1 + 1, line)
+            self.assertEqual(m.group(3), HOST, line)
+            got.append(m.groups()[1:2] + m.groups()[3:])
+        # One line per recorded session, in the order they ended; none for "off".
+        self.assertEqual(got, [
+            ("tlsa", "success", "127.0.0.1", HOST, "127.0.0.1"),
+            ("tlsa", "tlsa-invalid", "127.0.0.1", HOST, "127.0.0.1"),
+            ("tlsa", "dnssec-invalid", "-", HOST, "127.0.0.1"),
+            ("no-policy-found", "starttls-not-supported", "127.0.0.1", HOST, "127.0.0.1"),
+        ], "\n".join(lines))
+        # The TLSA record the attempts were made under, as policy-string:
+        # one text per (domain, type, day), the last session's (the two
+        # ports here stand for one policy domain whose records changed).
+        with open(os.path.join(rpt, day, ".policy", HOST + ".tlsa")) as f:
+            policy = f.read()
+        self.assertEqual(policy.splitlines(), ["s 3 1 1 " + "ab" * 32], policy)
+        self.assertTrue(p.wait_log(r"event=tls_rpt domain=mx\.example\.net type=tlsa "
+                                   r"result=tlsa-invalid rc=0"), p.log()[-3000:])
+
+
+if __name__ == "__main__":
+    unittest.main()
