@@ -14,7 +14,11 @@ form of proxy/policy/tlsrpt.h:
     dnssec-invalid, with no sending address (nothing was connected);
   - dane = false and a destination without STARTTLS (delivered in
     plaintext): no-policy-found starttls-not-supported;
-  - a listener without tls_rpt = true records nothing.
+  - a listener without tls_rpt = true records nothing;
+  - policy = "verify" without DANE: a certificate for another name, an
+    expired one and a self-signed one are no-policy-found
+    certificate-host-mismatch, certificate-expired and
+    certificate-not-trusted; a good one success.
 """
 
 import os
@@ -39,10 +43,10 @@ def day_text(t):
 @unittest.skipIf(dnszone.available(), dnszone.available() or "")
 class TlsRptSessionsTest(ProxyTestCase):
 
-    def destination(self, starttls=True):
+    def destination(self, starttls=True, cert=None):
         ehlo = td.EHLO if starttls else td.EHLO[:-1]
         return self.backend(name="destination", ehlo=ehlo,
-                            tls_ctx=oh.tls_server_context(td.certs()["mx"]),
+                            tls_ctx=oh.tls_server_context(cert or td.certs()["mx"]),
                             greeting=b"220 mx.example.net ESMTP\r\n")
 
     def zone(self, tlsa, broken):
@@ -62,8 +66,8 @@ class TlsRptSessionsTest(ProxyTestCase):
         self.addCleanup(z.stop)
         return z
 
-    def listener(self, name, d, dane=True, rpt=True):
-        l = oh.outbound_listener("%s:%d" % (HOST, d.port), "opportunistic", name=name,
+    def listener(self, name, d, dane=True, rpt=True, policy="opportunistic", tls=None):
+        l = oh.outbound_listener("%s:%d" % (HOST, d.port), policy, name=name, tls=tls,
                                  timeouts={"connect": 15, "handshake": 10, "idle": 20})
         l["dane"] = dane
         if rpt:
@@ -152,6 +156,37 @@ class TlsRptSessionsTest(ProxyTestCase):
         self.assertEqual(policy.splitlines(), ["s 3 1 1 " + "ab" * 32], policy)
         self.assertTrue(p.wait_log(r"event=tls_rpt domain=mx\.example\.net type=tlsa "
                                    r"result=tlsa-invalid rc=0"), p.log()[-3000:])
+
+    def test_certificate_failures_under_verify(self):
+        # policy = "verify" without DANE: the certificate fails the
+        # handshake, no-policy-found with the class of the PKIX failure.
+        d = harness.new_tmpdir("rpt-certs")
+        certs = [oh._issue(d, "other", "other.example.net", "DNS:other.example.net"),
+                 oh._issue_expired(d, "expired", "DNS:" + HOST),
+                 oh._issue(d, "self", HOST, "DNS:" + HOST, self_signed=True),
+                 td.certs()["mx"]]
+        ds = [self.destination(cert=c) for c in certs]
+        z = self.zone([], broken=[])
+        rpt = harness.new_tmpdir("tls-rpt-dir")
+        ls = [self.listener("v%d" % i, x, dane=False, policy="verify",
+                            tls={"ca_file": harness.pki().ca}) for i, x in enumerate(ds)]
+        resolver = {"servers": [z.server], "dnssec": "validate",
+                    "trust_anchor": z.trust_anchor}
+        t0 = int(time.time())
+        p = self.proxy(oh.outbound_config(ls, resolver=resolver, tls_rpt={
+            "directory": rpt, "contact": "tlsrpt@example.org"}))
+        ports = p.listen_ports()
+        for port in ports[:3]:
+            self.assertEqual(self.session(p, port, False)["end"], "policy_refusal")
+        self.assertEqual(self.session(p, ports[3], True)["security"], "tls-verified")
+        day = day_text(t0) if day_text(t0) == day_text(time.time()) else self.skipTest("midnight")
+        lines = self.read_lines(os.path.join(rpt, day, HOST), 4)
+        got = [LINE.match(x).group(2, 4) if LINE.match(x) else x for x in lines]
+        self.assertEqual(got, [("no-policy-found", "certificate-host-mismatch"),
+                               ("no-policy-found", "certificate-expired"),
+                               ("no-policy-found", "certificate-not-trusted"),
+                               ("no-policy-found", "success")], "\n".join(lines))
+        self.assertFalse(os.path.exists(os.path.join(rpt, day, ".policy")))
 
 
 if __name__ == "__main__":
