@@ -18,7 +18,9 @@ form of proxy/policy/tlsrpt.h:
   - policy = "verify" without DANE: a certificate for another name, an
     expired one and a self-signed one are no-policy-found
     certificate-host-mismatch, certificate-expired and
-    certificate-not-trusted; a good one success.
+    certificate-not-trusted; a good one success;
+  - an opportunistic fallback to plaintext is one session: STARTTLS refused
+    is starttls-not-supported, a handshake cut short validation-failure.
 """
 
 import os
@@ -43,9 +45,9 @@ def day_text(t):
 @unittest.skipIf(dnszone.available(), dnszone.available() or "")
 class TlsRptSessionsTest(ProxyTestCase):
 
-    def destination(self, starttls=True, cert=None):
+    def destination(self, starttls=True, cert=None, actions=None):
         ehlo = td.EHLO if starttls else td.EHLO[:-1]
-        return self.backend(name="destination", ehlo=ehlo,
+        return self.backend(name="destination", ehlo=ehlo, actions=actions,
                             tls_ctx=oh.tls_server_context(cert or td.certs()["mx"]),
                             greeting=b"220 mx.example.net ESMTP\r\n")
 
@@ -187,6 +189,29 @@ class TlsRptSessionsTest(ProxyTestCase):
                                ("no-policy-found", "certificate-not-trusted"),
                                ("no-policy-found", "success")], "\n".join(lines))
         self.assertFalse(os.path.exists(os.path.join(rpt, day, ".policy")))
+
+    def test_opportunistic_fallback_is_one_session(self):
+        # STARTTLS refused (454), and a 220 followed by a closed connection:
+        # each falls back to plaintext on a second connection and delivers;
+        # one line each, the failure that caused the fallback.
+        ds = [self.destination(actions={"STARTTLS": "454 4.7.0 TLS not available"}),
+              self.destination(actions={"STARTTLS": "tls_fail"})]
+        z = self.zone([], broken=[])
+        rpt = harness.new_tmpdir("tls-rpt-dir")
+        ls = [self.listener("f%d" % i, x, dane=False) for i, x in enumerate(ds)]
+        resolver = {"servers": [z.server], "dnssec": "validate",
+                    "trust_anchor": z.trust_anchor}
+        t0 = int(time.time())
+        p = self.proxy(oh.outbound_config(ls, resolver=resolver, tls_rpt={
+            "directory": rpt, "contact": "tlsrpt@example.org"}))
+        for port, d in zip(p.listen_ports(), ds):
+            self.assertEqual(self.session(p, port, True)["security"], "plaintext")
+            self.assertEqual(len(d.conns), 2, d.raw_all())
+        day = day_text(t0) if day_text(t0) == day_text(time.time()) else self.skipTest("midnight")
+        lines = self.read_lines(os.path.join(rpt, day, HOST), 2)
+        got = [LINE.match(x).group(2, 4) if LINE.match(x) else x for x in lines]
+        self.assertEqual(got, [("no-policy-found", "starttls-not-supported"),
+                               ("no-policy-found", "validation-failure")], "\n".join(lines))
 
 
 if __name__ == "__main__":
