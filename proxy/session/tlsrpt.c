@@ -235,6 +235,10 @@ void session_tlsrpt_end(struct session *s)
     /* Transparent sessions record per recipient domain (rcpt_auth.c). */
     if (!recording(s) || s->p->out->original_dst)
         return;
+    /* Policy "none" never tries TLS (DANE without enforce leaves it so):
+     * only a failed TLSA lookup is a result then. */
+    if (o.tls_off && !r->dns_failed)
+        return;
     if (r->dns_failed)
         o.dane = TLSRPT_DANE_DNS_FAILED;
     else if (dn != NULL && dn->verdict == TLSA_VERDICT_UNUSABLE)

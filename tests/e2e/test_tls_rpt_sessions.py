@@ -14,7 +14,8 @@ form of proxy/policy/tlsrpt.h:
     dnssec-invalid, with no sending address (nothing was connected);
   - dane = false and a destination without STARTTLS (delivered in
     plaintext): no-policy-found starttls-not-supported;
-  - a listener without tls_rpt = true records nothing;
+  - a listener without tls_rpt = true records nothing, nor does policy
+    "none" (TLS is never tried);
   - policy = "verify" without DANE: a certificate for another name, an
     expired one and a self-signed one are no-policy-found
     certificate-host-mismatch, certificate-expired and
@@ -108,14 +109,16 @@ class TlsRptSessionsTest(ProxyTestCase):
 
     def test_results_of_sessions_in_the_day_file(self):
         d_ok, d_bad, d_bogus = self.destination(), self.destination(), self.destination()
-        d_plain, d_off = self.destination(starttls=False), self.destination()
+        d_plain, d_off, d_none = (self.destination(starttls=False), self.destination(),
+                                  self.destination())
         spki = "3 1 1 " + td.sha256(td.certs()["spki"])
         z = self.zone([(d_ok.port, spki), (d_bad.port, "3 1 1 " + "ab" * 32),
                        (d_bogus.port, spki), (d_off.port, spki)], broken=[d_bogus.port])
         rpt = harness.new_tmpdir("tls-rpt-dir")
         ls = [self.listener("ok", d_ok), self.listener("bad", d_bad),
               self.listener("bogus", d_bogus), self.listener("plain", d_plain, dane=False),
-              self.listener("off", d_off, rpt=False)]
+              self.listener("off", d_off, rpt=False),
+              self.listener("none", d_none, dane=False, policy="none")]
         resolver = {"servers": [z.server], "dnssec": "validate",
                     "trust_anchor": z.trust_anchor}
         t0 = int(time.time())
@@ -124,9 +127,10 @@ class TlsRptSessionsTest(ProxyTestCase):
             "organization": "Example Inc"}))
         ports = p.listen_ports()
 
-        # First the listener without tls_rpt: a line of its own would come
-        # before all the others.
+        # First the listener without tls_rpt and the one with policy none
+        # (TLS never tried): a line of theirs would come before the others.
         self.assertEqual(self.session(p, ports[4], True)["auth"], "dane")
+        self.assertEqual(self.session(p, ports[5], True)["security"], "plaintext")
         self.assertEqual(self.session(p, ports[0], True)["auth"], "dane")
         self.assertEqual(self.session(p, ports[1], False)["end"], "policy_refusal")
         self.assertEqual(self.session(p, ports[2], False)["end"], "dnssec_bogus")
