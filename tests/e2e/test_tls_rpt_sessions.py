@@ -14,6 +14,8 @@ form of proxy/policy/tlsrpt.h:
     dnssec-invalid, with no sending address (nothing was connected);
   - dane = false and a destination without STARTTLS (delivered in
     plaintext): no-policy-found starttls-not-supported;
+  - the reporter (tlsrpt_cli send, as test_tls_rpt) mails that day's report
+    to the _smtp._tls.mx rua with those counts and the policy-string;
   - a listener without tls_rpt = true records nothing, nor does policy
     "none" (TLS is never tried);
   - policy = "verify" without DANE: a certificate for another name, an
@@ -24,8 +26,13 @@ form of proxy/policy/tlsrpt.h:
     is starttls-not-supported, a handshake cut short validation-failure.
 """
 
+import email
+import email.policy
+import gzip
+import json
 import os
 import re
+import subprocess
 import time
 import unittest
 
@@ -33,9 +40,12 @@ import dnszone
 import harness
 import outbound_harness as oh
 import test_dane as td
+import test_tls_rpt as tr
 from harness import ProxyTestCase
 
 HOST = td.HOST
+RUA = "tlsrpt@mx.example.net"
+CONTACT = "tlsrpt@example.org"
 LINE = re.compile(r"^tlsrpt1 (\d+) (tlsa|sts|no-policy-found) (\S+) (\S+) (\S+) (\S+) (\S+)$")
 
 
@@ -56,6 +66,7 @@ class TlsRptSessionsTest(ProxyTestCase):
         for attempt in range(3):
             z = dnszone.Zone(harness.new_tmpdir("zone"), td.zone_ip(), port=10053)
             z.set_tlsa("_25._tcp.mx")
+            z.add("_smtp._tls.mx", "TXT", '"v=TLSRPTv1; rua=mailto:%s"' % RUA)
             for port, rdata in tlsa:
                 z.set_tlsa("_%d._tcp.mx" % port, rdata)
             for port in broken:
@@ -123,8 +134,7 @@ class TlsRptSessionsTest(ProxyTestCase):
                     "trust_anchor": z.trust_anchor}
         t0 = int(time.time())
         p = self.proxy(oh.outbound_config(ls, resolver=resolver, tls_rpt={
-            "directory": rpt, "contact": "tlsrpt@example.org",
-            "organization": "Example Inc"}))
+            "directory": rpt, "contact": CONTACT, "organization": "Example Inc"}))
         ports = p.listen_ports()
 
         # First the listener without tls_rpt and the one with policy none
@@ -162,6 +172,44 @@ class TlsRptSessionsTest(ProxyTestCase):
         self.assertEqual(policy.splitlines(), ["s 3 1 1 " + "ab" * 32], policy)
         self.assertTrue(p.wait_log(r"event=tls_rpt domain=mx\.example\.net type=tlsa "
                                    r"result=tlsa-invalid rc=0"), p.log()[-3000:])
+        # The reporter's delivery of that day (tlsrpt_cli send, as
+        # test_tls_rpt drives it) to the _smtp._tls.mx rua: the counts.
+        pols = self.report(rpt, day, z)
+        self.assertEqual(pols["tlsa"], (1, 2, [("dnssec-invalid", 1), ("tlsa-invalid", 1)],
+                                        ["3 1 1 " + "ab" * 32]), pols)
+        self.assertEqual(pols["no-policy-found"], (0, 1, [("starttls-not-supported", 1)], None),
+                         pols)
+
+    def report(self, rpt, day, z):
+        """Sends day's reports now to a scripted submit server; the one
+        mail's report by policy type: (successes, failures, [(result type,
+        count)], policy-string)."""
+        submit = self.backend(name="submit")
+        r = subprocess.run([tr.cli_binary(), "send", "--dir", rpt, "--day", day, "--contact",
+                            CONTACT, "--submit", submit.addr, "--dns", z.server,
+                            "--trust-anchor", z.trust_anchor, "--timeout-ms", "20000"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        out = r.stdout.decode()
+        self.assertEqual(r.returncode, 0, out + r.stderr.decode())
+        self.assertIn("domains=1 sent=1", out, r.stderr.decode())
+        self.assertTrue(harness.wait_until(lambda: len(submit.messages) == 1, 10))
+        msg = submit.messages[0]
+        self.assertEqual(msg.rcpts, [b"RCPT TO:<%s>" % RUA.encode()])
+        m = email.message_from_bytes(msg.data, policy=email.policy.default)
+        self.assertEqual(str(m["TLS-Report-Domain"]), HOST)
+        att = [x for x in m.iter_parts() if x.get_content_type() == "application/tlsrpt+gzip"]
+        self.assertEqual(len(att), 1)
+        rep = json.loads(gzip.decompress(att[0].get_content()).decode())
+        pols = {}
+        for x in rep["policies"]:
+            self.assertEqual(x["policy"]["policy-domain"], HOST)
+            rows = sorted((f["result-type"], f["failed-session-count"])
+                          for f in x.get("failure-details", []))
+            pols[x["policy"]["policy-type"]] = (
+                x["summary"]["total-successful-session-count"],
+                x["summary"]["total-failure-session-count"], rows,
+                x["policy"].get("policy-string"))
+        return pols
 
     def test_certificate_failures_under_verify(self):
         # policy = "verify" without DANE: the certificate fails the
