@@ -32,6 +32,10 @@
  * a count in outbound_auth_total{auth,result}; an authenticated one counts
  * result="ok". The end line's auth= names the strongest authentication any
  * recipient got (dane > mta-sts > policy > none).
+ *
+ * With tls_rpt = true the first decision for each recipient domain (looked
+ * up, not a rule's) is also the session's TLS-RPT result for that domain
+ * (tlsrpt.c), for up to RCPT_RPT_DOMAINS domains a session.
  */
 #include "proxy/session/session_int.h"
 
