@@ -224,6 +224,7 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
 
         rp->rt = rt;
         rp->tls_rpt = out && o->tls_rpt ? rt->tls_rpt : NULL;
+        p->tls_rpt = rp->tls_rpt;
         p->name = out ? o->name : in->name;
         p->outbound = out;
         p->in = out ? NULL : &in->opts;

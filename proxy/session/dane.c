@@ -111,6 +111,7 @@ static void lookup_failed(struct session *s, const struct resolver_result *res)
     bool bogus = res->err == 0 && res->security == RESOLVER_BOGUS;
     char why[200], q[260];
 
+    s->d.out.rpt.dns_failed = true; /* TLS-RPT: dnssec-invalid */
     if (res->err != 0)
         snprintf(why, sizeof(why), "%s", res->errstr ? res->errstr : "error");
     else if (bogus)

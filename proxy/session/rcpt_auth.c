@@ -42,6 +42,10 @@
  * a count in outbound_auth_total{auth,result}; an authenticated one counts
  * result="ok". The end line's auth= names the strongest authentication any
  * recipient got (dane > mta-sts > policy > none).
+ *
+ * With tls_rpt = true the first decision for each recipient domain (looked
+ * up, not a rule's) is also the session's TLS-RPT result for that domain
+ * (tlsrpt.c), for up to RCPT_RPT_DOMAINS domains a session.
  */
 #include "proxy/session/session_int.h"
 
@@ -62,6 +66,9 @@
 #define RCPT_CHAIN_MAX 8
 #define RCPT_CHAIN_BYTES 65536
 #define RCPT_DECISION_MS 10000
+/* Recipient domains a session records TLS-RPT results for (each once);
+ * those beyond are not recorded. */
+#define RCPT_RPT_DOMAINS 32
 
 struct rcpt_host {
     struct resolver_query q; /* first: the callback finds the host from it */
@@ -99,6 +106,12 @@ struct session_rcpt {
     enum decide_dane fail; /* how a host's lookup failed (TEMPFAIL, BOGUS) or NA */
     struct resolver_query tlsa;
     char tlsa_name[300];
+    /* TLS-RPT: the TLSA check of the decision under way (on_tlsa), and
+     * the domains recorded so far (FNV-1a hashes). */
+    enum tlsrpt_dane rpt_dane;
+    const struct tlsa_set *rpt_set; /* on_tlsa's, during its decision only */
+    uint64_t rpt_done[RCPT_RPT_DOMAINS];
+    unsigned nrpt_done;
 };
 
 struct session_rcpt *session_rcpt_of(const struct session *s)
@@ -331,6 +344,33 @@ static void finish(struct session_rcpt *r, struct decide_verdict v, bool keep)
     session_client_resumed(s);
 }
 
+/* TLS-RPT: the first decision for a domain, as what DANE came to. */
+static void rpt(struct session_rcpt *r, enum decide_dane dane)
+{
+    uint64_t h = 14695981039346656037u;
+    static const enum tlsrpt_dane as[] = {
+        [DECIDE_DANE_NA] = TLSRPT_DANE_NA,
+        [DECIDE_DANE_TEMPFAIL] = TLSRPT_DANE_DNS_FAILED,
+        [DECIDE_DANE_BOGUS] = TLSRPT_DANE_DNS_FAILED,
+        [DECIDE_DANE_MATCH] = TLSRPT_DANE_MATCH,
+        [DECIDE_DANE_MISMATCH] = TLSRPT_DANE_ERROR, /* r->rpt_dane says which */
+        [DECIDE_DANE_UNUSABLE] = TLSRPT_DANE_UNUSABLE,
+    };
+
+    if (r->s->p->tls_rpt == NULL)
+        return;
+    for (const char *c = r->domain; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211u;
+    for (unsigned i = 0; i < r->nrpt_done; i++)
+        if (r->rpt_done[i] == h)
+            return;
+    if (r->nrpt_done == RCPT_RPT_DOMAINS)
+        return;
+    r->rpt_done[r->nrpt_done++] = h;
+    session_tlsrpt_rcpt(r->s, r->domain, r->match >= 0 ? r->hosts[r->match].name : "",
+                        dane == DECIDE_DANE_MISMATCH ? r->rpt_dane : as[dane], r->rpt_set);
+}
+
 static void decided(struct session_rcpt *r, enum decide_dane dane)
 {
     struct decide_input in;
@@ -339,7 +379,10 @@ static void decided(struct session_rcpt *r, enum decide_dane dane)
         return;
     base_input(r->s, r->domain, &in);
     in.dane = dane;
-    finish(r, decide_rcpt(&in), true);
+    struct decide_verdict v = decide_rcpt(&in);
+    if (!in.rule)
+        rpt(r, dane); /* a rule decides without DANE: nothing known to report */
+    finish(r, v, true);
 }
 
 /* One lookup answered: it no longer counts (a closing session cancels
@@ -399,8 +442,11 @@ static void on_tlsa(struct resolver_query *q, const struct resolver_result *res)
                        : tls_dane_verify(&set, r->der, r->len, r->nchain, names, 2, 0, &why);
     log_debug("session=%s event=rcpt_dane name=%s result=%s why=%s", r->s->id, r->tlsa_name,
               tls_dane_result_str(dr), why ? why : "-");
+    r->rpt_dane = session_tlsrpt_dane((int)dr);
+    r->rpt_set = &set;
     decided(r, dr == TLS_DANE_MATCH_EE || dr == TLS_DANE_MATCH_TA ? DECIDE_DANE_MATCH
                                                                   : DECIDE_DANE_MISMATCH);
+    r->rpt_set = NULL;
 }
 
 /* Whether rdata (an A or AAAA record) is the connected address. */

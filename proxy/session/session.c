@@ -84,8 +84,10 @@ static void emit_server(void *arg, const uint8_t *p, size_t n)
 
 static void on_engine_state(void *arg, const char *engine, const char *from, const char *to)
 {
-    const struct session *s = arg;
+    struct session *s = arg;
     log_debug("session=%s event=state engine=%s from=%s to=%s", s->id, engine, from, to);
+    if (s->p->outbound)
+        session_tlsrpt_state(s);
 }
 
 /* What only the engine sees and an operator must (a backend refusing
@@ -201,6 +203,7 @@ static void free_session(struct session *s)
 
     report_end(s);
     if (s->p != NULL && s->p->outbound) {
+        session_tlsrpt_end(s);
         session_dane_free(s);
         session_rcpt_free(s);
     }
@@ -658,6 +661,7 @@ static void on_tls_ready(struct conn *c)
         s->d.out.verified = tls_verify_result(c->tls, &s->d.out.verify_note);
         session_dane_tls_ready(s, c->tls);
         session_rcpt_tls_ready(s, c->tls);
+        session_tlsrpt_tls_ready(s, c->tls);
         metrics_starttls(s->p->metrics, "ok");
         s->action = "repeating EHLO over TLS";
         session_enter_phase(s, PHASE_RUNNING);
@@ -709,6 +713,7 @@ static void on_tls_error(struct conn *c, const char *why)
     enum engine_tls_failure kind =
         tls_error_is_certificate(c->tls) ? ENGINE_TLS_CERTIFICATE : ENGINE_TLS_HANDSHAKE;
     if (c == &s->server) {
+        session_tlsrpt_tls_failed(s, c->tls, kind == ENGINE_TLS_CERTIFICATE);
         /* The reason is copied: the engine is freed with the leg. */
         snprintf(s->d.out.tls_error, sizeof(s->d.out.tls_error), "%s", why);
         s->tls_version = NULL;

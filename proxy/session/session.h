@@ -19,6 +19,7 @@
 
 #include "proxy/net/resolver.h"
 #include "proxy/obs/metrics.h"
+#include "proxy/service/tlsrpt_store.h"
 #include "proxy/session/options.h"
 #include "proxy/tls/tls.h"
 
@@ -40,6 +41,8 @@ struct session_profile {
     struct tls_ctx *tls;                     /* server (inbound) or client context */
     struct metrics_listener *metrics;        /* may be NULL */
     atomic_uint *active;                     /* open sessions of this listener, all workers */
+    struct tlsrpt_store *tls_rpt;            /* outbound tls_rpt = true: where results go
+                                                (borrowed, outlives the profile); else NULL */
     void (*hold)(const struct session_profile *p);
     void (*release)(const struct session_profile *p);
     /* Outbound with opts mta_sts: the process's MTA-STS policy service

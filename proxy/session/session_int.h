@@ -19,6 +19,7 @@
 #include "proxy/core/xclient.h"
 #include "proxy/net/conn.h"
 #include "proxy/policy/tlsa.h"
+#include "proxy/policy/tlsrpt_result.h"
 #include "proxy/session/destination.h"
 #include "proxy/session/session.h"
 
@@ -56,6 +57,21 @@ union session_addr {
 };
 
 extern const struct conn_cb session_conn_cb;
+
+/* TLS-RPT (tlsrpt.c): what the TLS of an outbound session's first
+ * connection came to, from the engine's states and the TLS layer's
+ * results (a fallback reconnect is the same session, not another). */
+struct session_rpt {
+    enum tlsrpt_tls tls;             /* UNKNOWN until known */
+    enum tlsrpt_cert cert;           /* the PKIX check, once there was a chain */
+    enum tlsrpt_dane dane;           /* the handshake's DANE check; NA: none made */
+    bool dns_failed;                 /* the TLSA lookup was bogus or failed */
+    enum outbound_state last;        /* the engine's state as last seen */
+    enum outbound_state closed_from; /* the state it closed from (GREETING: not closed) */
+    bool local_known;
+    union session_addr local; /* the server leg's own address (first connection) */
+};
+
 
 /* DANE for a fixed destination (dane.c): allocated when the TLSA lookup
  * starts, kept only when the records apply, freed with the session. */
@@ -120,6 +136,7 @@ struct session {
             bool verified;
             const char *verify_note;  /* static, from the TLS layer */
             char tls_error[256];      /* why the handshake failed (copied) */
+            struct session_rpt rpt;   /* TLS-RPT, when the profile records (tlsrpt.c) */
         } out;
     } d;
     /* Outbound only, beyond an inbound session's end: the engine, and the
@@ -191,6 +208,22 @@ unsigned session_rcpt_cancel(struct session *s);
 void session_rcpt_tls_ready(struct session *s, struct tls *t);
 const char *session_rcpt_auth(const struct session *s);
 enum relay_rcpt_verdict session_rcpt_hook(void *arg, const char *domain, const char **reply);
+
+/* tlsrpt.c: TLS-RPT results of a profile with tls_rpt (each a no-op
+ * otherwise). state: after each engine state change. tls_ready, tls_failed:
+ * the server leg's handshake, with its engine (cert: it failed on the
+ * certificate). end: a fixed destination's one record, at the session's
+ * end. rcpt: a transparent session's record for a recipient domain, when
+ * its decision is made (the first per domain; set: the TLSA records,
+ * borrowed, or NULL; mx: the MX host reached, or ""). */
+void session_tlsrpt_state(struct session *s);
+void session_tlsrpt_tls_ready(struct session *s, struct tls *t);
+void session_tlsrpt_tls_failed(struct session *s, struct tls *t, bool cert);
+void session_tlsrpt_end(struct session *s);
+void session_tlsrpt_rcpt(struct session *s, const char *domain, const char *mx,
+                         enum tlsrpt_dane dane, const struct tlsa_set *set);
+/* tlsrpt.c: an enum tls_dane_result (or -1: no check) as TLS-RPT sees it. */
+enum tlsrpt_dane session_tlsrpt_dane(int result);
 
 /* session.c: a decision let the relay read on: the client's unread bytes
  * are offered again (and the half-closed client's end is looked at). */

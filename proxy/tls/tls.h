@@ -173,6 +173,21 @@ bool tls_resumed(const struct tls *t);
  * tls_dane_result_str() names for DANE). why may be NULL. */
 bool tls_verify_result(const struct tls *t, const char **why);
 
+/* Client side: the class of what the PKIX check of the peer's chain found
+ * (it runs whether or not verify was asked for), so that a caller can name
+ * the failure (TLS-RPT result types) without reading tls_verify_result()'s
+ * text. TLS_CERT_UNCHECKED before the check, and always for a DANE engine
+ * (tls_dane_status tells there). */
+enum tls_cert_problem {
+    TLS_CERT_OK,
+    TLS_CERT_UNCHECKED,
+    TLS_CERT_NAME_MISMATCH, /* no SAN matches the name (or no name to match) */
+    TLS_CERT_EXPIRED,       /* a certificate of the chain has expired */
+    TLS_CERT_NOT_TRUSTED,   /* unknown CA, self-signed, chain, constraints, not yet valid */
+    TLS_CERT_OTHER,         /* unparsable, out of memory, anything else */
+};
+enum tls_cert_problem tls_verify_problem(const struct tls *t);
+
 /* Client side, after the handshake: copies of the chain the peer sent
  * (DER, leaf first), for decisions made after the handshake (per-recipient
  * DANE of a transparent session). At most max certificates (the leaf and

@@ -184,6 +184,47 @@ bool tls_verify_result(const struct tls *t, const char **why)
     return false;
 }
 
+enum tls_cert_problem tls_verify_problem(const struct tls *t)
+{
+    if (t->dane != NULL || t->verify_err == -1)
+        return TLS_CERT_UNCHECKED;
+    switch (t->verify_err) {
+    case X509_V_OK:
+        return TLS_CERT_OK;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+    case X509_V_ERR_APPLICATION_VERIFICATION: /* no name: nothing can match */
+        return TLS_CERT_NAME_MISMATCH;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return TLS_CERT_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+    case X509_V_ERR_CERT_REVOKED:
+    case X509_V_ERR_INVALID_CA:
+    case X509_V_ERR_INVALID_NON_CA:
+    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+    case X509_V_ERR_INVALID_PURPOSE:
+    case X509_V_ERR_CERT_UNTRUSTED:
+    case X509_V_ERR_CERT_REJECTED:
+    case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+    case X509_V_ERR_PERMITTED_VIOLATION:
+    case X509_V_ERR_EXCLUDED_VIOLATION:
+    case X509_V_ERR_UNSUPPORTED_NAME_SYNTAX:
+    case X509_V_ERR_NAME_CONSTRAINTS_WITHOUT_SANS:
+        return TLS_CERT_NOT_TRUSTED;
+    default:
+        return TLS_CERT_OTHER;
+    }
+}
+
 int tls_peer_chain(const struct tls *t, size_t max, size_t max_bytes, uint8_t **block,
                    const uint8_t **der, size_t *len)
 {

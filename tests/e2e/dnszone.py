@@ -28,6 +28,7 @@ without validation still gets the record.
 """
 
 import base64
+import fcntl
 import os
 import shutil
 import signal
@@ -37,6 +38,14 @@ import subprocess
 import time
 
 ORIGIN = "example.net"
+
+# nsd binds its UDP socket with SO_REUSEADDR, so a second nsd on the same
+# address and port starts without an error and the two share the queries:
+# a test would then validate another test's zone (Bazel runs tests side by
+# side, and sandboxes share loopback but not PIDs, so addresses made from a
+# PID or chosen at random can meet). Each address:port is claimed with a
+# lock file under /tmp (shared by the sandboxes) for as long as its nsd runs.
+LOCK_DIR = "/tmp/smtp-tls-proxy-dnszone"
 
 
 def available():
@@ -95,6 +104,7 @@ class Zone:
         self.broken = []
         self.trust_anchor = os.path.join(directory, "trust-anchor.ds")
         self.proc = None
+        self._lock = None
 
     def add(self, name, rtype, rdata):
         self.records.append((name, rtype, rdata))
@@ -153,8 +163,32 @@ class Zone:
         with open(path, "w") as f:
             f.writelines(out)
 
+    def _claim(self, timeout=240.0):
+        """Waits until no other zone of this machine serves ip:port."""
+        if self.netns is not None:
+            return  # a namespace of its own: nobody else there
+        os.makedirs(LOCK_DIR, exist_ok=True)
+        f = open(os.path.join(LOCK_DIR, "%s_%d.lock" % (self.ip, self.port)), "w")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = f
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    f.close()
+                    raise RuntimeError("%s stayed taken by another test's zone" % self.server)
+                time.sleep(0.1)
+
+    def _release(self):
+        if self._lock is not None:
+            self._lock.close()  # closing drops the flock
+            self._lock = None
+
     def start(self, timeout=10.0):
         signed = self._sign()
+        self._claim()
         conf = os.path.join(self.dir, "nsd.conf")
         with open(conf, "w") as f:
             f.write("\n".join([
@@ -210,6 +244,7 @@ class Zone:
 
     def stop(self):
         if self.proc is None:
+            self._release()
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -220,3 +255,4 @@ class Zone:
                 self.proc.wait(5)
         self.proc = None
         self._log.close()
+        self._release()

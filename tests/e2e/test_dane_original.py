@@ -28,6 +28,7 @@ half-closed client behind pending decisions, a reset while one is pending.
 
 import atexit
 import hashlib
+import os
 import signal
 import socket
 import struct
@@ -149,20 +150,25 @@ class DaneOriginalTest(ProxyTestCase):
         self.addCleanup(b.stop)
         return b
 
-    def start_proxy(self, z, enforce=True, **extra):
+    def start_proxy(self, z, enforce=True, tls_rpt=None, **extra):
         self.mport = harness.free_port()
         l = oh.outbound_listener("original", name="relay", listen="127.0.0.1:%d" % PROXY_PORT,
                                  timeouts={"connect": 15, "handshake": 10, "idle": 30}, **extra)
         l["dane"] = True
         if not enforce:
             l["enforce"] = False
+        top = {}
+        if tls_rpt is not None:  # a directory: results recorded there
+            l["tls_rpt"] = True
+            top["tls_rpt"] = {"directory": tls_rpt, "contact": "tlsrpt@corp.test"}
         resolver = {"servers": [z.server], "dnssec": "validate", "trust_anchor": z.trust_anchor}
         ls = [l]
         if self.v6:
             l6 = dict(l, name="relay6", listen="[::1]:%d" % PROXY_PORT)
             ls.append(l6)
         cfg = oh.outbound_config(ls, resolver=resolver,
-                                 metrics_listen="127.0.0.1:%d" % self.mport, log_level="debug")
+                                 metrics_listen="127.0.0.1:%d" % self.mport, log_level="debug",
+                                 **top)
         p = oh.NetnsProxy(self.ns, cfg, name=self.id())
         self._proxies.append(p)
         self.addCleanup(p.stop)
@@ -233,6 +239,41 @@ class DaneOriginalTest(ProxyTestCase):
         self.assertNotIn("dane_not_applied", p.log())
         self.assertEqual(self.metric(auth="dane", result="fail"), 1)
         self.assertEqual(self.metric(auth="dane", result="ok"), 1)
+
+    def test_tls_rpt_one_line_per_recipient_domain(self):
+        # tls_rpt = true: each recipient domain's decision is recorded once
+        # in <dir>/<UTC day>/<domain> (day-file lines, tlsrpt.h): tlsa where
+        # DANE decided, no-policy-found where it does not apply.
+        z = self.zone()
+        d = self.destination()
+        rpt = harness.new_tmpdir("tls-rpt-dir")
+        p = self.start_proxy(z, tls_rpt=rpt)
+        c = self.connect()
+        t0 = int(time.time())
+        r = c.send_message("legacy@corp.test", ["u@a.example.net", "v@B.Example.Net",
+                                                "w@b.example.net", "x@c.example.net",
+                                                "y@n.example.net", "z@d.example.net"], BODY)
+        self.assertEqual([x.code for x in r], [250, 450, 250, 250, 250, 250, 450, 354, 250], r)
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        self.session_end(p)
+        day = time.strftime("%Y-%m-%d", time.gmtime(t0))
+        if day != time.strftime("%Y-%m-%d", time.gmtime(time.time())):
+            self.skipTest("midnight")
+        ip = r"127\.\d+\.\d+\.\d+"
+        want = {
+            "a": r"tlsa a\.example\.net tlsa-invalid %s mxa\.example\.net 127\.0\.0\.2" % ip,
+            "b": r"tlsa b\.example\.net success %s mxb\.example\.net 127\.0\.0\.2" % ip,
+            "c": r"no-policy-found c\.example\.net success %s - 127\.0\.0\.2" % ip,
+            "n": r"no-policy-found n\.example\.net success %s - 127\.0\.0\.2" % ip,
+            "d": r"tlsa d\.example\.net dnssec-invalid %s - 127\.0\.0\.2" % ip,
+        }
+        for name, rx in want.items():
+            path = "%s/%s/%s.example.net" % (rpt, day, name)
+            self.assertTrue(harness.wait_until(lambda: os.path.exists(path), 5), path)
+            with open(path) as f:
+                lines = f.read().splitlines()
+            self.assertEqual(len(lines), 1, lines)  # b twice: one session, one line
+            self.assertRegex(lines[0], r"^tlsrpt1 \d+ %s$" % rx)
 
     def test_second_mx_host_is_the_connected_one(self):
         z = self.zone()

@@ -2,7 +2,8 @@
  * tls_peer_chain (tls_verify.c): the chain a client engine keeps after a
  * real in-memory handshake, bounded in count and size, and DANE matched
  * afterwards on those copies, as a transparent session does per recipient;
- * tls_chain_valid_for_domain on them (a `policies` verify rule).
+ * tls_chain_valid_for_domain on them (a `policies` verify rule); the class
+ * of the PKIX result (tls_verify_problem).
  *
  *   server-ecdsa (+ ca): CA-signed leaf for localhost, mx.test, 127.0.0.1
  *   selfsigned:          self-signed leaf for mx.test
@@ -253,12 +254,66 @@ static void test_valid_for_domain(void **state)
     free(block);
 }
 
+/* tls_verify_problem: the class of an unverified client's PKIX result
+ * against cert (the check runs without verify too), for name. */
+static enum tls_cert_problem problem(const char *cert, const char *key, const char *name,
+                                     bool with_ca)
+{
+    struct tls_ctx *sc = server_ctx(cert, key), *cc = client_ctx(with_ca);
+    struct tls *s = tls_new_server(sc);
+    struct tls *c = tls_new_client(cc, "mx.test", false, name, true);
+    int cs, ss;
+
+    assert_int_equal(tls_verify_problem(c), TLS_CERT_UNCHECKED);
+    handshake(c, s, &cs, &ss);
+    assert_int_equal(cs, TLS_OK);
+    enum tls_cert_problem p = tls_verify_problem(c);
+    tls_free(c);
+    tls_free(s);
+    tls_ctx_unref(cc);
+    tls_ctx_unref(sc);
+    return p;
+}
+
+static void test_verify_problem(void **state)
+{
+    const char *leaf = TD "server-ecdsa.pem", *key = TD "server-ecdsa.key";
+
+    assert_int_equal(problem(leaf, key, "mx.test", true), TLS_CERT_OK);
+    assert_int_equal(problem(leaf, key, "other.test", true), TLS_CERT_NAME_MISMATCH);
+    assert_int_equal(problem(leaf, key, "127.0.0.2", true), TLS_CERT_NAME_MISMATCH);
+    assert_int_equal(problem(leaf, key, NULL, true), TLS_CERT_NAME_MISMATCH);
+    assert_int_equal(problem(leaf, key, "mx.test", false), TLS_CERT_NOT_TRUSTED);
+    assert_int_equal(problem(TD "expired.pem", TD "expired.key", "mx.test", true),
+                     TLS_CERT_EXPIRED);
+    assert_int_equal(problem(TD "selfsigned.pem", TD "selfsigned.key", "mx.test", true),
+                     TLS_CERT_NOT_TRUSTED);
+    /* A DANE engine's result is tls_dane_status's, never a PKIX class. */
+    uint8_t one[35];
+    size_t len = record(one, 3, 1, leaf);
+    const uint8_t *p[1] = {one};
+    assert_int_equal(tlsa_set_build(&set, p, &len, 1), TLSA_VERDICT_AUTHENTICATE);
+    struct tls_ctx *sc = server_ctx(leaf, key), *cc = client_ctx(true);
+    struct tls *s = tls_new_server(sc);
+    struct tls *c = tls_new_client_dane(cc, &set, "mx.test", true, false);
+    int cs, ss;
+    handshake(c, s, &cs, &ss);
+    assert_int_equal(cs, TLS_OK);
+    assert_int_equal(tls_dane_status(c, NULL), TLS_DANE_MATCH_EE);
+    assert_int_equal(tls_verify_problem(c), TLS_CERT_UNCHECKED);
+    tls_free(c);
+    tls_free(s);
+    tls_ctx_unref(cc);
+    tls_ctx_unref(sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chain_kept),
         cmocka_unit_test(test_dane_on_kept_chain),
         cmocka_unit_test(test_valid_for_domain),
+        cmocka_unit_test(test_verify_problem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
