@@ -272,43 +272,50 @@ static bool name_under(const char *name, size_t n, const char *domain)
     return n > d + 1 && name[n - d - 1] == '.' && strncasecmp(name + n - d, domain, d) == 0;
 }
 
-bool tls_chain_valid_for_domain(struct tls_ctx *ctx, const uint8_t *const *der, const size_t *len,
-                                size_t n, const char *domain)
+/* Parses a kept chain (n DER certificates, leaf first) into *chain and
+ * checks it against ctx's trust store as a TLS server's; the leaf when it
+ * verifies, else NULL. *chain is the caller's to free either way (it may be
+ * NULL). */
+static X509 *verify_kept_chain(struct tls_ctx *ctx, const uint8_t *const *der, const size_t *len,
+                               size_t n, STACK_OF(X509) **chain)
 {
-    STACK_OF(X509) *chain = NULL;
     X509_STORE_CTX *sc = NULL;
-    GENERAL_NAMES *names = NULL;
-    bool ok = false;
+    X509 *leaf = NULL;
 
-    if (ctx == NULL || ctx->store == NULL || n == 0)
-        return false;
-    chain = sk_X509_new_null();
-    if (chain == NULL)
-        goto out;
+    *chain = NULL;
+    if (ctx == NULL || ctx->store == NULL || n == 0 || (*chain = sk_X509_new_null()) == NULL)
+        return NULL;
     for (size_t i = 0; i < n; i++) {
         const uint8_t *p = der[i];
         X509 *x = d2i_X509(NULL, &p, (long)len[i]);
-        if (x == NULL || !sk_X509_push(chain, x)) {
+        if (x == NULL || !sk_X509_push(*chain, x)) {
             X509_free(x);
-            goto out;
+            return NULL;
         }
     }
-    X509 *leaf = sk_X509_value(chain, 0);
     sc = X509_STORE_CTX_new();
-    if (sc == NULL || !X509_STORE_CTX_init(sc, ctx->store, leaf, chain) ||
-        !X509_STORE_CTX_set_default(sc, "ssl_server") || X509_verify_cert(sc) <= 0)
-        goto out;
-    names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    if (sc != NULL && X509_STORE_CTX_init(sc, ctx->store, sk_X509_value(*chain, 0), *chain) &&
+        X509_STORE_CTX_set_default(sc, "ssl_server") && X509_verify_cert(sc) > 0)
+        leaf = sk_X509_value(*chain, 0);
+    X509_STORE_CTX_free(sc);
+    return leaf;
+}
+
+bool tls_chain_valid_for_domain(struct tls_ctx *ctx, const uint8_t *const *der, const size_t *len,
+                                size_t n, const char *domain)
+{
+    STACK_OF(X509) *chain;
+    X509 *leaf = verify_kept_chain(ctx, der, len, n, &chain);
+    GENERAL_NAMES *names = leaf ? X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL) : NULL;
+    bool ok = false;
+
     for (size_t i = 0; names != NULL && i < sk_GENERAL_NAME_num(names) && !ok; i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
         if (g->type == GEN_DNS)
             ok = name_under((const char *)ASN1_STRING_get0_data(g->d.dNSName),
                             (size_t)ASN1_STRING_length(g->d.dNSName), domain);
     }
-
-out:
     GENERAL_NAMES_free(names);
-    X509_STORE_CTX_free(sc);
     sk_X509_pop_free(chain, X509_free);
     ERR_clear_error();
     return ok;
@@ -317,40 +324,22 @@ out:
 enum tls_chain_check tls_chain_check_host(struct tls_ctx *ctx, const uint8_t *const *der,
                                           const size_t *len, size_t n, const char *host)
 {
-    STACK_OF(X509) *chain = NULL;
-    X509_STORE_CTX *sc = NULL;
+    STACK_OF(X509) *chain;
+    X509 *leaf = verify_kept_chain(ctx, der, len, n, &chain);
     enum tls_chain_check r = TLS_CHAIN_UNTRUSTED;
     size_t h = host != NULL ? strlen(host) : 0;
 
-    if (ctx == NULL || ctx->store == NULL || n == 0)
-        return TLS_CHAIN_UNTRUSTED;
-    chain = sk_X509_new_null();
-    if (chain == NULL)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *p = der[i];
-        X509 *x = d2i_X509(NULL, &p, (long)len[i]);
-        if (x == NULL || !sk_X509_push(chain, x)) {
-            X509_free(x);
-            goto out;
-        }
+    if (leaf != NULL) {
+        /* The name apart from the path: a trusted chain for another name
+         * is a different failure (RFC 8460 certificate-host-mismatch). */
+        r = TLS_CHAIN_NAME;
+        if (h > 0 && h < 254 && memchr(host, '*', h) == NULL && !tls_is_ip_literal(host) &&
+            X509_check_host(leaf, host, h,
+                            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+                            NULL) == 1)
+            r = TLS_CHAIN_VALID;
     }
-    X509 *leaf = sk_X509_value(chain, 0);
-    sc = X509_STORE_CTX_new();
-    if (sc == NULL || !X509_STORE_CTX_init(sc, ctx->store, leaf, chain) ||
-        !X509_STORE_CTX_set_default(sc, "ssl_server") || X509_verify_cert(sc) <= 0)
-        goto out;
-    r = TLS_CHAIN_NAME;
-    /* The name apart from the path: a trusted chain for another name is a
-     * different failure (RFC 8460 certificate-host-mismatch). */
-    if (h > 0 && h < 254 && memchr(host, '*', h) == NULL && !tls_is_ip_literal(host) &&
-        X509_check_host(leaf, host, h,
-                        X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
-                        NULL) == 1)
-        r = TLS_CHAIN_VALID;
-
-out:
-    X509_STORE_CTX_free(sc);
     sk_X509_pop_free(chain, X509_free);
     ERR_clear_error();
     return r;
