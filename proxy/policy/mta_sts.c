@@ -180,33 +180,43 @@ int mta_sts_txt_parse(const char *text, size_t len, struct mta_sts_txt *out, con
     return rc;
 }
 
-/* §3.1 discards records "that do not begin with v=STSv1;". Erratum 6285
- * notes that the ABNF also allows "v=STSv1 ;", so a space or tab after the
- * version counts as well; what follows is for the strict parser to judge. */
-static bool begins_sts(const char *t, size_t n)
+/* Whether text (n bytes) begins with tag and then ';' or a space or tab:
+ * §3.1 discards records "that do not begin with v=STSv1;", and erratum 6285
+ * notes that the ABNF also allows "v=STSv1 ;"; what follows is for the
+ * strict parser to judge. */
+static bool begins_with_tag(const char *t, size_t n, const char *tag)
 {
-    return n >= 8 && memcmp(t, "v=STSv1", 7) == 0 && (t[7] == ';' || is_wsp((unsigned char)t[7]));
+    size_t k = strlen(tag);
+    return n > k && memcmp(t, tag, k) == 0 && (t[k] == ';' || is_wsp((unsigned char)t[k]));
+}
+
+size_t mta_sts_txt_pick(const uint8_t *const *rdata, const size_t *len, size_t count,
+                        const char *tag, char *out, size_t *outlen)
+{
+    char text[MTA_STS_TXT_MAX];
+    size_t n, found = 0;
+
+    *outlen = 0;
+    for (size_t i = 0; i < count; i++) {
+        int rc = mta_sts_txt_concat(rdata[i], len[i], text, sizeof(text), &n);
+        if ((rc != MTA_STS_OK && rc != MTA_STS_ERR_SPACE) || !begins_with_tag(text, n, tag))
+            continue;
+        if (++found == 1) {
+            memcpy(out, text, n);
+            *outlen = rc == MTA_STS_OK ? n : SIZE_MAX;
+        }
+    }
+    return found;
 }
 
 int mta_sts_txt_select(const uint8_t *const *rdata, const size_t *len, size_t count,
                        struct mta_sts_txt *out, const char **why)
 {
-    char text[MTA_STS_TXT_MAX], chosen[MTA_STS_TXT_MAX];
-    size_t n, chosen_len = 0, found = 0;
+    char chosen[MTA_STS_TXT_MAX];
+    size_t chosen_len;
 
     memset(out, 0, sizeof(*out));
-    for (size_t i = 0; i < count; i++) {
-        /* A record of broken wire form is discarded; one longer than we
-         * keep still counts when it begins with v=STSv1 (so that it and
-         * another make "several"), and is invalid if it is the one. */
-        int rc = mta_sts_txt_concat(rdata[i], len[i], text, sizeof(text), &n);
-        if ((rc != MTA_STS_OK && rc != MTA_STS_ERR_SPACE) || !begins_sts(text, n))
-            continue;
-        if (++found == 1) {
-            memcpy(chosen, text, n);
-            chosen_len = rc == MTA_STS_OK ? n : SIZE_MAX;
-        }
-    }
+    size_t found = mta_sts_txt_pick(rdata, len, count, "v=STSv1", chosen, &chosen_len);
     if (found == 0) {
         set_why(why, "no v=STSv1 TXT record");
         return MTA_STS_ERR;

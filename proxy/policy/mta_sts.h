@@ -63,6 +63,18 @@ struct mta_sts_txt {
 int mta_sts_txt_concat(const uint8_t *rdata, size_t len, char *out, size_t cap, size_t *outlen);
 
 /*
+ * Of count TXT RDATAs, the one whose text begins with version tag (e.g.
+ * "v=STSv1", then ';' or a space or tab: RFC 8461 §3.1 with erratum 6285,
+ * RFC 8460 §3), copied into out (MTA_STS_TXT_MAX bytes) with its length in
+ * *outlen. Records of broken wire form are discarded; one longer than
+ * MTA_STS_TXT_MAX still counts (so that it and another make "several")
+ * and sets *outlen to SIZE_MAX. Returns how many records carry the tag:
+ * the caller takes out only when that is one. Also used by tlsrpt.c.
+ */
+size_t mta_sts_txt_pick(const uint8_t *const *rdata, const size_t *len, size_t count,
+                        const char *tag, char *out, size_t *outlen);
+
+/*
  * Parses one record's text (len bytes, borrowed) strictly by the §3.1 ABNF:
  * "v=STSv1" first, then ";"-separated fields, one of them id=1*32 alnum;
  * extension fields are checked for syntax and ignored. MTA_STS_OK and *out,

@@ -231,29 +231,14 @@ int tlsrpt_txt_parse(const char *text, size_t len, struct tlsrpt_record *r, cons
     return rc;
 }
 
-static bool begins_tlsrpt(const char *t, size_t n)
-{
-    return n >= 11 && memcmp(t, "v=TLSRPTv1", 10) == 0 &&
-           (t[10] == ';' || is_wsp((unsigned char)t[10]));
-}
-
 int tlsrpt_txt_select(const uint8_t *const *rdata, const size_t *len, size_t count,
                       struct tlsrpt_record *r, const char **why)
 {
-    char text[MTA_STS_TXT_MAX], chosen[MTA_STS_TXT_MAX];
-    size_t n, chosen_len = 0, found = 0;
+    char chosen[MTA_STS_TXT_MAX];
+    size_t chosen_len;
 
     memset(r, 0, sizeof(*r));
-    for (size_t i = 0; i < count; i++) {
-        /* As in mta_sts_txt_select: a record too long to keep still counts. */
-        int rc = mta_sts_txt_concat(rdata[i], len[i], text, sizeof(text), &n);
-        if ((rc != MTA_STS_OK && rc != MTA_STS_ERR_SPACE) || !begins_tlsrpt(text, n))
-            continue;
-        if (++found == 1) {
-            memcpy(chosen, text, n);
-            chosen_len = rc == MTA_STS_OK ? n : SIZE_MAX;
-        }
-    }
+    size_t found = mta_sts_txt_pick(rdata, len, count, "v=TLSRPTv1", chosen, &chosen_len);
     if (found != 1) {
         set_why(why, found == 0 ? "no v=TLSRPTv1 TXT record" : "several v=TLSRPTv1 TXT records");
         return TLSRPT_ERR;
