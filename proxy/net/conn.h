@@ -85,8 +85,18 @@ int conn_connect(struct conn *c, const struct sockaddr *sa);
 void conn_resume(struct conn *c);
 void conn_pause(struct conn *c);
 
-/* Queues plaintext for the peer (copied). */
+/* Queues plaintext for the peer: copied, except bytes lent (below). */
 void conn_emit(struct conn *c, const uint8_t *p, size_t n);
+/* Opens a lending window for out, a leg without TLS: until
+ * conn_lend_end(out), what conn_emit(out, ...) is given from inside
+ * [p, p + n) while nothing else is queued on out is kept by reference, and
+ * conn_flush(out) hands it to the kernel straight from there, copying only
+ * what the kernel did not take. p must stay valid and unchanged until
+ * conn_lend_end. One window per thread: false (and nothing lent) if one is
+ * open already. */
+bool conn_lend_begin(struct conn *out, const uint8_t *p, size_t n);
+/* Copies what is still lent into out's queue and closes the window. */
+void conn_lend_end(struct conn *out);
 /* Encrypts and writes what is queued. 0 or a negative code (the error has
  * then been reported through on_eof). */
 int conn_flush(struct conn *c);
