@@ -9,6 +9,8 @@
  * Reads land in a per-thread slab (no allocation per read) and are handed to
  * the owner in place; only what the owner leaves behind is copied into `in`.
  * Writes try uv_try_write first; only the remainder is kept for uv_write.
+ * Inside a lending window (conn_lend_begin) emitted bytes of the owner's
+ * input are written from where they are, and only the unsent tail copied.
  * All buffers are empty, hence unallocated, on an idle connection.
  */
 #ifndef SMTP_TLS_PROXY_CONN_H
