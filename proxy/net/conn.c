@@ -289,9 +289,21 @@ void conn_emit(struct conn *c, const uint8_t *p, size_t n)
         c->cb->on_eof(c, UV_ENOMEM);
 }
 
+/* p, n lie in one of this thread's slabs. */
+static bool in_slab(const uint8_t *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p, r = (uintptr_t)read_slab, q = (uintptr_t)plain_slab;
+
+    return (a >= r && a - r <= sizeof(read_slab) && n <= sizeof(read_slab) - (a - r)) ||
+           (a >= q && a - q <= sizeof(plain_slab) && n <= sizeof(plain_slab) - (a - q));
+}
+
 bool conn_lend_begin(struct conn *out, const uint8_t *p, size_t n)
 {
-    if (lend.c != NULL || out->tls != NULL)
+    /* Only from the slabs: they are neither freed nor refilled while a
+     * delivery is processed, where input kept in a leg's `in` may be
+     * released inside it (conn_discard_input at STARTTLS). */
+    if (lend.c != NULL || out->tls != NULL || !in_slab(p, n))
         return false;
     lend.c = out;
     lend.lo = p;

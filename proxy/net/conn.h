@@ -94,8 +94,9 @@ void conn_emit(struct conn *c, const uint8_t *p, size_t n);
  * [p, p + n) while nothing else is queued on out is kept by reference, and
  * conn_flush(out) hands it to the kernel straight from there, copying only
  * what the kernel did not take. p must stay valid and unchanged until
- * conn_lend_end. One window per thread: false (and nothing lent) if one is
- * open already. */
+ * conn_lend_end. Only input delivered from the leg's read or plaintext
+ * slab (the on_data of a read) is lent; false (and nothing lent) for any
+ * other, or if this thread has a window open already. */
 bool conn_lend_begin(struct conn *out, const uint8_t *p, size_t n);
 /* Copies what is still lent into out's queue and closes the window. */
 void conn_lend_end(struct conn *out);
