@@ -15,6 +15,19 @@
 static _Thread_local uint8_t read_slab[CONN_SLAB];
 static _Thread_local uint8_t plain_slab[CONN_SLAB];
 
+/* The lending window of this thread (conn_lend_begin): the leg whose
+ * output may refer to the owner's input instead of copying it, that input,
+ * and the spans of it queued so far, all ahead of the leg's `out`. Per
+ * thread rather than per conn, so an idle leg carries none of it. */
+#define LEND_SPANS 8
+static _Thread_local struct {
+    struct conn *c;
+    const uint8_t *lo, *hi;
+    unsigned n;
+    size_t bytes;
+    uv_buf_t span[LEND_SPANS];
+} lend;
+
 /* The most plaintext one TLS record carries (RFC 8446 §5.1). */
 #define RECORD_MAX 16384
 
@@ -25,6 +38,8 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     b->base = (char *)read_slab;
     b->len = sizeof(read_slab);
 }
+
+static void fail_write(struct conn *c, int err);
 
 static bool input_full(const struct conn *c)
 {
@@ -147,6 +162,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 int conn_init(struct conn *c, uv_loop_t *loop, const struct conn_cb *cb, void *owner)
 {
+    if (lend.c == c)
+        conn_lend_end(c);
     memset(c, 0, sizeof(*c));
     c->cb = cb;
     c->owner = owner;
@@ -225,17 +242,117 @@ void conn_pause(struct conn *c)
     c->reading = false;
 }
 
+/* Borrowed spans of the window become copies in c->out (they are ahead of
+ * anything in it, which is therefore empty). */
+static void lend_copy(struct conn *c)
+{
+    unsigned n = lend.n;
+
+    lend.n = 0;
+    lend.bytes = 0;
+    for (unsigned k = 0; k < n; k++) {
+        if (buf_append(&c->out, lend.span[k].base, lend.span[k].len) != 0) {
+            c->cb->on_eof(c, UV_ENOMEM);
+            return;
+        }
+    }
+}
+
+/* Keeps p by reference if the window allows; false if it must be copied. */
+static bool lend_take(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (p < lend.lo || p > lend.hi || n > (size_t)(lend.hi - p) || buf_len(&c->out) > 0 ||
+        c->writing || n > UINT32_MAX - lend.bytes)
+        return false;
+    uv_buf_t *last = lend.n > 0 ? &lend.span[lend.n - 1] : NULL;
+    if (last != NULL && (const uint8_t *)last->base + last->len == p) {
+        last->len += n; /* the next bytes of the same input */
+    } else if (lend.n < LEND_SPANS) {
+        lend.span[lend.n++] = uv_buf_init((char *)p, (unsigned)n);
+    } else {
+        return false;
+    }
+    lend.bytes += n;
+    return true;
+}
+
 void conn_emit(struct conn *c, const uint8_t *p, size_t n)
 {
-    if (!c->open)
+    if (!c->open || n == 0)
         return;
+    if (lend.c == c) {
+        if (lend_take(c, p, n))
+            return;
+        lend_copy(c); /* what was lent goes first */
+    }
     if (buf_append(&c->out, p, n) != 0)
         c->cb->on_eof(c, UV_ENOMEM);
+}
+
+/* p, n lie in one of this thread's slabs. */
+static bool in_slab(const uint8_t *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p, r = (uintptr_t)read_slab, q = (uintptr_t)plain_slab;
+
+    return (a >= r && a - r <= sizeof(read_slab) && n <= sizeof(read_slab) - (a - r)) ||
+           (a >= q && a - q <= sizeof(plain_slab) && n <= sizeof(plain_slab) - (a - q));
+}
+
+bool conn_lend_begin(struct conn *out, const uint8_t *p, size_t n)
+{
+    /* Only from the slabs: they are neither freed nor refilled while a
+     * delivery is processed, where input kept in a leg's `in` may be
+     * released inside it (conn_discard_input at STARTTLS). */
+    if (lend.c != NULL || out->tls != NULL || !in_slab(p, n))
+        return false;
+    lend.c = out;
+    lend.lo = p;
+    lend.hi = p + n;
+    lend.n = 0;
+    lend.bytes = 0;
+    return true;
+}
+
+void conn_lend_end(struct conn *out)
+{
+    if (lend.c != out)
+        return;
+    if (lend.n > 0 && out->open && !out->closing)
+        lend_copy(out);
+    lend.c = NULL;
+    lend.n = 0;
+    lend.bytes = 0;
+}
+
+/* Writes what the window lent, straight from the owner's input: one
+ * writev for all spans; the kernel's unsent tail is copied into c->out. */
+static int lend_flush(struct conn *c)
+{
+    int w = uv_try_write((uv_stream_t *)&c->tcp, lend.span, lend.n);
+
+    if (w < 0 && w != UV_EAGAIN) {
+        lend.n = 0;
+        lend.bytes = 0;
+        fail_write(c, w);
+        return w;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
+    c->bytes_written += done;
+    for (unsigned k = 0; k < lend.n; k++) {
+        size_t skip = done < lend.span[k].len ? done : lend.span[k].len;
+        done -= skip;
+        lend.span[k].base += skip;
+        lend.span[k].len -= skip;
+    }
+    lend_copy(c);
+    return 0;
 }
 
 size_t conn_backlog(const struct conn *c)
 {
     size_t n = buf_len(&c->out) + buf_len(&c->inflight);
+    if (lend.c == c)
+        n += lend.bytes;
     if (c->tls != NULL)
         n += buf_len(tls_out(c->tls));
     return n;
@@ -279,6 +396,11 @@ int conn_flush(struct conn *c)
     if (!c->connected || c->writing || !c->open || uv_is_closing((uv_handle_t *)&c->tcp))
         return 0;
     struct buf *src = &c->out;
+    if (lend.c == c && lend.n > 0) {
+        int rc = lend_flush(c);
+        if (rc != 0)
+            return rc;
+    }
     if (c->tls != NULL) {
         if (c->tls_ready && buf_len(&c->out) > 0) {
             /* One TLS write per flush: records are filled up to 16 KiB
@@ -333,6 +455,12 @@ void conn_discard_input(struct conn *c)
 
 void conn_start_tls(struct conn *c, struct tls *t)
 {
+    if (lend.c == c) {
+        /* Lent bytes were emitted before TLS: they go through it from
+         * `out`, as they would have without the window. */
+        lend_copy(c);
+        lend.c = NULL;
+    }
     c->tls = t;
     c->tls_ready = false;
 }

@@ -9,6 +9,8 @@
  * Reads land in a per-thread slab (no allocation per read) and are handed to
  * the owner in place; only what the owner leaves behind is copied into `in`.
  * Writes try uv_try_write first; only the remainder is kept for uv_write.
+ * Inside a lending window (conn_lend_begin) emitted bytes of the owner's
+ * input are written from where they are, and only the unsent tail copied.
  * All buffers are empty, hence unallocated, on an idle connection.
  */
 #ifndef SMTP_TLS_PROXY_CONN_H
@@ -85,8 +87,19 @@ int conn_connect(struct conn *c, const struct sockaddr *sa);
 void conn_resume(struct conn *c);
 void conn_pause(struct conn *c);
 
-/* Queues plaintext for the peer (copied). */
+/* Queues plaintext for the peer: copied, except bytes lent (below). */
 void conn_emit(struct conn *c, const uint8_t *p, size_t n);
+/* Opens a lending window for out, a leg without TLS: until
+ * conn_lend_end(out), what conn_emit(out, ...) is given from inside
+ * [p, p + n) while nothing else is queued on out is kept by reference, and
+ * conn_flush(out) hands it to the kernel straight from there, copying only
+ * what the kernel did not take. p must stay valid and unchanged until
+ * conn_lend_end. Only input delivered from the leg's read or plaintext
+ * slab (the on_data of a read) is lent; false (and nothing lent) for any
+ * other, or if this thread has a window open already. */
+bool conn_lend_begin(struct conn *out, const uint8_t *p, size_t n);
+/* Copies what is still lent into out's queue and closes the window. */
+void conn_lend_end(struct conn *out);
 /* Encrypts and writes what is queued. 0 or a negative code (the error has
  * then been reported through on_eof). */
 int conn_flush(struct conn *c);

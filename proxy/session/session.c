@@ -575,8 +575,13 @@ static size_t on_data(struct conn *c, const uint8_t *p, size_t n)
     if (c == &s->client && s->pp_wait)
         return read_preface(s, p, n);
     if (c == &s->client) {
+        /* What the client sends the server (message content, above all)
+         * is written from where it was read or decrypted, not copied. */
+        bool lent = conn_lend_begin(&s->server, p, n);
         used = s->ops->client(s->eng, p, n);
         session_run_actions(s);
+        if (lent)
+            conn_lend_end(&s->server);
         if (!s->closing)
             track_content(s, used);
     } else {

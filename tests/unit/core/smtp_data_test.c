@@ -323,6 +323,66 @@ static void test_data_output_invariants(void **state)
     }
 }
 
+/* Lines of w letters after a first line of `shift`: so that over the
+ * (w, shift) pairs, line ends, a stuffed line and the end of data fall at
+ * every offset of the scanner's 64-byte blocks. Returns the length. */
+static size_t block_text(uint8_t *in, size_t w, size_t shift)
+{
+    size_t n = shift;
+
+    memset(in, 'a', shift);
+    in[n++] = '\r';
+    in[n++] = '\n';
+    while (n < 1200) {
+        if (n > 600 && n < 700) {
+            memcpy(in + n, "..x\r\n", 5); /* a stuffed line, relayed as it is */
+            n += 5;
+        }
+        memset(in + n, 'b', w);
+        n += w;
+        in[n++] = '\r';
+        in[n++] = '\n';
+    }
+    return n;
+}
+
+static void test_data_block_offsets(void **state)
+{
+    static uint8_t in[2048];
+    static const size_t steps[] = {0, 7, 64, 100};
+    struct scan_result r;
+
+    (void)state;
+    for (size_t w = 1; w <= 70; w += 3) {
+        for (size_t shift = 0; shift < 64; shift++) {
+            size_t body = block_text(in, w, shift);
+            memcpy(in + body, ".\r\n", 3);
+            for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+                scan(in, body + 3, true, steps[k], &r);
+                assert_int_equal(r.rc, SMTP_OK);
+                assert_int_equal(r.used, body + 3);
+                assert_int_equal(r.out.n, body + 3);
+                assert_memory_equal(r.out.b, in, body + 3);
+            }
+            /* A bare LF, then a bare CR, in place of a letter of a line
+             * that starts anywhere in a block. */
+            size_t q = 1200 - 2 - w / 2 - 1;
+            if (q <= shift + 1 || in[q] != 'b')
+                continue;
+            in[q] = '\n';
+            scan(in, body, true, 0, &r);
+            assert_int_equal(r.rc, SMTP_ERR_BARE_NL);
+            assert_int_equal(r.used, q);
+            assert_int_equal(r.out.n, q);
+            in[q] = '\r';
+            scan(in, body, true, 0, &r);
+            assert_int_equal(r.rc, SMTP_ERR_BARE_NL);
+            assert_int_equal(r.out.n, q);
+            assert_memory_equal(r.out.b, in, q);
+        }
+    }
+}
+
 static void test_data_reinit_after_end(void **state)
 {
     struct smtp_data d;
@@ -351,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_data_split_property_normalise),
         cmocka_unit_test(test_data_split_property_reject),
         cmocka_unit_test(test_data_output_invariants),
+        cmocka_unit_test(test_data_block_offsets),
         cmocka_unit_test(test_data_reinit_after_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
