@@ -47,7 +47,7 @@
  * up, not a rule's) is also the session's TLS-RPT result for that domain
  * (tlsrpt.c), for up to RCPT_RPT_DOMAINS domains a session: tlsa where
  * DANE decided, sts where a policy in enforce or testing mode did (or its
- * discovery failed with nothing cached: sts-policy-fetch-error), else
+ * fetch failed with nothing cached: sts-policy-fetch-error), else
  * no-policy-found. A policy still awaited at the deadline records nothing
  * (whether one exists is not known).
  */
@@ -298,14 +298,16 @@ static void sts_rpt_reset(struct session_rcpt *r)
 }
 
 /* TLS-RPT: what answer a and r->sts (its judgement) come to. A failed
- * discovery with nothing cached is sts-policy-fetch-error; a policy in
- * enforce or testing mode is kept (a's reference taken) for its text. */
+ * fetch with nothing cached is sts-policy-fetch-error (RFC 8460 §4.3.2.1);
+ * a failed TXT lookup is not (no policy is known to exist: it counts as
+ * no-policy-found). A policy in enforce or testing mode is kept (a's
+ * reference taken) for its text. */
 static void sts_rpt(struct session_rcpt *r, struct mta_sts_answer *a)
 {
     sts_rpt_reset(r);
     if (r->s->p->tls_rpt == NULL)
         return;
-    if (a->result == MTA_STS_RESULT_TEMPFAIL) {
+    if (a->result == MTA_STS_RESULT_TEMPFAIL && a->fetch_failed) {
         r->rpt_sts.sts = TLSRPT_MTASTS_FETCH_ERROR;
     } else if (r->sts.mode == DECIDE_STS_ENFORCE || r->sts.mode == DECIDE_STS_TESTING) {
         r->rpt_sts.sts = TLSRPT_MTASTS_APPLIED;
