@@ -125,6 +125,17 @@ struct tlsrpt_verdict tlsrpt_classify(const struct tlsrpt_outcome *o)
     return ok(TLSRPT_POLICY_NONE);
 }
 
+enum tlsrpt_cert tlsrpt_sts_cert(bool mx_ok, bool name_ok, bool trusted, enum tlsrpt_cert handshake)
+{
+    if (name_ok)
+        return TLSRPT_CERT_OK;
+    if (!mx_ok)
+        return TLSRPT_CERT_OTHER;
+    if (trusted)
+        return TLSRPT_CERT_NAME_MISMATCH;
+    return handshake == TLSRPT_CERT_EXPIRED ? TLSRPT_CERT_EXPIRED : TLSRPT_CERT_NOT_TRUSTED;
+}
+
 int tlsrpt_tlsa_string(const struct tlsa_record *r, char *buf, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";

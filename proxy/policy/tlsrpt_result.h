@@ -8,8 +8,8 @@
  *
  * Precedence follows the one of the delivery decision (DESIGN.md): DANE
  * when secure TLSA records (or a DNSSEC failure on the way to them) decide,
- * then an MTA-STS policy (the sts fields: filled once the MTA-STS service
- * is wired into sessions; TLSRPT_MTASTS_NA until then), else no-policy-found.
+ * then an MTA-STS policy in enforce or testing mode (the sts fields, and
+ * tlsrpt_sts_cert for the certificate), else no-policy-found.
  *
  * The result types, each from the RFC's text (§4.3.1, §4.3.2.1, §4.3.2.2):
  *
@@ -98,7 +98,10 @@ enum tlsrpt_dane {
     TLSRPT_DANE_ERROR,         /* usable records, no chain could be checked */
 };
 
-/* What MTA-STS came to for the policy domain (not yet filled by sessions). */
+/* What MTA-STS came to for the policy domain (rcpt_auth.c: a transparent
+ * session's recipient domain). The service tells no unparsable policy nor
+ * an untrusted policy server apart from other failed fetches (each is a
+ * TEMPFAIL answer): sessions fill FETCH_ERROR for all three. */
 enum tlsrpt_sts {
     TLSRPT_MTASTS_NA,             /* no policy: MTA-STS does not apply */
     TLSRPT_MTASTS_FETCH_ERROR,    /* a policy is announced, none could be fetched */
@@ -124,6 +127,25 @@ struct tlsrpt_verdict {
     bool success;
     enum tlsrpt_result result; /* when !success */
 };
+
+/*
+ * MTA-STS's check of the kept chain (policy/decide.h's struct decide_sts)
+ * as the cert of an outcome with TLSRPT_MTASTS_APPLIED:
+ *
+ *   name_ok            PKIX-valid for an MX host matching a pattern: OK
+ *   !mx_ok             no MX host holding the connected address matches
+ *                      an mx pattern: OTHER, i.e. validation-failure
+ *                      (§4.3.1 has no type for it; "a general failure for
+ *                      a reason not matching a category above")
+ *   trusted            PKIX-valid, not for that host: NAME_MISMATCH
+ *                      (certificate-host-mismatch, "the MX hostname does
+ *                      not match any identities listed in the SAN")
+ *   otherwise          untrusted: EXPIRED when the handshake's own PKIX
+ *                      class (tls_verify_problem) says expired, which the
+ *                      kept-chain check does not tell; else NOT_TRUSTED
+ */
+enum tlsrpt_cert tlsrpt_sts_cert(bool mx_ok, bool name_ok, bool trusted,
+                                 enum tlsrpt_cert handshake);
 
 /* The report entry of one session's outcome for one policy domain. */
 struct tlsrpt_verdict tlsrpt_classify(const struct tlsrpt_outcome *o);

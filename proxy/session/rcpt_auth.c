@@ -45,7 +45,11 @@
  *
  * With tls_rpt = true the first decision for each recipient domain (looked
  * up, not a rule's) is also the session's TLS-RPT result for that domain
- * (tlsrpt.c), for up to RCPT_RPT_DOMAINS domains a session.
+ * (tlsrpt.c), for up to RCPT_RPT_DOMAINS domains a session: tlsa where
+ * DANE decided, sts where a policy in enforce or testing mode did (or its
+ * fetch failed with nothing cached: sts-policy-fetch-error), else
+ * no-policy-found. A policy still awaited at the deadline records nothing
+ * (whether one exists is not known).
  */
 #include "proxy/session/session_int.h"
 
@@ -110,6 +114,10 @@ struct session_rcpt {
      * the domains recorded so far (FNV-1a hashes). */
     enum tlsrpt_dane rpt_dane;
     const struct tlsa_set *rpt_set; /* on_tlsa's, during its decision only */
+    /* The MTA-STS answer of the decision under way (sts_judge), its policy
+     * referenced until the decision is made. */
+    struct session_rpt_sts rpt_sts;
+    struct mta_sts_snapshot *rpt_policy;
     uint64_t rpt_done[RCPT_RPT_DOMAINS];
     unsigned nrpt_done;
 };
@@ -164,6 +172,7 @@ void session_rcpt_free(struct session *s)
     if (r == NULL)
         return;
     s->engine.out.cfg.hooks = NULL;
+    mta_sts_snapshot_unref(r->rpt_policy);
     free(r->chain);
     free(r);
 }
@@ -280,9 +289,39 @@ static const struct decide_verdict *cached(const struct session_rcpt *r, const c
 static void decided(struct session_rcpt *r, enum decide_dane dane);
 static void answered(struct session *s);
 
+/* Forgets the MTA-STS answer kept for TLS-RPT. */
+static void sts_rpt_reset(struct session_rcpt *r)
+{
+    mta_sts_snapshot_unref(r->rpt_policy);
+    r->rpt_policy = NULL;
+    r->rpt_sts = (struct session_rpt_sts){.sts = TLSRPT_MTASTS_NA};
+}
+
+/* TLS-RPT: what answer a and r->sts (its judgement) come to. A failed
+ * fetch with nothing cached is sts-policy-fetch-error (RFC 8460 §4.3.2.1);
+ * a failed TXT lookup is not (no policy is known to exist: it counts as
+ * no-policy-found). A policy in enforce or testing mode is kept (a's
+ * reference taken) for its text. */
+static void sts_rpt(struct session_rcpt *r, struct mta_sts_answer *a)
+{
+    sts_rpt_reset(r);
+    if (r->s->p->tls_rpt == NULL)
+        return;
+    if (a->result == MTA_STS_RESULT_TEMPFAIL && a->fetch_failed) {
+        r->rpt_sts.sts = TLSRPT_MTASTS_FETCH_ERROR;
+    } else if (r->sts.mode == DECIDE_STS_ENFORCE || r->sts.mode == DECIDE_STS_TESTING) {
+        r->rpt_sts.sts = TLSRPT_MTASTS_APPLIED;
+        r->rpt_sts.cert =
+            tlsrpt_sts_cert(r->sts.mx_ok, r->sts.name_ok, r->sts.trusted, r->s->d.out.rpt.cert);
+        r->rpt_policy = a->policy;
+        a->policy = NULL;
+        r->rpt_sts.policy = r->rpt_policy;
+    }
+}
+
 /* What the policy in a says, for the MX hosts that hold the connected
  * address. */
-static void sts_judge(struct session_rcpt *r, const struct mta_sts_answer *a)
+static void sts_judge(struct session_rcpt *r, struct mta_sts_answer *a)
 {
     const char *names[RCPT_HOSTS];
     size_t n = 0;
@@ -291,6 +330,7 @@ static void sts_judge(struct session_rcpt *r, const struct mta_sts_answer *a)
         if (r->hosts[i].connected)
             names[n++] = r->hosts[i].name;
     r->sts = session_sts_judge(r->s, r->domain, a, names, n, r->der, r->len, r->nchain);
+    sts_rpt(r, a);
 }
 
 static void on_sts(struct mta_sts_req *req, struct mta_sts_answer *a)
@@ -316,6 +356,7 @@ static bool sts_wait(struct session_rcpt *r, enum decide_dane dane)
         return false;
     }
     r->sts = (struct decide_sts){.mode = DECIDE_STS_NO_POLICY};
+    sts_rpt_reset(r);
     if (dane != DECIDE_DANE_NA || !session_sts_wanted(r->s))
         return false;
     r->sts_req.data = r;
@@ -344,7 +385,8 @@ static void finish(struct session_rcpt *r, struct decide_verdict v, bool keep)
     session_client_resumed(s);
 }
 
-/* TLS-RPT: the first decision for a domain, as what DANE came to. */
+/* TLS-RPT: the first decision for a domain, as what DANE came to, or
+ * where it does not apply what MTA-STS did (r->rpt_sts). */
 static void rpt(struct session_rcpt *r, enum decide_dane dane)
 {
     uint64_t h = 14695981039346656037u;
@@ -367,8 +409,14 @@ static void rpt(struct session_rcpt *r, enum decide_dane dane)
     if (r->nrpt_done == RCPT_RPT_DOMAINS)
         return;
     r->rpt_done[r->nrpt_done++] = h;
-    session_tlsrpt_rcpt(r->s, r->domain, r->match >= 0 ? r->hosts[r->match].name : "",
-                        dane == DECIDE_DANE_MISMATCH ? r->rpt_dane : as[dane], r->rpt_set);
+    /* The MX host reached: the secure one DANE found, else (MTA-STS) the
+     * first whose addresses hold the connected one. */
+    const char *mx = r->match >= 0 ? r->hosts[r->match].name : "";
+    for (unsigned i = 0; r->match < 0 && i < r->nhosts && mx[0] == '\0'; i++)
+        if (r->hosts[i].connected)
+            mx = r->hosts[i].name;
+    session_tlsrpt_rcpt(r->s, r->domain, mx, dane == DECIDE_DANE_MISMATCH ? r->rpt_dane : as[dane],
+                        r->rpt_set, &r->rpt_sts);
 }
 
 static void decided(struct session_rcpt *r, enum decide_dane dane)
@@ -382,6 +430,7 @@ static void decided(struct session_rcpt *r, enum decide_dane dane)
     struct decide_verdict v = decide_rcpt(&in);
     if (!in.rule)
         rpt(r, dane); /* a rule decides without DANE: nothing known to report */
+    sts_rpt_reset(r);
     finish(r, v, true);
 }
 

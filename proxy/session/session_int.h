@@ -220,8 +220,18 @@ void session_tlsrpt_state(struct session *s);
 void session_tlsrpt_tls_ready(struct session *s, struct tls *t);
 void session_tlsrpt_tls_failed(struct session *s, struct tls *t, bool cert);
 void session_tlsrpt_end(struct session *s);
+/* A recipient domain's result: under DANE (set: its TLSA records), else
+ * under MTA-STS (sts, may be NULL; policy: its text and mx patterns, may
+ * be NULL; cert: tlsrpt_sts_cert's), else no-policy-found. */
+struct mta_sts_snapshot;
+struct session_rpt_sts {
+    enum tlsrpt_sts sts;
+    enum tlsrpt_cert cert;
+    const struct mta_sts_snapshot *policy;
+};
 void session_tlsrpt_rcpt(struct session *s, const char *domain, const char *mx,
-                         enum tlsrpt_dane dane, const struct tlsa_set *set);
+                         enum tlsrpt_dane dane, const struct tlsa_set *set,
+                         const struct session_rpt_sts *sts);
 /* tlsrpt.c: an enum tls_dane_result (or -1: no check) as TLS-RPT sees it. */
 enum tlsrpt_dane session_tlsrpt_dane(int result);
 

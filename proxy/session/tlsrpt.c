@@ -11,9 +11,12 @@
  *   host name, DANE not applying       end (an IP literal names no domain:
  *                                      nothing is recorded)
  *   transparent, per recipient         the recipient domain: tlsa where its
- *   (rcpt_auth.c)                      DANE decided, no-policy-found where
- *                                      DANE does not apply; when the first
- *                                      recipient of the domain is decided
+ *   (rcpt_auth.c)                      DANE decided, sts where an MTA-STS
+ *                                      policy (enforce, testing) did or its
+ *                                      fetch failed with nothing cached,
+ *                                      no-policy-found where neither
+ *                                      applies; when the first recipient
+ *                                      of the domain is decided
  *
  * The TLS outcome is the first connection's: an opportunistic fallback in
  * plaintext is the same session, reported as the failure that caused it.
@@ -36,7 +39,9 @@
 
 #include "proxy/core/addr.h"
 #include "proxy/obs/log.h"
+#include "proxy/policy/mta_sts.h"
 #include "proxy/policy/tlsrpt_result.h"
+#include "proxy/service/mta_sts_svc.h"
 #include "proxy/service/tlsrpt_store.h"
 #include "proxy/tls/tls.h"
 #include "proxy/tls/tls_dane.h"
@@ -189,9 +194,9 @@ static bool domain_of(const char *name, char out[TLSRPT_NAME_MAX + 1])
 }
 
 /* One record: the attempt v of s for domain, with the TLSA records of set
- * (may be NULL) as its policy-string. */
+ * (may be NULL) as its policy-string, or sts's text (may be NULL). */
 static void record(struct session *s, const struct tlsrpt_verdict *v, const char *domain,
-                   const char *mx, const struct tlsa_set *set)
+                   const char *mx, const struct tlsa_set *set, const struct tlsrpt_policy_text *sts)
 {
     const struct session_rpt *r = &s->d.out.rpt;
     struct tlsrpt_attempt a = {
@@ -215,11 +220,46 @@ static void record(struct session *s, const struct tlsrpt_verdict *v, const char
     for (size_t i = 0; set != NULL && i < set->n; i++)
         if (tlsrpt_tlsa_string(&set->rec[i], lines[text.n_strings], sizeof(lines[0])) > 0)
             strings[text.n_strings] = lines[text.n_strings], text.n_strings++;
-    rc = text.n_strings > 0 ? tlsrpt_record_policy(s->p->tls_rpt, &a, &text)
-                            : tlsrpt_record(s->p->tls_rpt, &a);
+    if (sts != NULL)
+        rc = tlsrpt_record_policy(s->p->tls_rpt, &a, sts);
+    else if (text.n_strings > 0)
+        rc = tlsrpt_record_policy(s->p->tls_rpt, &a, &text);
+    else
+        rc = tlsrpt_record(s->p->tls_rpt, &a);
     log_debug("session=%s event=tls_rpt domain=%s type=%s result=%s rc=%d", s->id, a.domain,
               tlsrpt_policy_type_str(a.type), a.success ? "success" : tlsrpt_result_str(a.result),
               rc);
+}
+
+/* An sts record: policy-string = the policy's lines (RFC 8460 §4.4, in
+ * RFC 8461 §3.2's order: version, mode, each mx, max_age), mx-host = its
+ * mx patterns. A policy whose lines do not fit the store's bounds (more
+ * than TLSRPT_POLICY_LINES - 3 patterns) is recorded without its text
+ * rather than cut; so is a fetch error, which has no policy. */
+static void record_sts(struct session *s, const struct tlsrpt_verdict *v, const char *domain,
+                       const char *mx, const struct mta_sts_snapshot *p)
+{
+    char head[2][32], tail[32];
+    const char *strings[TLSRPT_POLICY_LINES], *pats[TLSRPT_POLICY_LINES];
+    char lines[TLSRPT_POLICY_LINES - 3][sizeof("mx: ") + MTA_STS_NAME_MAX];
+    struct tlsrpt_policy_text text = {.strings = strings, .mx = pats};
+
+    if (p == NULL || p->n_mx > TLSRPT_POLICY_LINES - 3) {
+        record(s, v, domain, mx, NULL, NULL);
+        return;
+    }
+    snprintf(head[0], sizeof(head[0]), "version: STSv1");
+    snprintf(head[1], sizeof(head[1]), "mode: %s", mta_sts_mode_str(p->mode));
+    snprintf(tail, sizeof(tail), "max_age: %u", (unsigned)p->max_age);
+    strings[text.n_strings++] = head[0];
+    strings[text.n_strings++] = head[1];
+    for (size_t i = 0; i < p->n_mx; i++) {
+        snprintf(lines[i], sizeof(lines[i]), "mx: %s", p->mx[i]);
+        strings[text.n_strings++] = lines[i];
+        pats[text.n_mx++] = p->mx[i];
+    }
+    strings[text.n_strings++] = tail;
+    record(s, v, domain, mx, NULL, &text);
 }
 
 void session_tlsrpt_end(struct session *s)
@@ -248,17 +288,26 @@ void session_tlsrpt_end(struct session *s)
     struct tlsrpt_verdict v = tlsrpt_classify(&o);
     if (v.record)
         record(s, &v, s->d.out.dest.host, s->d.out.dest.host,
-               dn != NULL && v.type == TLSRPT_POLICY_TLSA ? &dn->set : NULL);
+               dn != NULL && v.type == TLSRPT_POLICY_TLSA ? &dn->set : NULL, NULL);
 }
 
 void session_tlsrpt_rcpt(struct session *s, const char *domain, const char *mx,
-                         enum tlsrpt_dane dane, const struct tlsa_set *set)
+                         enum tlsrpt_dane dane, const struct tlsa_set *set,
+                         const struct session_rpt_sts *sts)
 {
     struct tlsrpt_outcome o = {.tls = tls_outcome(s), .cert = s->d.out.rpt.cert, .dane = dane};
 
     if (!recording(s))
         return;
+    if (sts != NULL && dane == TLSRPT_DANE_NA && sts->sts != TLSRPT_MTASTS_NA) {
+        o.sts = sts->sts;
+        o.cert = sts->cert; /* the chain against the policy's MX hosts */
+    }
     struct tlsrpt_verdict v = tlsrpt_classify(&o);
-    if (v.record)
-        record(s, &v, domain, mx, v.type == TLSRPT_POLICY_TLSA ? set : NULL);
+    if (!v.record)
+        return;
+    if (v.type == TLSRPT_POLICY_STS)
+        record_sts(s, &v, domain, mx, sts->policy);
+    else
+        record(s, &v, domain, mx, v.type == TLSRPT_POLICY_TLSA ? set : NULL, NULL);
 }

@@ -18,15 +18,20 @@ mxs.example.net. The proxy's tls ca_file and mta_sts ca_file are the test CA.
   h  MX mxs   enforce, mx: mail.elsewhere.test, its policy host never
               answers: at the decision's 10 s bound, no policy -> delivered
   n  nothing                                        -> no policy, delivered
+  f  MX mxs   its policy host answers 404 (nothing cached) -> delivered
 
 Also: a warm second session costs no HTTPS request; a destination without
 STARTTLS refuses only the enforcing domain; after a restart the cache file's
 policy applies while the policy host answers 500, and a domain with nothing
-cached and a failing fetch is delivered as without MTA-STS (RFC 8461 §5).
+cached and a failing fetch is delivered as without MTA-STS (RFC 8461 §5);
+with tls_rpt = true each domain leaves one day-file line of policy type sts
+(success, certificate-host-mismatch, validation-failure when the MX is not in
+the policy, sts-policy-fetch-error) and the policy's lines as policy-string.
 """
 
 import http.server
 import os
+import re
 import signal
 import socket
 import struct
@@ -51,6 +56,7 @@ DOMAINS = {
     "t": ("mxs", "testing", "mail.elsewhere.test"),
     "h": ("mxs", "enforce", "mail.elsewhere.test"),  # its policy host never answers
 }
+FETCH_FAILS = ("f",)  # announced, MX mxs, the policy host answers 404
 
 
 def policy(mode, mx):
@@ -127,7 +133,8 @@ class MtaStsOriginalTest(ProxyTestCase):
         z = dnszone.Zone(harness.new_tmpdir("zone"), dane.NS_IP, netns=self.ns)
         for host in ("mxs", "mxy"):
             z.add(host, "A", dane.DEST)
-        for label, (host, _, _) in DOMAINS.items():
+        for label, host in [(l, v[0]) for l, v in DOMAINS.items()] + [(l, "mxs")
+                                                                       for l in FETCH_FAILS]:
             z.add(label, "MX", "10 %s.%s." % (host, dnszone.ORIGIN))
             z.add("_mta-sts." + label, "TXT", '"v=STSv1; id=20240101T000000;"')
             z.add("mta-sts." + label, "A", POLICY_IP)
@@ -139,7 +146,8 @@ class MtaStsOriginalTest(ProxyTestCase):
         return z
 
     def policy_server(self):
-        names = ",".join("DNS:mta-sts.%s.%s" % (l, dnszone.ORIGIN) for l in DOMAINS)
+        names = ",".join("DNS:mta-sts.%s.%s" % (l, dnszone.ORIGIN)
+                         for l in list(DOMAINS) + list(FETCH_FAILS))
         ck = oh._issue(harness.new_tmpdir("pki"), "mta-sts", "mta-sts.s.example.net", names)
         ctx = oh.tls_server_context(ck)
         srv = self.ns.run_in(lambda: PolicyServer(ctx))
@@ -150,7 +158,7 @@ class MtaStsOriginalTest(ProxyTestCase):
         return oh._issue(harness.new_tmpdir("pki"), "mxs", "mxs.example.net",
                          "DNS:mxs.example.net,IP:127.0.0.2")
 
-    def start_proxy(self, z, dane_too=False, cache=None):
+    def start_proxy(self, z, dane_too=False, cache=None, tls_rpt=None):
         self.mport = harness.free_port()
         l = oh.outbound_listener("original", name="relay",
                                  listen="127.0.0.1:%d" % dane.PROXY_PORT,
@@ -162,8 +170,13 @@ class MtaStsOriginalTest(ProxyTestCase):
         sts = {"ca_file": harness.pki().ca}
         if cache:
             sts["cache"] = cache
+        top = {}
+        if tls_rpt is not None:  # a directory: results recorded there
+            l["tls_rpt"] = True
+            top["tls_rpt"] = {"directory": tls_rpt, "contact": "tlsrpt@corp.test"}
         cfg = oh.outbound_config([l], resolver=resolver, mta_sts=sts,
-                                 metrics_listen="127.0.0.1:%d" % self.mport, log_level="debug")
+                                 metrics_listen="127.0.0.1:%d" % self.mport, log_level="debug",
+                                 **top)
         p = oh.NetnsProxy(self.ns, cfg, name=self.id())
         self._proxies.append(p)
         self.addCleanup(p.stop)
@@ -230,12 +243,68 @@ class MtaStsOriginalTest(ProxyTestCase):
         self.assertEqual(self.metric(auth="mta-sts", result="ok"), 3)
         self.assertEqual(self.metric(auth="mta-sts", result="fail"), 3)
 
+    def day_lines(self, rpt, day, domain):
+        path = os.path.join(rpt, day, domain)
+        self.assertTrue(harness.wait_until(lambda: os.path.exists(path), 5), path)
+        with open(path) as f:
+            return f.read().splitlines()
+
+    def test_tls_rpt_sts_results(self):
+        # tls_rpt = true: a domain an MTA-STS policy decided is policy type
+        # sts, its result the policy's check of this session (RFC 8460
+        # §4.3); a failed fetch with nothing cached is sts-policy-fetch-error.
+        z = self.zone()
+        srv = self.policy_server()
+        d = self.destination(cert=self.mx_cert())
+        rpt = harness.new_tmpdir("tls-rpt-dir")
+        p = self.start_proxy(z, tls_rpt=rpt)
+        c = self.connect()
+        t0 = int(time.time())
+        r = c.send_message("legacy@corp.test", ["u@s.example.net", "u@y.example.net",
+                                                "u@x.example.net", "u@t.example.net",
+                                                "u@f.example.net", "u@n.example.net",
+                                                "v@S.example.net"], BODY, pipelining=True)
+        self.assertEqual([x.code for x in r], [250, 250, 450, 450, 250, 250, 250, 250, 354, 250],
+                         r)
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        self.assertTrue(d.wait_messages(1))
+        self.session_ends(p, 1)
+        self.assertIn(("mta-sts.f.example.net", "/.well-known/mta-sts.txt"), srv.requests)
+        day = time.strftime("%Y-%m-%d", time.gmtime(t0))
+        if day != time.strftime("%Y-%m-%d", time.gmtime(time.time())):
+            self.skipTest("midnight")
+        ip = r"127\.\d+\.\d+\.\d+"
+        want = {
+            "s": "sts s.example.net success %s mxs.example.net 127.0.0.2",
+            "y": "sts y.example.net certificate-host-mismatch %s mxy.example.net 127.0.0.2",
+            "x": "sts x.example.net validation-failure %s mxs.example.net 127.0.0.2",
+            "t": "sts t.example.net validation-failure %s mxs.example.net 127.0.0.2",
+            "f": "sts f.example.net sts-policy-fetch-error %s mxs.example.net 127.0.0.2",
+            "n": "no-policy-found n.example.net success %s - 127.0.0.2",
+        }
+        for label, line in want.items():
+            lines = self.day_lines(rpt, day, label + ".example.net")
+            self.assertEqual(len(lines), 1, lines)  # s twice: one session, one line
+            rx = re.escape(line).replace(re.escape("%s"), ip)
+            self.assertRegex(lines[0], r"^tlsrpt1 \d+ %s$" % rx)
+        # §4.4 policy-string: the policy's lines; mx-host: its mx patterns.
+        with open(os.path.join(rpt, day, ".policy", "s.example.net.sts")) as f:
+            self.assertEqual(f.read().splitlines(),
+                             ["s version: STSv1", "s mode: enforce", "s mx: mxs.example.net",
+                              "s max_age: 86400", "m mxs.example.net"])
+        with open(os.path.join(rpt, day, ".policy", "t.example.net.sts")) as f:
+            self.assertEqual(f.read().splitlines()[1:3],
+                             ["s mode: testing", "s mx: mail.elsewhere.test"])
+        self.assertFalse(os.path.exists(os.path.join(rpt, day, ".policy", "f.example.net.sts")))
+
     def test_no_starttls_refuses_the_enforcing_domain_only(self):
         z = self.zone()
         self.policy_server()
         d = self.destination(tls=False)
-        p = self.start_proxy(z)
+        rpt = harness.new_tmpdir("tls-rpt-dir")
+        p = self.start_proxy(z, tls_rpt=rpt)
         c = self.connect()
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time()))
         r = c.send_message("legacy@corp.test", ["u@s.example.net", "u@n.example.net",
                                                 "u@t.example.net"], BODY)
         self.assertEqual([x.code for x in r], [250, 450, 250, 250, 354, 250], r)
@@ -251,6 +320,15 @@ class MtaStsOriginalTest(ProxyTestCase):
                                    r'result=refused why="MTA-STS requires TLS', 5))
         self.assertTrue(p.wait_log(r"event=rcpt_refused .*domain=t\.example\.net auth=mta-sts "
                                    r"result=logged", 5))
+        if day != time.strftime("%Y-%m-%d", time.gmtime(time.time())):
+            self.skipTest("midnight")
+        for label in "st":  # enforce and testing alike
+            lines = self.day_lines(rpt, day, label + ".example.net")
+            self.assertEqual(len(lines), 1, lines)
+            self.assertRegex(lines[0], r"^tlsrpt1 \d+ sts %s\.example\.net starttls-not-supported "
+                             r"\S+ mxs\.example\.net 127\.0\.0\.2$" % label)
+        lines = self.day_lines(rpt, day, "n.example.net")
+        self.assertRegex(lines[0], r" no-policy-found n\.example\.net starttls-not-supported ")
 
     def test_cached_policy_survives_restart_and_a_failing_host(self):
         cache = os.path.join(harness.new_tmpdir("cache"), "mta-sts.cache")

@@ -23,7 +23,10 @@
  *     policy the table gave: a pass never comes with a reason, a refusal
  *     always with a 450 reply; enforce = false never refuses and changes
  *     nothing else; auth=dane and auth=mta-sts only with TLS and what they
- *     require; what passes in plaintext passes with TLS.
+ *     require; what passes in plaintext passes with TLS; the sts trusted
+ *     bit names which certificate failure it was (STS_NAME when trusted,
+ *     STS_UNTRUSTED when not, only with TLS, an allowed MX host and no
+ *     valid name) and changes nothing else.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -167,7 +170,8 @@ static void check_decide(const uint8_t *data, size_t size, enum outbound_policy 
         .rule_policy = p,
         .fallback = (enum outbound_policy)((data[1] >> 1) & 3),
         .dane = (enum decide_dane)(data[2] % 6),
-        .sts = {(enum decide_sts_mode)((data[2] >> 3) & 3), data[2] & 0x20, data[2] & 0x40},
+        .sts = {(enum decide_sts_mode)((data[2] >> 3) & 3), data[2] & 0x20, data[2] & 0x40,
+                data[2] & 0x80},
         .tls = data[3] & 1,
         .pkix_domain = data[3] & 2,
         .pkix_session = data[3] & 4,
@@ -199,6 +203,15 @@ static void check_decide(const uint8_t *data, size_t size, enum outbound_policy 
     }
     if (in.rule && (p == OUTBOUND_NONE || p == OUTBOUND_OPPORTUNISTIC))
         CHECK(v.result == DECIDE_PASS);
+    if (v.why == DECIDE_WHY_STS_NAME || v.why == DECIDE_WHY_STS_UNTRUSTED)
+        CHECK(in.tls && in.sts.mx_ok && !in.sts.name_ok &&
+              in.sts.trusted == (v.why == DECIDE_WHY_STS_NAME));
+    other = in;
+    other.sts.trusted = !in.sts.trusted;
+    o = decide_rcpt(&other);
+    CHECK(o.result == v.result && o.auth == v.auth);
+    CHECK(o.why == v.why || ((o.why == DECIDE_WHY_STS_NAME || o.why == DECIDE_WHY_STS_UNTRUSTED) &&
+                             (v.why == DECIDE_WHY_STS_NAME || v.why == DECIDE_WHY_STS_UNTRUSTED)));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

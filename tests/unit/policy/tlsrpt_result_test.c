@@ -124,6 +124,41 @@ static void test_sts(void **state)
     ROW(TLSRPT_TLS_OK, 0, 0, TLSRPT_MTASTS_WEBPKI_INVALID, false, STS, TLSRPT_STS_WEBPKI_INVALID);
 }
 
+#define STS_CERT(mx_ok, name_ok, trusted, handshake, want)                                         \
+    assert_int_equal(tlsrpt_sts_cert(mx_ok, name_ok, trusted, handshake), want)
+
+static void test_sts_cert(void **state)
+{
+    (void)state;
+    /* valid for an allowed MX host: success, whatever the handshake saw
+     * (it checks the connected address's name, not the MX host's) */
+    STS_CERT(true, true, true, TLSRPT_CERT_NAME_MISMATCH, TLSRPT_CERT_OK);
+    STS_CERT(true, true, true, TLSRPT_CERT_UNCHECKED, TLSRPT_CERT_OK);
+    /* MX not in the policy: validation-failure, also with a good chain */
+    STS_CERT(false, false, false, TLSRPT_CERT_OK, TLSRPT_CERT_OTHER);
+    STS_CERT(false, false, true, TLSRPT_CERT_EXPIRED, TLSRPT_CERT_OTHER);
+    /* trusted, for another name */
+    STS_CERT(true, false, true, TLSRPT_CERT_UNCHECKED, TLSRPT_CERT_NAME_MISMATCH);
+    STS_CERT(true, false, true, TLSRPT_CERT_EXPIRED, TLSRPT_CERT_NAME_MISMATCH);
+    /* untrusted: expired only when the handshake's check says so */
+    STS_CERT(true, false, false, TLSRPT_CERT_EXPIRED, TLSRPT_CERT_EXPIRED);
+    STS_CERT(true, false, false, TLSRPT_CERT_NOT_TRUSTED, TLSRPT_CERT_NOT_TRUSTED);
+    STS_CERT(true, false, false, TLSRPT_CERT_UNCHECKED, TLSRPT_CERT_NOT_TRUSTED);
+    STS_CERT(true, false, false, TLSRPT_CERT_NAME_MISMATCH, TLSRPT_CERT_NOT_TRUSTED);
+    /* and through tlsrpt_classify: the result types */
+    ROW(TLSRPT_TLS_OK, tlsrpt_sts_cert(false, false, true, TLSRPT_CERT_OK), 0,
+        TLSRPT_MTASTS_APPLIED, false, STS, TLSRPT_VALIDATION_FAILURE);
+    ROW(TLSRPT_TLS_OK, tlsrpt_sts_cert(true, false, true, TLSRPT_CERT_OK), 0, TLSRPT_MTASTS_APPLIED,
+        false, STS, TLSRPT_CERTIFICATE_HOST_MISMATCH);
+    ROW(TLSRPT_TLS_OK, tlsrpt_sts_cert(true, false, false, TLSRPT_CERT_OK), 0,
+        TLSRPT_MTASTS_APPLIED, false, STS, TLSRPT_CERTIFICATE_NOT_TRUSTED);
+    ROW(TLSRPT_TLS_OK, tlsrpt_sts_cert(true, false, false, TLSRPT_CERT_EXPIRED), 0,
+        TLSRPT_MTASTS_APPLIED, false, STS, TLSRPT_CERTIFICATE_EXPIRED);
+    /* no TLS: the negotiation's failure, not the chain's */
+    ROW(TLSRPT_TLS_NO_STARTTLS, tlsrpt_sts_cert(true, false, false, TLSRPT_CERT_UNCHECKED), 0,
+        TLSRPT_MTASTS_APPLIED, false, STS, TLSRPT_STARTTLS_NOT_SUPPORTED);
+}
+
 static void test_tlsa_string(void **state)
 {
     static const uint8_t d[32] = {0x00, 0x01, 0xab, 0xff};
@@ -149,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_dane),
         cmocka_unit_test(test_no_policy),
         cmocka_unit_test(test_sts),
+        cmocka_unit_test(test_sts_cert),
         cmocka_unit_test(test_tlsa_string),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
