@@ -11,7 +11,9 @@ The zone, the https: receiver and the report checks are test_tls_rpt's.
     sent once the lock is gone;
   - Redis down: each instance reports its own counts;
   - the hash keeps at most TLSRPT_DETAILS_MAX detail fields, every key
-    expires.
+    expires;
+  - the daemon with mta_sts.redis and tls_rpt: an outbound session's
+    result in the day file and in the fleet's hash.
 """
 
 import os
@@ -24,7 +26,9 @@ import unittest
 
 import dnszone
 import harness
+import outbound_harness as oh
 import test_tls_rpt
+import test_tls_rpt_sessions as trs
 from test_tls_rpt import DAY, line
 
 
@@ -59,6 +63,36 @@ def resp(addr, *args, timeout=5):
         s.close()
 
 
+def start_redis():
+    """A redis-server on 127.0.0.1:<free port>, no persistence: (process, "ip:port")."""
+    port = harness.free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", harness.new_tmpdir("redis"), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    addr = "127.0.0.1:%d" % port
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if resp(addr, "PING", timeout=1) == b"PONG":
+                return proc, addr
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop_redis(proc)
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+
+
+def stop_redis(proc):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 @unittest.skipIf(dnszone.available(), dnszone.available() or "")
 @unittest.skipIf(shutil.which("redis-server") is None, "redis-server not installed (bazel/deps.sh)")
 class TlsRptFleetTest(unittest.TestCase):
@@ -68,33 +102,15 @@ class TlsRptFleetTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         base().setUpClass.__func__(cls)
-        port = harness.free_port()
-        cls.redis_dir = harness.new_tmpdir("redis")
-        cls.redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", cls.redis_dir, "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        cls.redis = "127.0.0.1:%d" % port
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if resp(cls.redis, "PING", timeout=1) == b"PONG":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or cls.redis_proc.poll() is not None:
-                cls.tearDownClass()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+        try:
+            cls.redis_proc, cls.redis = start_redis()
+        except Exception:
+            base().tearDownClass.__func__(cls)
+            raise
 
     @classmethod
     def tearDownClass(cls):
-        cls.redis_proc.terminate()
-        try:
-            cls.redis_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            cls.redis_proc.kill()
-            cls.redis_proc.wait(10)
+        stop_redis(cls.redis_proc)
         base().tearDownClass.__func__(cls)
 
     def setUp(self):
@@ -229,6 +245,47 @@ class TlsRptFleetTest(unittest.TestCase):
         self.assertEqual(resp(self.redis, "HGET", key, "x"), b"30")
         self.assertEqual(resp(self.redis, "HGET", key,
                               "d certificate-expired 192.0.2.1 - 198.51.0.1"), b"1")
+
+
+@unittest.skipIf(dnszone.available(), dnszone.available() or "")
+@unittest.skipIf(shutil.which("redis-server") is None, "redis-server not installed (bazel/deps.sh)")
+class TlsRptFleetDaemonTest(harness.ProxyTestCase):
+    """The daemon with tls_rpt and mta_sts.redis: an outbound session's
+    result reaches the fleet's counts in Redis (and still the day file).
+    The destination and zone are test_tls_rpt_sessions'."""
+    destination = trs.TlsRptSessionsTest.destination
+    zone = trs.TlsRptSessionsTest.zone
+    listener = trs.TlsRptSessionsTest.listener
+    session = trs.TlsRptSessionsTest.session
+    read_lines = trs.TlsRptSessionsTest.read_lines
+
+    def test_session_counted_in_redis(self):
+        proc, addr = start_redis()
+        self.addCleanup(stop_redis, proc)
+        d = self.destination(actions={"STARTTLS": "454 4.7.0 TLS not available"})
+        z = self.zone([], broken=[])
+        rpt = harness.new_tmpdir("tls-rpt-dir")
+        resolver = {"servers": [z.server], "dnssec": "validate",
+                    "trust_anchor": z.trust_anchor}
+        t0 = int(time.time())
+        p = self.proxy(oh.outbound_config(
+            [self.listener("f0", d, dane=False)], resolver=resolver, mta_sts={"redis": addr},
+            tls_rpt={"directory": rpt, "contact": "tlsrpt@example.org"}))
+        self.assertEqual(self.session(p, p.listen_ports()[0], True)["security"], "plaintext")
+        day = trs.day_text(t0)
+        if day != trs.day_text(time.time()):
+            self.skipTest("midnight")
+        lines = self.read_lines(os.path.join(rpt, day, trs.HOST), 1)
+        self.assertEqual(len(lines), 1, lines)
+        key = "tlsrpt:c:%s:%s:no-policy-found" % (day, trs.HOST)
+        self.assertTrue(harness.wait_until(lambda: resp(addr, "HGET", key, "f") == b"1", 15),
+                        resp(addr, "HGETALL", key))
+        fields = resp(addr, "HGETALL", key)
+        names = [f.decode() for f in fields[0::2]]
+        _, _, _, _, sip, mx, rip = trs.LINE.match(lines[0]).groups()
+        self.assertIn("d starttls-not-supported %s %s %s" % (sip, mx, rip), names)
+        self.assertNotIn("s", names)
+        self.assertGreater(int(resp(addr, "TTL", key)), 0)
 
 
 if __name__ == "__main__":
