@@ -360,7 +360,8 @@ struct tlsrpt_redis_counter {
     struct tlsrpt_attempt *q; /* a ring of TLSRPT_REDIS_QUEUE_MAX */
     size_t head, len;
     bool busy, stopping;
-    uint64_t dropped;
+    uint64_t dropped, logged; /* in all, and at the last warning */
+    uint64_t log_at;          /* no warning before (now_ms()) */
 };
 
 static void *counter_run(void *arg)
@@ -386,6 +387,17 @@ static void *counter_run(void *arg)
         pthread_mutex_lock(&c->mu);
         if (rc != 0)
             c->dropped++;
+        /* From this thread, at most once a minute: never a worker's. */
+        if (c->dropped != c->logged && now_ms() >= c->log_at) {
+            uint64_t d = c->dropped;
+            c->logged = d;
+            c->log_at = now_ms() + 60 * 1000;
+            pthread_mutex_unlock(&c->mu);
+            log_warn("tls_rpt=redis dropped=%llu msg=\"results not counted in Redis (queue "
+                     "full or Redis down); the local day files have them\"",
+                     (unsigned long long)d);
+            pthread_mutex_lock(&c->mu);
+        }
     }
     c->busy = false;
     pthread_cond_broadcast(&c->idle);
