@@ -240,24 +240,49 @@ static void key(char *out, size_t cap, const char *what, const char *day_text, c
     snprintf(out, cap, "tlsrpt:%s:%s:%s", what, day_text, domain);
 }
 
-int tlsrpt_redis_count_now(struct tlsrpt_redis *r, const struct tlsrpt_attempt *a)
+size_t tlsrpt_redis_count(struct tlsrpt_redis *r, const struct tlsrpt_attempt *a, size_t n)
 {
-    char day_text[TLSRPT_DAY_TEXT], k[TLSRPT_NAME_MAX + 64], field[TLSRPT_REDIS_FIELD_MAX] = "";
+    char day_text[TLSRPT_DAY_TEXT], k[TLSRPT_NAME_MAX + 64], field[TLSRPT_REDIS_FIELD_MAX];
     char max[16], keep[16];
+    size_t sent = 0, done = 0, skipped = 0;
 
-    if (!tlsrpt_day_text(tlsrpt_day(a->time), day_text))
+    if (n == 0 || !conn(r))
         return 0;
-    snprintf(k, sizeof(k), "tlsrpt:c:%s:%s:%s", day_text, a->domain,
-             tlsrpt_policy_type_str(a->type));
-    tlsrpt_redis_detail_field(a, field);
     snprintf(max, sizeof(max), "%d", TLSRPT_DETAILS_MAX);
     snprintf(keep, sizeof(keep), "%d", TLSRPT_REDIS_KEEP_S);
-    const char *argv[] = {"EVAL", COUNT_LUA, "1", k, a->success ? "s" : "f", field, max, keep};
-    redisReply *rep = cmd(r, 8, argv);
-    if (rep == NULL)
-        return -1;
-    freeReplyObject(rep);
-    return 0;
+    /* Pipelined: every command queued, then every reply read. */
+    for (size_t i = 0; i < n; i++) {
+        field[0] = '\0';
+        if (!tlsrpt_day_text(tlsrpt_day(a[i].time), day_text)) {
+            skipped++; /* out of years 0 to 9999: no day to count it in */
+            continue;
+        }
+        snprintf(k, sizeof(k), "tlsrpt:c:%s:%s:%s", day_text, a[i].domain,
+                 tlsrpt_policy_type_str(a[i].type));
+        tlsrpt_redis_detail_field(&a[i], field);
+        const char *argv[] = {"EVAL", COUNT_LUA, "1", k, a[i].success ? "s" : "f",
+                              field,  max,       keep};
+        if (redisAppendCommandArgv(r->c, 8, argv, NULL) != REDIS_OK)
+            break;
+        sent++;
+    }
+    for (; done < sent; done++) {
+        void *rep = NULL;
+        if (redisGetReply(r->c, &rep) != REDIS_OK || rep == NULL) {
+            down(r, r->c->errstr[0] != '\0' ? r->c->errstr : "no reply");
+            return skipped + done;
+        }
+        bool err = ((redisReply *)rep)->type == REDIS_REPLY_ERROR;
+        freeReplyObject(rep);
+        if (err) {
+            /* The connection is dropped after an error, as by cmd(). */
+            down(r, "the counting script failed");
+            return skipped + done;
+        }
+    }
+    if (sent + skipped < n)
+        down(r, "out of memory");
+    return skipped + done;
 }
 
 enum tlsrpt_redis_claim tlsrpt_redis_claim(struct tlsrpt_redis *r, const char *day_text,
@@ -357,7 +382,8 @@ struct tlsrpt_redis_counter {
     pthread_cond_t cv, idle;
     pthread_t th;
     struct tlsrpt_redis *r;
-    struct tlsrpt_attempt *q; /* a ring of TLSRPT_REDIS_QUEUE_MAX */
+    struct tlsrpt_attempt *q;     /* a ring of TLSRPT_REDIS_QUEUE_MAX */
+    struct tlsrpt_attempt *batch; /* TLSRPT_REDIS_BATCH taken out of it at once */
     size_t head, len;
     bool busy, stopping;
     uint64_t dropped, logged; /* in all, and at the last warning */
@@ -367,7 +393,7 @@ struct tlsrpt_redis_counter {
 static void *counter_run(void *arg)
 {
     struct tlsrpt_redis_counter *c = arg;
-    struct tlsrpt_attempt a;
+    struct tlsrpt_attempt *batch = c->batch;
 
     pthread_mutex_lock(&c->mu);
     for (;;) {
@@ -378,15 +404,17 @@ static void *counter_run(void *arg)
         }
         if (c->len == 0)
             break;
-        a = c->q[c->head];
-        c->head = (c->head + 1) % TLSRPT_REDIS_QUEUE_MAX;
-        c->len--;
+        size_t n = 0;
+        while (n < TLSRPT_REDIS_BATCH && c->len > 0) {
+            batch[n++] = c->q[c->head];
+            c->head = (c->head + 1) % TLSRPT_REDIS_QUEUE_MAX;
+            c->len--;
+        }
         c->busy = true;
         pthread_mutex_unlock(&c->mu);
-        int rc = tlsrpt_redis_count_now(c->r, &a);
+        size_t done = tlsrpt_redis_count(c->r, batch, n);
         pthread_mutex_lock(&c->mu);
-        if (rc != 0)
-            c->dropped++;
+        c->dropped += n - done;
         /* From this thread, at most once a minute: never a worker's. */
         if (c->dropped != c->logged && now_ms() >= c->log_at) {
             uint64_t d = c->dropped;
@@ -412,8 +440,9 @@ struct tlsrpt_redis_counter *tlsrpt_redis_counter_start(const char *ip, int port
     if (c == NULL)
         return NULL;
     c->q = calloc(TLSRPT_REDIS_QUEUE_MAX, sizeof(*c->q));
+    c->batch = calloc(TLSRPT_REDIS_BATCH, sizeof(*c->batch));
     c->r = tlsrpt_redis_new(ip, port, NULL);
-    if (c->q == NULL || c->r == NULL)
+    if (c->q == NULL || c->batch == NULL || c->r == NULL)
         goto fail;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
@@ -427,6 +456,7 @@ struct tlsrpt_redis_counter *tlsrpt_redis_counter_start(const char *ip, int port
     return c;
 fail:
     tlsrpt_redis_free(c->r);
+    free(c->batch);
     free(c->q);
     free(c);
     return NULL;
@@ -490,6 +520,7 @@ uint64_t tlsrpt_redis_counter_stop(struct tlsrpt_redis_counter *c, unsigned drai
     pthread_cond_destroy(&c->idle);
     uint64_t dropped = c->dropped;
     tlsrpt_redis_free(c->r);
+    free(c->batch);
     free(c->q);
     free(c);
     return dropped;

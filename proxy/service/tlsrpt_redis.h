@@ -36,6 +36,8 @@
 #define TLSRPT_REDIS_LOCK_S 3600
 /* Results waiting for the counter's thread; more are dropped (counted). */
 #define TLSRPT_REDIS_QUEUE_MAX 1024
+/* Results the counter's thread sends in one pipeline. */
+#define TLSRPT_REDIS_BATCH 128
 /* A detail field: "d " and four fields, each at most a name. */
 #define TLSRPT_REDIS_FIELD_MAX (2 + 4 * (TLSRPT_NAME_MAX + 1) + 1)
 
@@ -62,9 +64,9 @@ struct tlsrpt_redis *tlsrpt_redis_new(const char *ip, int port, const char *inst
 void tlsrpt_redis_free(struct tlsrpt_redis *r);
 const char *tlsrpt_redis_instance(const struct tlsrpt_redis *r);
 
-/* Counts a (one Lua script call: bounded details, EXPIRE). 0, or -1 when
- * Redis is down. */
-int tlsrpt_redis_count_now(struct tlsrpt_redis *r, const struct tlsrpt_attempt *a);
+/* Counts a[0..n) (a Lua script call each, pipelined: bounded details,
+ * EXPIRE). Returns how many were counted: n, or fewer when Redis is down. */
+size_t tlsrpt_redis_count(struct tlsrpt_redis *r, const struct tlsrpt_attempt *a, size_t n);
 
 enum tlsrpt_redis_claim {
     TLSRPT_REDIS_DOWN = -1, /* no answer: report the local counts */
