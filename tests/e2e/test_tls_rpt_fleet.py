@@ -9,7 +9,7 @@ The zone, the https: receiver and the report checks are test_tls_rpt's.
     both sends nothing (the sent mark in Redis, then the local one);
   - a lock held by another instance: skipped (locked=1), nothing sent,
     sent once the lock is gone;
-  - Redis down: each instance reports its own counts;
+  - Redis down, or silent: each instance reports its own counts;
   - the hash keeps at most TLSRPT_DETAILS_MAX detail fields, every key
     expires;
   - the daemon with mta_sts.redis and tls_rpt: an outbound session's
@@ -233,6 +233,26 @@ class TlsRptFleetTest(unittest.TestCase):
             self.assertEqual(res["already"], 1, err)
         self.assertEqual(len(self.posts()), 2)
         self.assertEqual(resp(self.redis, "KEYS", "tlsrpt:*"), [])
+
+    def test_redis_silent_is_down_within_bounds(self):
+        # A Redis that takes the connection and never answers: each command
+        # waits at most 1 s, then this instance's own counts.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        self.addCleanup(silent.close)
+        addr = "127.0.0.1:%d" % silent.getsockname()[1]
+        t = time.monotonic()
+        out, err = self.record(0, line(10, "sts", "example.net", "success"), redis=addr)
+        self.assertIn("redis_dropped=1\nrecorded=1 refused=0", out)
+        rc, res, err = self.send(0, redis=addr)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(res["sent"], 1, err)
+        self.assertIn("Redis down: this instance's own counts", err)
+        self.assertLess(time.monotonic() - t, 20)
+        posts = self.posts()
+        self.assertEqual(len(posts), 1)
+        self.assertEqual(self.check_report(posts[0][2], "example.net")[1]["sts"][:2], (1, 0))
 
     def test_detail_fields_bounded(self):
         lines = [line(10 + i, "sts", "bounded.example.net", "certificate-expired",
