@@ -3,7 +3,9 @@
  */
 #include "proxy/app/runtime.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +17,9 @@
 #include "proxy/obs/log.h"
 #include "proxy/obs/metrics.h"
 #include "proxy/policy/rules.h"
-#include "proxy/service/tlsrpt_reporter.h"
 #include "proxy/service/mta_sts_svc.h"
+#include "proxy/service/tlsrpt_redis.h"
+#include "proxy/service/tlsrpt_reporter.h"
 
 /* Listener-wide state that outlives reloads: the count of open sessions
  * (max_connections spans workers and configurations). Created when a name
@@ -273,12 +276,51 @@ void runtime_unref(struct runtime *rt)
  * same reports. */
 static struct tlsrpt_reporter *reporter;
 
+/* The fleet's TLS-RPT counts (mta_sts.redis with tls_rpt): a counter per
+ * Redis address, outliving runtimes as the reporter does. A runtime's store
+ * points to one, so one a reload stops using is kept until exit (a reload
+ * that changes the address is rare). Main thread only. */
+struct rpt_counter {
+    struct tlsrpt_redis_counter *c;
+    struct addr addr;
+    struct rpt_counter *next;
+};
+static struct rpt_counter *rpt_counters;
+
+static struct tlsrpt_redis_counter *rpt_counter(const struct addr *a)
+{
+    struct rpt_counter *k;
+    char ip[INET6_ADDRSTRLEN] = "";
+
+    for (k = rpt_counters; k != NULL; k = k->next)
+        if (k->addr.salen == a->salen && memcmp(&k->addr.sa, &a->sa, a->salen) == 0)
+            return k->c;
+    if (a->sa.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->sa)->sin6_addr, ip, sizeof(ip));
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->sa)->sin_addr, ip, sizeof(ip));
+    if ((k = calloc(1, sizeof(*k))) == NULL ||
+        (k->c = tlsrpt_redis_counter_start(ip, a->port)) == NULL) {
+        free(k);
+        log_error("tls_rpt=redis error=\"cannot start the counter\" msg=\"this "
+                  "instance's results are not in the fleet's counts\"");
+        return NULL;
+    }
+    k->addr = *a;
+    k->next = rpt_counters;
+    rpt_counters = k;
+    return k->c;
+}
+
 void runtime_services(const struct runtime *rt)
 {
     const struct config_tls_rpt *t = &rt->cfg->tls_rpt;
+    const struct config_mta_sts *m = &rt->cfg->mta_sts;
     struct tlsrpt_reporter_options o = {0};
     char err[512];
 
+    if (t->enabled && rt->tls_rpt != NULL)
+        tlsrpt_store_set_counter(rt->tls_rpt, m->has_redis ? rpt_counter(&m->redis) : NULL);
     if (!t->enabled) {
         tlsrpt_reporter_stop(reporter);
         reporter = NULL;
@@ -290,6 +332,7 @@ void runtime_services(const struct runtime *rt)
     memcpy(&o.submit, &t->submit.sa, t->submit.salen);
     o.resolver = &rt->cfg->resolver;
     o.ca_file = rt->cfg->tls.ca_file;
+    o.redis = m->has_redis ? (const struct sockaddr *)&m->redis.sa : NULL;
     if (reporter != NULL && tlsrpt_reporter_same(reporter, &o))
         return;
     tlsrpt_reporter_stop(reporter);
@@ -301,6 +344,13 @@ void runtime_services_stop(void)
 {
     tlsrpt_reporter_stop(reporter);
     reporter = NULL;
+    /* The workers are joined: nothing records any more. */
+    while (rpt_counters != NULL) {
+        struct rpt_counter *k = rpt_counters;
+        rpt_counters = k->next;
+        tlsrpt_redis_counter_stop(k->c, 2000);
+        free(k);
+    }
 }
 
 const struct session_profile *runtime_profile(const struct runtime *rt, const char *name)

@@ -3,6 +3,8 @@
  */
 #include "proxy/service/tlsrpt_reporter.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include "proxy/net/resolver.h"
 #include "proxy/obs/log.h"
 #include "proxy/policy/tlsrpt.h"
+#include "proxy/service/tlsrpt_redis.h"
 #include "proxy/service/tlsrpt_send.h"
 #include "proxy/service/tlsrpt_store.h"
 #include "proxy/tls/tls.h"
@@ -44,6 +47,8 @@ struct tlsrpt_reporter {
     /* The settings, owned copies. */
     char *directory, *organization, *contact, *ca_file, *trust_anchor;
     struct sockaddr_storage submit;
+    struct sockaddr_storage redis_addr; /* ss_family 0: none */
+    struct tlsrpt_redis *redis;
     struct resolver_options ro;
     unsigned interval_s, max_delay_s;
     struct day_state days[TLSRPT_REPORTER_DAYS];
@@ -86,7 +91,7 @@ static void on_sent(void *arg, const struct tlsrpt_send_result *res)
     int64_t now = (int64_t)time(NULL);
 
     r->job = NULL;
-    if (res->failed == 0) {
+    if (res->failed == 0 && res->locked == 0) {
         d->done = true;
     } else {
         unsigned pause = RETRY_FIRST_S << (d->attempts < 4 ? d->attempts : 4);
@@ -119,7 +124,8 @@ static void tick(struct tlsrpt_reporter *r)
                                         .contact = r->contact,
                                         .submit = (const struct sockaddr *)&r->submit,
                                         .resolver = r->resolver,
-                                        .tls = r->tls};
+                                        .tls = r->tls,
+                                        .redis = r->redis};
         int err;
         r->job_day = day;
         r->job = tlsrpt_send_day(&r->loop, &o, day, on_sent, r, &err);
@@ -159,6 +165,7 @@ static void *run(void *arg)
 static void free_reporter(struct tlsrpt_reporter *r)
 {
     tls_ctx_unref(r->tls);
+    tlsrpt_redis_free(r->redis);
     free(r->directory);
     free(r->organization);
     free(r->contact);
@@ -172,14 +179,45 @@ static bool str_eq(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+static socklen_t addr_len(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static bool same_redis(const struct tlsrpt_reporter *r, const struct sockaddr *o)
+{
+    if (o == NULL || r->redis_addr.ss_family == 0)
+        return o == NULL && r->redis_addr.ss_family == 0;
+    return memcmp(&r->redis_addr, o, addr_len(o)) == 0;
+}
+
+/* The Redis connection of r->redis_addr (hiredis takes text). */
+static struct tlsrpt_redis *redis_of(const struct sockaddr *sa)
+{
+    char ip[INET6_ADDRSTRLEN];
+    int port;
+
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(s6->sin6_port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        port = ntohs(s4->sin_port);
+    }
+    return tlsrpt_redis_new(ip, port, NULL);
+}
+
 bool tlsrpt_reporter_same(const struct tlsrpt_reporter *r, const struct tlsrpt_reporter_options *o)
 {
     const struct resolver_options *a = &r->ro, *b = o->resolver;
 
     if (!str_eq(r->directory, o->directory) || !str_eq(r->organization, o->organization) ||
         !str_eq(r->contact, o->contact) || !str_eq(r->ca_file, o->ca_file) ||
-        memcmp(&r->submit, &o->submit, sizeof(r->submit)) != 0 || a->nservers != b->nservers ||
-        a->dnssec != b->dnssec || !str_eq(a->trust_anchor, b->trust_anchor))
+        memcmp(&r->submit, &o->submit, sizeof(r->submit)) != 0 || !same_redis(r, o->redis) ||
+        a->nservers != b->nservers || a->dnssec != b->dnssec ||
+        !str_eq(a->trust_anchor, b->trust_anchor))
         return false;
     for (size_t i = 0; i < a->nservers; i++)
         if (a->servers[i].port != b->servers[i].port ||
@@ -207,6 +245,11 @@ struct tlsrpt_reporter *tlsrpt_reporter_start(const struct tlsrpt_reporter_optio
     r->submit = o->submit;
     r->interval_s = o->interval_s ? o->interval_s : 300;
     r->max_delay_s = o->max_delay_s ? o->max_delay_s : 3600;
+    if (o->redis != NULL) {
+        memcpy(&r->redis_addr, o->redis, addr_len(o->redis));
+        if ((r->redis = redis_of(o->redis)) == NULL)
+            goto fail_free;
+    }
     if (r->directory == NULL || r->contact == NULL)
         goto fail_free;
     if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))

@@ -31,6 +31,11 @@ struct tlsrpt_reporter_options {
     unsigned interval_s;                     /* how often to look; 0: 300 */
     unsigned max_delay_s;                    /* 0: 3600 */
     unsigned first_ms;                       /* first look after start; 0: 10 s */
+    /* mta_sts.redis (an IP address and port), NULL: none. With it the
+     * reports are the fleet's, one instance sending each domain
+     * (tlsrpt_send_options.redis); a domain another instance holds is
+     * looked at again on the retry schedule. */
+    const struct sockaddr *redis;
 };
 
 struct tlsrpt_reporter;

@@ -40,6 +40,8 @@ struct tlsrpt_send {
     struct resolver *resolver;
     struct tls_ctx *tls;
     unsigned timeout_ms;
+    struct tlsrpt_redis *redis;
+    bool held; /* the domain in progress is ours in Redis */
     int64_t day;
     char day_text[TLSRPT_DAY_TEXT];
     tlsrpt_send_cb cb;
@@ -341,6 +343,64 @@ static void domain_done(struct tlsrpt_send *j)
     kick(j);
 }
 
+/* The domain in progress is done for the whole fleet. */
+static void fleet_sent(struct tlsrpt_send *j)
+{
+    if (j->held && tlsrpt_redis_mark_sent(j->redis, j->day_text, j->names[j->i]) != 0)
+        log_warn("tls_rpt=report domain=%s day=%s msg=\"sent, but not marked in Redis: "
+                 "another instance may send it too once the lock expires\"",
+                 j->names[j->i], j->day_text);
+    j->held = false;
+}
+
+/* Whether the domain in progress is this instance's to send, and if so
+ * the fleet's counts in j->stats (its own when Redis does not answer). */
+static bool fleet_claim(struct tlsrpt_send *j)
+{
+    struct tlsrpt_stats *fleet;
+    size_t n;
+
+    j->held = false;
+    if (j->redis == NULL)
+        return true;
+    switch (tlsrpt_redis_claim(j->redis, j->day_text, j->names[j->i])) {
+    case TLSRPT_REDIS_SENT:
+        log_info("tls_rpt=report domain=%s day=%s result=already by=fleet", j->names[j->i],
+                 j->day_text);
+        sent_add(j, "done");
+        j->res.already++;
+        return false;
+    case TLSRPT_REDIS_LOCKED:
+        log_info("tls_rpt=report domain=%s day=%s result=locked msg=\"another "
+                 "instance is sending it\"",
+                 j->names[j->i], j->day_text);
+        j->res.locked++;
+        return false;
+    case TLSRPT_REDIS_DOWN:
+        log_warn("tls_rpt=report domain=%s day=%s msg=\"Redis down: this instance's own "
+                 "counts\"",
+                 j->names[j->i], j->day_text);
+        return true;
+    case TLSRPT_REDIS_HELD:
+        break;
+    }
+    if ((fleet = calloc(TLSRPT_POLICY_TYPES, sizeof(*fleet))) == NULL ||
+        tlsrpt_redis_load(j->redis, j->day, j->names[j->i], fleet, &n) != 0 || n == 0) {
+        /* Held but unreadable: our own share, and the lock stays until
+         * it expires (no sent mark), so the others do not send it too. */
+        log_warn("tls_rpt=report domain=%s day=%s msg=\"the fleet's counts cannot "
+                 "be read: this instance's own\"",
+                 j->names[j->i], j->day_text);
+        free(fleet);
+        return true;
+    }
+    memcpy(j->stats, fleet, n * sizeof(*fleet));
+    j->nstats = n;
+    free(fleet);
+    j->held = true;
+    return true;
+}
+
 static void deliver_next(struct tlsrpt_send *j)
 {
     char line[TLSRPT_URI_MAX + 8], q[TLSRPT_URI_MAX * 2];
@@ -364,6 +424,7 @@ static void deliver_next(struct tlsrpt_send *j)
     } else {
         sent_add(j, "done");
         j->res.sent++;
+        fleet_sent(j);
     }
     domain_done(j);
 }
@@ -376,6 +437,7 @@ static void nothing(struct tlsrpt_send *j, const char *why)
              why);
     sent_add(j, "done");
     j->res.nothing++;
+    fleet_sent(j);
     domain_done(j);
 }
 
@@ -465,6 +527,10 @@ static void next_domain(struct tlsrpt_send *j)
             nothing(j, "no results");
             return;
         }
+        if (!fleet_claim(j)) {
+            j->i++;
+            continue;
+        }
         snprintf(name, sizeof(name), "_smtp._tls.%s", j->names[j->i]);
         j->q.data = j;
         rc = resolver_query(j->resolver, &j->q, name, RESOLVER_TYPE_TXT, on_txt);
@@ -477,8 +543,9 @@ static void next_domain(struct tlsrpt_send *j)
     }
     if (j->stopping)
         j->res.failed += (unsigned)(j->n - j->i);
-    log_info("tls_rpt=day day=%s domains=%u sent=%u already=%u none=%u failed=%u", j->day_text,
-             j->res.domains, j->res.sent, j->res.already, j->res.nothing, j->res.failed);
+    log_info("tls_rpt=day day=%s domains=%u sent=%u already=%u none=%u failed=%u locked=%u",
+             j->day_text, j->res.domains, j->res.sent, j->res.already, j->res.nothing,
+             j->res.failed, j->res.locked);
     uv_close((uv_handle_t *)&j->kick, on_closed);
 }
 
@@ -537,6 +604,7 @@ struct tlsrpt_send *tlsrpt_send_day(uv_loop_t *loop, const struct tlsrpt_send_op
         tls_ctx_ref(o->tls);
     j->tls = o->tls;
     j->timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : 60000;
+    j->redis = o->redis;
     j->day = day;
     j->cb = cb;
     j->arg = arg;

@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "proxy/net/resolver.h"
+#include "proxy/service/tlsrpt_redis.h"
 #include "proxy/tls/tls.h"
 
 struct tlsrpt_send_options {
@@ -38,6 +39,12 @@ struct tlsrpt_send_options {
     struct resolver *resolver;     /* TXT lookups, https hosts */
     struct tls_ctx *tls;           /* client context (CA file) for https: */
     unsigned timeout_ms;           /* per delivery; 0: 60 s */
+    /* The fleet's counts and report lock (tlsrpt_redis.h), borrowed until
+     * cb; NULL: this instance's own counts only. With it, a domain is sent
+     * by whichever instance takes its lock, from the fleet's counts, and
+     * skipped by the others; Redis not answering, this instance sends its
+     * own counts (each instance may then report its own share). */
+    struct tlsrpt_redis *redis;
 };
 
 struct tlsrpt_send_result {
@@ -46,6 +53,7 @@ struct tlsrpt_send_result {
     unsigned already; /* done before this call */
     unsigned nothing; /* no TLSRPT record, or no result that parsed */
     unsigned failed;  /* left for a later call */
+    unsigned locked;  /* another instance holds its lock: left for a later call */
 };
 
 typedef void (*tlsrpt_send_cb)(void *arg, const struct tlsrpt_send_result *r);

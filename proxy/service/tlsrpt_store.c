@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "proxy/obs/log.h"
+#include "proxy/service/tlsrpt_redis.h"
 
 /* Bytes of one day file read at a time; a line is at most TLSRPT_LINE_MAX. */
 #define READ_CHUNK (64 * 1024)
@@ -41,6 +42,7 @@ struct tlsrpt_store {
     size_t cap;  /* a power of two, at least twice max_domains */
     struct entry **table;
     uint64_t dropped;
+    struct tlsrpt_redis_counter *counter; /* the fleet's counts; NULL: none */
 };
 
 bool tlsrpt_day_text(int64_t day, char out[TLSRPT_DAY_TEXT])
@@ -474,6 +476,8 @@ int tlsrpt_record_policy(struct tlsrpt_store *s, const struct tlsrpt_attempt *a,
     }
     if (e != NULL)
         count(e, a);
+    if (s->counter != NULL) /* queued: a worker never waits on Redis */
+        tlsrpt_redis_counter_add(s->counter, a);
     if (p != NULL) {
         /* Rarely changes: written when it does (0 is kept for "none"). */
         uint64_t h = hash(ptext) | 1;
@@ -489,6 +493,13 @@ int tlsrpt_record_policy(struct tlsrpt_store *s, const struct tlsrpt_attempt *a,
 out:
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+void tlsrpt_store_set_counter(struct tlsrpt_store *s, struct tlsrpt_redis_counter *c)
+{
+    pthread_mutex_lock(&s->mu);
+    s->counter = c;
+    pthread_mutex_unlock(&s->mu);
 }
 
 bool tlsrpt_store_counts(struct tlsrpt_store *s, const char *domain, enum tlsrpt_policy_type type,

@@ -98,6 +98,12 @@ struct tlsrpt_policy_text {
 int tlsrpt_record_policy(struct tlsrpt_store *s, const struct tlsrpt_attempt *a,
                          const struct tlsrpt_policy_text *p);
 
+/* Every result recorded from now on is also queued to c (tlsrpt_redis.h),
+ * the fleet's counts in Redis (mta_sts.redis); NULL stops that. c must
+ * outlive its use: set NULL (or close s) before stopping c. */
+struct tlsrpt_redis_counter;
+void tlsrpt_store_set_counter(struct tlsrpt_store *s, struct tlsrpt_redis_counter *c);
+
 /* The current day's counts of (domain, type) into *success and *failure;
  * false when nothing is counted for them (both set to 0). */
 bool tlsrpt_store_counts(struct tlsrpt_store *s, const char *domain, enum tlsrpt_policy_type type,

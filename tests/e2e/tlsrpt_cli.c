@@ -4,17 +4,20 @@
  * the outbound sessions would, and sends the reports of a given day now
  * (the daemon's own schedule waits for the day to end).
  *
- *   tlsrpt_cli record DIR            day-file lines ("tlsrpt1 ...") on stdin,
+ *   tlsrpt_cli record DIR [--redis IP:PORT]
+ *                                    day-file lines ("tlsrpt1 ...") on stdin,
  *                                    each recorded through tlsrpt_record();
  *                                    lines "policy s TEXT" / "policy m TEXT"
  *                                    before one give its policy-string / mx
  *   tlsrpt_cli send --dir DIR --day YYYY-MM-DD --contact ADDR [--org NAME]
  *                   [--submit IP:PORT] [--ca FILE] --dns IP:PORT
- *                   [--trust-anchor FILE] [--timeout-ms N]
+ *                   [--trust-anchor FILE] [--timeout-ms N] [--redis IP:PORT]
  *
- * record prints "recorded=N refused=M"; send prints
- * "domains=N sent=N already=N none=N failed=N". Exit 0, 1 when something
- * failed, 2 for bad usage or setup.
+ * --redis: as with mta_sts.redis, record also counts in Redis (the queue
+ * drained before exit) and send reports the fleet's counts of the domains
+ * whose lock it takes. record prints "recorded=N refused=M"; send prints
+ * "domains=N sent=N already=N none=N failed=N locked=N". Exit 0, 1 when
+ * something failed, 2 for bad usage or setup.
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -29,6 +32,7 @@
 #include "proxy/net/resolver.h"
 #include "proxy/obs/log.h"
 #include "proxy/policy/tlsrpt.h"
+#include "proxy/service/tlsrpt_redis.h"
 #include "proxy/service/tlsrpt_send.h"
 #include "proxy/service/tlsrpt_store.h"
 #include "proxy/tls/tls.h"
@@ -54,8 +58,22 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss)
     return inet_pton(AF_INET, ip, &sin->sin_addr) == 1 ? 0 : -1;
 }
 
-static int record(const char *dir)
+/* "IP:PORT" into ip (cap bytes) and *port. */
+static int split_redis(const char *s, char *ip, size_t cap, int *port)
 {
+    const char *colon = strrchr(s, ':');
+
+    if (colon == NULL || (size_t)(colon - s) >= cap)
+        return -1;
+    memcpy(ip, s, (size_t)(colon - s));
+    ip[colon - s] = '\0';
+    *port = (int)strtol(colon + 1, NULL, 10);
+    return *port > 0 && *port <= 65535 ? 0 : -1;
+}
+
+static int record(const char *dir, const char *redis)
+{
+    struct tlsrpt_redis_counter *counter = NULL;
     char err[256], line[TLSRPT_LINE_MAX + 2];
     struct tlsrpt_store *s = tlsrpt_store_open(dir, 0, (int64_t)time(NULL), err, sizeof(err));
     unsigned ok = 0, refused = 0;
@@ -67,6 +85,16 @@ static int record(const char *dir)
     if (s == NULL) {
         fprintf(stderr, "tlsrpt_cli: %s\n", err);
         return 2;
+    }
+    if (redis != NULL) {
+        char ip[64];
+        int port;
+        if (split_redis(redis, ip, sizeof(ip), &port) != 0 ||
+            (counter = tlsrpt_redis_counter_start(ip, port)) == NULL) {
+            fprintf(stderr, "tlsrpt_cli: --redis %s\n", redis);
+            return 2;
+        }
+        tlsrpt_store_set_counter(s, counter);
     }
     while (fgets(line, sizeof(line), stdin) != NULL) {
         if (strncmp(line, "policy ", 7) == 0 && (line[7] == 's' || line[7] == 'm') &&
@@ -98,6 +126,9 @@ static int record(const char *dir)
         pol.n_strings = pol.n_mx = 0;
     }
     tlsrpt_store_close(s);
+    uint64_t dropped = tlsrpt_redis_counter_stop(counter, 10000);
+    if (counter != NULL)
+        printf("redis_dropped=%llu\n", (unsigned long long)dropped);
     printf("recorded=%u refused=%u\n", ok, refused);
     return refused == 0 ? 0 : 1;
 }
@@ -105,8 +136,8 @@ static int record(const char *dir)
 static void on_sent(void *arg, const struct tlsrpt_send_result *r)
 {
     (void)arg;
-    printf("domains=%u sent=%u already=%u none=%u failed=%u\n", r->domains, r->sent, r->already,
-           r->nothing, r->failed);
+    printf("domains=%u sent=%u already=%u none=%u failed=%u locked=%u\n", r->domains, r->sent,
+           r->already, r->nothing, r->failed, r->locked);
     fflush(stdout);
     exit_code = r->failed == 0 ? 0 : 1;
 }
@@ -114,10 +145,10 @@ static void on_sent(void *arg, const struct tlsrpt_send_result *r)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: tlsrpt_cli record DIR\n"
+            "usage: tlsrpt_cli record DIR [--redis IP:PORT]\n"
             "       tlsrpt_cli send --dir DIR --day YYYY-MM-DD --contact ADDR [--org NAME]\n"
             "                       [--submit IP:PORT] [--ca FILE] --dns IP:PORT\n"
-            "                       [--trust-anchor FILE] [--timeout-ms N]\n");
+            "                       [--trust-anchor FILE] [--timeout-ms N] [--redis IP:PORT]\n");
     exit(2);
 }
 
@@ -133,6 +164,7 @@ static int send_day(int argc, char **argv)
         {"dns", required_argument, NULL, 'n'},
         {"trust-anchor", required_argument, NULL, 't'},
         {"timeout-ms", required_argument, NULL, 'T'},
+        {"redis", required_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     struct tlsrpt_send_options o = {0};
@@ -181,6 +213,14 @@ static int send_day(int argc, char **argv)
         case 'T':
             o.timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
             break;
+        case 'R': {
+            char ip[64];
+            int port;
+            if (o.redis != NULL || split_redis(optarg, ip, sizeof(ip), &port) != 0 ||
+                (o.redis = tlsrpt_redis_new(ip, port, NULL)) == NULL)
+                usage();
+            break;
+        }
         default:
             usage();
         }
@@ -220,6 +260,7 @@ static int send_day(int argc, char **argv)
     resolver_close(r);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    tlsrpt_redis_free(o.redis);
     return exit_code;
 }
 
@@ -227,7 +268,9 @@ int main(int argc, char **argv)
 {
     log_init(LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
     if (argc == 3 && strcmp(argv[1], "record") == 0)
-        return record(argv[2]);
+        return record(argv[2], NULL);
+    if (argc == 5 && strcmp(argv[1], "record") == 0 && strcmp(argv[3], "--redis") == 0)
+        return record(argv[2], argv[4]);
     if (argc >= 2 && strcmp(argv[1], "send") == 0)
         return send_day(argc - 1, argv + 1);
     usage();
