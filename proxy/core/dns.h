@@ -20,14 +20,14 @@
 #include <stdint.h>
 
 #define DNS_HEADER_LEN 12
-#define DNS_MAX_NAME 255 /* wire octets, RFC 1035 §2.3.4 */
-#define DNS_UDP_SIZE                                                           \
-  1232 /* the EDNS0 UDP size we advertise (DNS flag day 2020) */
+#define DNS_MAX_NAME 255  /* wire octets, RFC 1035 §2.3.4 */
+#define DNS_UDP_SIZE 1232 /* the EDNS0 UDP size we advertise (DNS flag day 2020) */
 #define DNS_MAX_MSG 65535 /* a TCP message's 2-octet length */
 #define DNS_MAX_QUERY (DNS_HEADER_LEN + DNS_MAX_NAME + 4 + 11)
-#define DNS_MAX_CNAMES 8   /* CNAMEs followed inside one answer */
-#define DNS_MAX_RECORDS 64 /* records of the asked type kept from one answer   \
-                            */
+#define DNS_MAX_CNAMES 8 /* CNAMEs followed inside one answer */
+#define DNS_MAX_RECORDS                                                                            \
+    64 /* records of the asked type kept from one answer                                           \
+        */
 #define DNS_STORE (DNS_MAX_MSG + 1)
 
 #define DNS_TYPE_A 1
@@ -40,15 +40,13 @@
 #define DNS_RCODE_NXDOMAIN 3
 
 enum dns_status {
-  DNS_OK = 0,
-  DNS_TRUNCATED = 1,  /* TC set: ask again over TCP (RFC 7766 §5) */
-  DNS_ERR_NAME = -1,  /* the name asked for is not a valid host name */
-  DNS_ERR_SPACE = -2, /* the output buffer is too small */
-  DNS_ERR_NOT_OURS =
-      -3, /* ID, QR, opcode or question do not answer the query */
-  DNS_ERR_MALFORMED = -4, /* framing, a name, a pointer or an RDATA is wrong */
-  DNS_ERR_TOO_MANY =
-      -5, /* more than DNS_MAX_RECORDS records, or a longer CNAME chain */
+    DNS_OK = 0,
+    DNS_TRUNCATED = 1,      /* TC set: ask again over TCP (RFC 7766 §5) */
+    DNS_ERR_NAME = -1,      /* the name asked for is not a valid host name */
+    DNS_ERR_SPACE = -2,     /* the output buffer is too small */
+    DNS_ERR_NOT_OURS = -3,  /* ID, QR, opcode or question do not answer the query */
+    DNS_ERR_MALFORMED = -4, /* framing, a name, a pointer or an RDATA is wrong */
+    DNS_ERR_TOO_MANY = -5,  /* more than DNS_MAX_RECORDS records, or a longer CNAME chain */
 };
 
 /* "ok", "truncated", ...: static, for logs. */
@@ -68,8 +66,7 @@ size_t dns_name_encode(uint8_t *out, const char *name);
  * size of DNS_UDP_SIZE. Returns its length, or DNS_ERR_NAME / DNS_ERR_SPACE.
  * The ID should be random (RFC 5452 §9.2); the caller draws it.
  */
-int dns_query_build(uint8_t *out, size_t cap, uint16_t id, const char *name,
-                    uint16_t qtype);
+int dns_query_build(uint8_t *out, size_t cap, uint16_t id, const char *name, uint16_t qtype);
 
 /*
  * One parsed answer. data[i] / len[i] are the RDATA of the records of the
@@ -77,15 +74,14 @@ int dns_query_build(uint8_t *out, size_t cap, uint16_t id, const char *name,
  * decompressed, as libunbound delivers them, so that the RDATA stands alone.
  */
 struct dns_answer {
-  int rcode;    /* the header's RCODE (0..15) */
-  bool ad;      /* AD set: the (trusted) server validated it */
-  size_t count; /* records of the asked type, after CNAMEs */
-  char *data[DNS_MAX_RECORDS];
-  int len[DNS_MAX_RECORDS];
-  uint32_t
-      ttl; /* least TTL of the kept records and CNAMEs followed; 0 when none */
-  size_t used; /* octets of store in use */
-  uint8_t store[DNS_STORE];
+    int rcode;    /* the header's RCODE (0..15) */
+    bool ad;      /* AD set: the (trusted) server validated it */
+    size_t count; /* records of the asked type, after CNAMEs */
+    char *data[DNS_MAX_RECORDS];
+    int len[DNS_MAX_RECORDS];
+    uint32_t ttl; /* least TTL of the kept records and CNAMEs followed; 0 when none */
+    size_t used;  /* octets of store in use */
+    uint8_t store[DNS_STORE];
 };
 
 /*
@@ -96,7 +92,7 @@ struct dns_answer {
  * class IN owned by name, or by the end of the chain of CNAMEs that starts
  * at name, followed in the answer section up to DNS_MAX_CNAMES deep.
  */
-int dns_response_parse(const uint8_t *msg, size_t len, uint16_t id,
-                       const char *name, uint16_t qtype, struct dns_answer *a);
+int dns_response_parse(const uint8_t *msg, size_t len, uint16_t id, const char *name,
+                       uint16_t qtype, struct dns_answer *a);
 
 #endif

@@ -27,23 +27,21 @@ struct resolver_stub;
 
 /* A stub on loop for o->servers (copied; at least one, all loopback: the
  * configuration loader has checked them). NULL with a message in err. */
-struct resolver_stub *resolver_stub_new(uv_loop_t *loop,
-                                        const struct resolver_options *o,
+struct resolver_stub *resolver_stub_new(uv_loop_t *loop, const struct resolver_options *o,
                                         char *err, size_t errlen);
 
 /* Starts a lookup of name (type rrtype, class IN) for q; deliver(q, res)
  * follows on the loop, never from inside this call, unless
  * resolver_stub_cancel(q) comes first. 0, UV_EINVAL for a bad name, or
  * UV_ENOMEM (then deliver never comes). */
-int resolver_stub_query(struct resolver_stub *s, struct resolver_query *q,
-                        const char *name, int rrtype, resolver_cb deliver);
+int resolver_stub_query(struct resolver_stub *s, struct resolver_query *q, const char *name,
+                        int rrtype, resolver_cb deliver);
 
 /* Forgets q's lookup: deliver will not come for it. */
 void resolver_stub_cancel(struct resolver_query *q);
 
 /* Frees s once the handles of its lookups (all delivered or cancelled by
  * now) have closed, then calls done(arg): at once when there are none. */
-void resolver_stub_close(struct resolver_stub *s, void (*done)(void *arg),
-                         void *arg);
+void resolver_stub_close(struct resolver_stub *s, void (*done)(void *arg), void *arg);
 
 #endif
