@@ -19,6 +19,11 @@ as its only trust anchor:
     refuse the session, and the mail is delivered under `policy`;
   - a first server that never answers: after its timeout and one retry the
     stub asks the next one, and the mail is delivered.
+
+ResolvConfTest: without `servers`, `smtp-tls-proxy -t` in a mount namespace
+whose /etc/resolv.conf is bind-mounted (validating_resolver.Namespace; root)
+takes its nameservers: all loopback is accepted, one remote server is a
+FILE:LINE error naming it, none is an error too.
 """
 
 import os
@@ -214,6 +219,44 @@ class TrustAdTest(ProxyTestCase):
         self.assertGreaterEqual(time.monotonic() - t0, 4.5)
         self.assertRegex(p.log(), r"event=resolved destination=mx\.example\.net:\d+ "
                                   r"dnssec=secure")
+
+
+@unittest.skipIf(validating_resolver.unavailable(), validating_resolver.unavailable() or "")
+class ResolvConfTest(unittest.TestCase):
+
+    def check(self, resolv_conf):
+        d = harness.new_tmpdir("resolvconf")
+        ns = validating_resolver.Namespace(d, resolv_conf=resolv_conf)
+        try:
+            ns.start()
+        except validating_resolver.NamespaceUnavailable as e:
+            self.skipTest(str(e))
+        self.addCleanup(ns.stop)
+        l = oh.outbound_listener("mx.example.net:25", "opportunistic")
+        path = os.path.join(d, "t.conf")
+        with open(path, "w") as f:
+            f.write(harness.write_config(oh.outbound_config(
+                [l], resolver={"dnssec": "trust-ad", "trust_anchor": "/nonexistent"})))
+        return ns.run([harness.proxy_binary(), "-t", "-c", path])
+
+    def test_loopback_nameservers_are_accepted(self):
+        rc, out = self.check("nameserver 127.0.0.1\nnameserver ::1\noptions trust-ad\n")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("configuration OK", out)
+
+    def test_a_remote_nameserver_is_a_config_error(self):
+        rc, out = self.check("# local first\nnameserver 127.0.0.53\nnameserver 192.0.2.1\n")
+        self.assertNotEqual(rc, 0, out)
+        self.assertRegex(out, r"t\.conf:\d+: resolver\.dnssec: \"trust-ad\" is allowed only "
+                              r"with loopback servers, and 192\.0\.2\.1:53 \(from "
+                              r"/etc/resolv\.conf\) is not one")
+        self.assertNotIn("127.0.0.53", out)
+
+    def test_no_nameserver_is_a_config_error(self):
+        rc, out = self.check("search example.net\n")
+        self.assertNotEqual(rc, 0, out)
+        self.assertRegex(out, r"t\.conf:\d+: resolver\.dnssec: \"trust-ad\" needs servers, "
+                              r"and /etc/resolv\.conf names none")
 
 
 if __name__ == "__main__":
