@@ -161,11 +161,13 @@ static void deliver(struct sq *sq, const struct resolver_result *res)
 
 static void next_server(struct sq *sq, const char *why)
 {
-    char ip[ADDR_STRLEN];
+    char ip[ADDR_STRLEN], qn[2 * DNS_MAX_NAME + 3], qw[200];
 
-    log_debug("event=resolver_server_failed server=%s name=%s error=\"%s\"",
+    /* The name passed dns_name_encode (printable, no spaces) but may hold
+     * quotes: quoted like every other field a peer can shape. */
+    log_debug("event=resolver_server_failed server=%s name=%s error=%s",
               addr_format((const struct sockaddr *)&sq->s->servers[sq->server], ip, sizeof ip),
-              sq->name, why);
+              log_quote(sq->name, qn, sizeof qn), log_quote(why, qw, sizeof qw));
     sq->why = why;
     close_legs(sq);
     uv_timer_stop(&sq->timer);
