@@ -7,6 +7,8 @@
  * into struct resolver_options, which the resolver module defines.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,47 @@ static int parse_server(const char *text, struct addr *a, char *why, size_t whyl
         return -1;
     }
     return 0;
+}
+
+#define RESOLV_CONF "/etc/resolv.conf"
+
+/* With trust-ad and no servers: the nameserver lines of /etc/resolv.conf
+ * (resolv.conf(5); at most RESOLVER_MAX_SERVERS, as the C library's 3). */
+static void resolv_conf_servers(struct loader *ld, const config_setting_t *at,
+                                struct resolver_options *r)
+{
+    FILE *f = fopen(RESOLV_CONF, "r");
+    char line[512];
+    bool whole = true;
+
+    if (f == NULL) {
+        cfg_fail(ld, at, "resolver.dnssec: \"trust-ad\" without servers uses those of "
+                 RESOLV_CONF ", which cannot be read: %s", strerror(errno));
+        return;
+    }
+    while (fgets(line, sizeof line, f) != NULL && r->nservers < RESOLVER_MAX_SERVERS) {
+        bool start = whole;
+        char *save = NULL, *kw, *ip, why[256];
+
+        whole = strchr(line, '\n') != NULL; /* the rest of an overlong line is no line */
+        if (!start)
+            continue;
+        kw = strtok_r(line, " \t\r\n", &save);
+        if (kw == NULL || strcmp(kw, "nameserver") != 0 ||
+            (ip = strtok_r(NULL, " \t\r\n", &save)) == NULL)
+            continue;
+        if (parse_server(ip, &r->servers[r->nservers], why, sizeof why) < 0) {
+            cfg_fail(ld, at, "resolver.dnssec: \"trust-ad\" without servers uses those of "
+                     RESOLV_CONF ", and its nameserver %s is not an IP address: %s", ip, why);
+            continue;
+        }
+        r->nservers++;
+    }
+    fclose(f);
+    if (r->nservers == 0)
+        cfg_fail(ld, at, "resolver.dnssec: \"trust-ad\" needs servers, and " RESOLV_CONF
+                 " names none: set resolver.servers to a validating resolver on the loopback "
+                 "interface");
 }
 
 static void load_servers(struct loader *ld, const config_setting_t *blk, struct resolver_options *r)
@@ -126,24 +169,25 @@ void cfg_load_resolver(struct loader *ld, const config_setting_t *root)
         return;
     if (r->dnssec == RESOLVER_DNSSEC_TRUST_AD) {
         const config_setting_t *at = cfg_member(blk, "dnssec");
+        bool from_resolv_conf = r->nservers == 0;
 
         /* The AD bit is only as trustworthy as the path it travels: on the
-         * loopback interface, from a validating resolver on this host. */
-        if (r->nservers == 0)
-            cfg_fail(ld, at, "resolver.dnssec: \"trust-ad\" needs servers, all of them on "
-                     "the loopback interface (the AD bit of a remote resolver can be forged)");
+         * loopback interface, from a validating resolver on this host. The
+         * servers of /etc/resolv.conf are read now, so that a remote one is
+         * an error here rather than an AD bit believed later. trust_anchor
+         * is the recursor's business then: accepted and ignored. */
+        if (from_resolv_conf)
+            resolv_conf_servers(ld, at, r);
         for (size_t i = 0; i < r->nservers; i++) {
             char t[ADDR_STRLEN];
 
             if (!is_loopback(&r->servers[i]))
                 cfg_fail(ld, at, "resolver.dnssec: \"trust-ad\" is allowed only with loopback "
-                         "servers, and %s is not one (the AD bit of a remote resolver can be "
+                         "servers, and %s%s is not one (the AD bit of a remote resolver can be "
                          "forged): use \"validate\"",
-                         addr_format((const struct sockaddr *)&r->servers[i].sa, t, sizeof t));
+                         addr_format((const struct sockaddr *)&r->servers[i].sa, t, sizeof t),
+                         from_resolv_conf ? " (from " RESOLV_CONF ")" : "");
         }
-        /* libunbound does not hand a forwarder's AD bit through. */
-        cfg_fail(ld, at, "resolver.dnssec: \"trust-ad\" is not implemented yet: use "
-                 "\"validate\" (with trust_anchor) or \"off\"");
         return;
     }
     if (r->dnssec != RESOLVER_DNSSEC_VALIDATE) {

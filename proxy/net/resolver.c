@@ -17,11 +17,13 @@
 
 #include <unbound.h>
 
+#include "proxy/net/resolver_stub.h"
 #include "proxy/obs/log.h"
 
 struct resolver {
     uv_loop_t *loop;
-    struct ub_ctx *ctx;
+    struct ub_ctx *ctx;            /* NULL with dnssec = "trust-ad" */
+    struct resolver_stub *stub;    /* the trust-ad backend, else NULL */
     uv_poll_t poll;
     struct resolver_options opts;  /* trust_anchor: our own copy */
     unsigned active;               /* lookups that may still call back */
@@ -51,11 +53,23 @@ static void on_poll_closed(uv_handle_t *h)
     free(r);
 }
 
+static void on_stub_closed(void *arg)
+{
+    struct resolver *r = arg;
+
+    free(r->opts.trust_anchor);
+    free(r);
+}
+
 static void maybe_free(struct resolver *r)
 {
     if (!r->closing || r->active > 0 || r->freeing)
         return;
     r->freeing = true;
+    if (r->stub != NULL) {
+        resolver_stub_close(r->stub, on_stub_closed, r);
+        return;
+    }
     uv_poll_stop(&r->poll);
     uv_close((uv_handle_t *)&r->poll, on_poll_closed);
 }
@@ -74,6 +88,17 @@ static void on_readable(uv_poll_t *p, int status, int events)
     int rc = ub_process(r->ctx);
     if (rc != 0)
         log_error("event=resolver_failed error=\"%s\"", ub_strerror(rc));
+}
+
+/* The stub's answer: counted as libunbound's are. */
+static void on_stub_answer(struct resolver_query *q, const struct resolver_result *res)
+{
+    struct resolver *r = q->r;
+
+    q->active = false;
+    r->active--;
+    q->cb(q, res);
+    maybe_free(r);
 }
 
 static void on_answer(void *arg, int err, struct ub_result *ub)
@@ -170,8 +195,9 @@ static struct ub_ctx *make_ctx(const struct resolver_options *o, char *err, size
             goto fail;
         break;
     case RESOLVER_DNSSEC_TRUST_AD:
-        /* libunbound does not pass a forwarder's AD bit through. */
-        snprintf(err, errlen, "resolver: dnssec = \"trust-ad\" is not implemented yet");
+        /* libunbound does not pass a forwarder's AD bit through: the stub
+         * backend (resolver_new) serves trust-ad. */
+        snprintf(err, errlen, "resolver: dnssec = \"trust-ad\" has no libunbound context");
         goto fail;
     }
     return ctx;
@@ -195,6 +221,11 @@ struct resolver *resolver_new(uv_loop_t *loop, const struct resolver_options *op
     if (opts->trust_anchor != NULL && (r->opts.trust_anchor = strdup(opts->trust_anchor)) == NULL) {
         snprintf(err, errlen, "resolver: out of memory");
         goto fail_alloc;
+    }
+    if (opts->dnssec == RESOLVER_DNSSEC_TRUST_AD) {
+        if ((r->stub = resolver_stub_new(loop, opts, err, errlen)) == NULL)
+            goto fail_alloc;
+        return r;
     }
     if ((r->ctx = make_ctx(opts, err, errlen)) == NULL)
         goto fail_alloc;
@@ -229,8 +260,17 @@ int resolver_query(struct resolver *r, struct resolver_query *q, const char *nam
     q->r = r;
     q->cb = cb;
     q->active = false;
+    q->stub = NULL;
     if (r == NULL || r->closing)
         return UV_ESHUTDOWN;
+    if (r->stub != NULL) {
+        int src = resolver_stub_query(r->stub, q, name, rrtype, on_stub_answer);
+        if (src != 0)
+            return src;
+        q->active = true;
+        r->active++;
+        return 0;
+    }
     int rc = ub_resolve_async(r->ctx, name, rrtype, 1 /* IN */, q, on_answer, &q->id);
     if (rc != 0)
         return rc == UB_NOMEM ? UV_ENOMEM : UV_EINVAL;
@@ -246,7 +286,10 @@ bool resolver_cancel(struct resolver_query *q)
     /* UB_NOID: the answer is being delivered right now (we are inside
      * ub_process, in another query's callback); libunbound has already
      * dropped it from its table, and so its callback will not come either. */
-    (void)ub_cancel(q->r->ctx, q->id);
+    if (q->r->stub != NULL)
+        resolver_stub_cancel(q);
+    else
+        (void)ub_cancel(q->r->ctx, q->id);
     q->active = false;
     q->r->active--;
     maybe_free(q->r);

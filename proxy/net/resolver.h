@@ -1,6 +1,7 @@
 /*
  * resolver: the one asynchronous DNS resolver of an event loop (libunbound,
- * with in-process DNSSEC validation). A worker owns one resolver; its
+ * with in-process DNSSEC validation; with dnssec = "trust-ad" the stub of
+ * resolver_stub.h, which believes the AD bit of loopback recursors). A worker owns one resolver; its
  * lookups run in libunbound's thread and their answers are delivered on the
  * loop: libunbound's file descriptor (ub_fd) is watched with a uv_poll_t and
  * ub_process() runs the callbacks when it becomes readable.
@@ -63,6 +64,7 @@ struct resolver_query {
     struct resolver *r;
     resolver_cb cb;
     int id;
+    void *stub;           /* the trust-ad backend's lookup (resolver_stub.c) */
     bool active;          /* between resolver_query() and its callback / cancel */
 };
 

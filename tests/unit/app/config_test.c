@@ -850,9 +850,14 @@ static void test_resolver(void **state)
                "t.conf:2: resolver.servers: the list is empty (leave it out to use /etc/resolv.conf)");
     expect_err(IN_OK "resolver = { dnssec = \"trust-ad\";\n servers = [ \"192.0.2.1\" ]; };\n",
                "t.conf:2: resolver.dnssec: \"trust-ad\" is allowed only with loopback servers, and "
-               "192.0.2.1:53 is not one (the AD bit of a remote resolver can be forged): use \"validate\"\n"
-               "t.conf:2: resolver.dnssec: \"trust-ad\" is not implemented yet: use \"validate\" "
-               "(with trust_anchor) or \"off\"");
+               "192.0.2.1:53 is not one (the AD bit of a remote resolver can be forged): use \"validate\"");
+    /* Loopback servers, v4 and v6: accepted; trust_anchor is ignored. */
+    c = load_ok(IN_OK "resolver = { dnssec = \"trust-ad\"; trust_anchor = \"/nonexistent\";\n"
+                " servers = [ \"127.0.0.53\", \"[::1]:5353\" ]; };\n");
+    assert_int_equal(c->resolver.dnssec, RESOLVER_DNSSEC_TRUST_AD);
+    assert_int_equal(c->resolver.nservers, 2);
+    assert_null(c->resolver.trust_anchor);
+    config_free(c);
     expect_err(IN_OK "resolver = { dnssec = \"off\";\n trust_anchor = \"x.key\"; };\n",
                "t.conf:3: resolver.trust_anchor: only used with dnssec = \"validate\"");
     expect_err(IN_OK "resolver = {\n trust_anchor = \"/nonexistent/root.key\"; };\n",
