@@ -185,8 +185,12 @@ static void cmd_forward(struct relay *r, const struct relay_command *c,
  * above RELAY_NAME_MAX); -1 when out of memory. */
 static int keep_name(char **to, const uint8_t *p, size_t n)
 {
+    const uint8_t *nul = memchr(p, '\0', n);
+
     free(*to);
     *to = NULL;
+    if (nul != NULL) /* a C string ends there: what follows is not the name */
+        n = (size_t)(nul - p);
     if (n == 0 || n > RELAY_NAME_MAX)
         return 0;
     if ((*to = malloc(n + 1)) == NULL)
@@ -619,7 +623,8 @@ static void reply_own_ehlo(struct relay *r, const uint8_t *p, size_t len)
     domain[n] = '\0';
     if (n == 0 || (len > 4 + n && p[4 + n] != ' ' && p[4 + n] != '\r'))
         snprintf(domain, sizeof(domain), "%s",
-                 r->server_domain != NULL ? r->server_domain : "localhost");
+                 r->server_domain != NULL && r->server_domain[0] ? r->server_domain
+                                                                 : "localhost");
     bool starttls = !r->cfg.tls && r->cfg.offer_starttls;
     to_client_str(r, starttls ? "250-" : "250 ");
     to_client_str(r, domain);
