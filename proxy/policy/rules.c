@@ -184,8 +184,8 @@ bool policy_nets_contain(const struct policy_rule *rules, size_t n, const struct
  * "example.net" (write both rules for both). Names compare without regard to
  * case or a trailing dot. IPv4-mapped IPv6 addresses are matched as IPv4.
  */
-enum outbound_policy policy_for(const struct policy_table *t, const char *host,
-                               const struct sockaddr *addr)
+const struct policy_rule *policy_rule_for(const struct policy_table *t, const char *host,
+                                          const struct sockaddr *addr)
 {
     const struct policy_rule *net = NULL, *suffix = NULL;
     uint8_t bytes[16];
@@ -218,18 +218,21 @@ enum outbound_policy policy_for(const struct policy_table *t, const char *host,
 
             if (r->match[0] != '.') {
                 if (rlen == hlen && strncasecmp(r->match, host, hlen) == 0)
-                    return r->policy;
+                    return r;
             } else if (hlen > rlen && strncasecmp(host + hlen - rlen, r->match, rlen) == 0 &&
                        (!suffix || rlen > addr_name_len(suffix->match))) {
                 suffix = r;
             }
         }
     }
-    if (net)
-        return net->policy;
-    if (suffix)
-        return suffix->policy;
-    return t->fallback;
+    return net ? net : suffix;
+}
+
+enum outbound_policy policy_for(const struct policy_table *t, const char *host,
+                                const struct sockaddr *addr)
+{
+    const struct policy_rule *r = policy_rule_for(t, host, addr);
+    return r ? r->policy : t->fallback;
 }
 
 const char *policy_str(enum outbound_policy p)

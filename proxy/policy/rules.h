@@ -49,6 +49,12 @@ bool policy_rule_same(const struct policy_rule *a, const struct policy_rule *b);
 enum outbound_policy policy_for(const struct policy_table *t, const char *host,
                                 const struct sockaddr *addr);
 
+/* The rule policy_for() takes its answer from, or NULL when none matches
+ * and t->fallback applies (DANE and MTA-STS come before `policy`, never
+ * before an explicit rule). */
+const struct policy_rule *policy_rule_for(const struct policy_table *t, const char *host,
+                                          const struct sockaddr *addr);
+
 /* Whether addr lies in one of the n address/CIDR rules (IPv4-mapped IPv6
  * addresses match IPv4 rules; name rules never match). */
 bool policy_nets_contain(const struct policy_rule *rules, size_t n, const struct sockaddr *addr);

@@ -44,12 +44,8 @@ bool session_dane_wanted(const struct session *s)
     if (!o->dane || o->original_dst || destination_sni(d) == NULL ||
         d->addr_security != RESOLVER_SECURE)
         return false;
-    /* An explicit rule comes first. No rule can be "dane" (the
-     * configuration has no such value), so a table whose fallback is
-     * OUTBOUND_DANE answers it only when no rule matched. */
-    struct policy_table t = o->policy;
-    t.fallback = OUTBOUND_DANE;
-    return policy_for(&t, d->host, (const struct sockaddr *)&d->sa) == OUTBOUND_DANE;
+    /* An explicit rule comes first. */
+    return policy_rule_for(&o->policy, d->host, (const struct sockaddr *)&d->sa) == NULL;
 }
 
 void session_dane_free(struct session *s)

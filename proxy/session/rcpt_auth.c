@@ -221,16 +221,13 @@ const char *session_rcpt_auth(const struct session *s)
 static void base_input(const struct session *s, const char *domain, struct decide_input *in)
 {
     const struct session_outbound_opts *o = s->p->out;
-    struct policy_table t = o->policy;
+    /* A name rule for the domain comes first. Address rules are the
+     * destination's, already applied to the connection. */
+    const struct policy_rule *rule = domain[0] ? policy_rule_for(&o->policy, domain, NULL) : NULL;
+    enum outbound_policy p = rule ? rule->policy : o->policy.fallback;
 
     memset(in, 0, sizeof(*in));
-    /* A name rule for the domain comes first; no rule is "dane", so a
-     * table whose fallback is OUTBOUND_DANE answers it only when none
-     * matched (as session_dane_wanted). Address rules are the
-     * destination's, already applied to the connection. */
-    t.fallback = OUTBOUND_DANE;
-    enum outbound_policy p = domain[0] ? policy_for(&t, domain, NULL) : OUTBOUND_DANE;
-    in->rule = p != OUTBOUND_DANE;
+    in->rule = rule != NULL;
     in->rule_policy = p;
     in->fallback = o->policy.fallback;
     in->tls = s->engine.out.server_tls;
