@@ -424,10 +424,9 @@ class PostfixDaneTest(postfix.PostfixTestCase):
             self.assertFalse(os.path.exists(pf.dir), "postfix %s: %s left" % (pf.name, pf.dir))
             log = pf.log()
             expected = [re.compile(w) for c in CASES for w in c.warnings]
-            bad = [line for line in re.findall(
-                r"^.*postfix/\S+: (?:warning|error|fatal|panic): .*$", log, re.M)
-                if not re.search(r"postfix/smtp\[\d+\]: warning: ", line) or
-                not any(w.search(line) for w in expected)]
+            bad = postfix.trouble(
+                log, lambda line: re.search(r"postfix/smtp\[\d+\]: warning: ", line) and
+                any(w.search(line) for w in expected))
             self.assertEqual(bad, [], "postfix %s logged trouble" % pf.name)
             missing = [w.pattern for w in expected
                        if not re.search(r"postfix/smtp\[\d+\]: warning: .*" + w.pattern, log)]
