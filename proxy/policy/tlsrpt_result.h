@@ -99,9 +99,8 @@ enum tlsrpt_dane {
 };
 
 /* What MTA-STS came to for the policy domain (rcpt_auth.c: a transparent
- * session's recipient domain). The service tells no unparsable policy nor
- * an untrusted policy server apart from other failed fetches (each is a
- * TEMPFAIL answer): sessions fill FETCH_ERROR for all three. */
+ * session's recipient domain, from the service's answer and its
+ * fetch_error). */
 enum tlsrpt_sts {
     TLSRPT_MTASTS_NA,             /* no policy: MTA-STS does not apply */
     TLSRPT_MTASTS_FETCH_ERROR,    /* a policy is announced, none could be fetched */

@@ -182,7 +182,7 @@ static void share(struct mta_sts_job *j, const struct mta_sts_answer *a, int64_t
     char key[MTA_STS_NAME_MAX + 16];
     int n;
 
-    if (a->policy == NULL || a->fetch_failed || a->policy->expires <= now ||
+    if (a->policy == NULL || a->fetch_error != MTA_STS_FETCH_OK || a->policy->expires <= now ||
         (r = redis_of(j->l, j->svc)) == NULL ||
         (n = mta_sts_snapshot_format(a->policy, text, sizeof(text))) <= 0)
         return;
@@ -227,6 +227,11 @@ static void on_fetch(struct https_get *g, const struct https_get_result *res)
     struct mta_sts_svc *svc = j->svc;
     struct mta_sts_policy *p = NULL;
     const char *why = https_get_status_str(res->status);
+    /* RFC 8460 §4.3.2.1: a certificate the policy host presented that did
+     * not validate is sts-webpki-invalid, a body that is not a policy
+     * sts-policy-invalid, anything else sts-policy-fetch-error. */
+    enum mta_sts_fetch_error err =
+        res->status == HTTPS_GET_CERTIFICATE ? MTA_STS_FETCH_WEBPKI : MTA_STS_FETCH_ERROR;
     struct mta_sts_answer a;
     char q[200];
 
@@ -237,6 +242,7 @@ static void on_fetch(struct https_get *g, const struct https_get_result *res)
                    MTA_STS_OK) {
             free(p);
             p = NULL;
+            err = MTA_STS_FETCH_INVALID;
         }
     }
     if (p != NULL)
@@ -250,7 +256,8 @@ static void on_fetch(struct https_get *g, const struct https_get_result *res)
                  j->domain, j->id, why,
                  log_quote(res->status == HTTPS_GET_OK ? why : res->why, q, sizeof(q)));
     int64_t now = mta_sts_svc_now(svc);
-    mta_sts_svc_fetched(svc, j->domain, j->id, p, p != NULL ? "fetched" : why, now, &a);
+    mta_sts_svc_fetched(svc, j->domain, j->id, p, p != NULL ? MTA_STS_FETCH_OK : err,
+                        p != NULL ? "fetched" : why, now, &a);
     free(p);
     share(j, &a, now);
     finish(j, &a);
@@ -276,7 +283,7 @@ static void start_fetch(struct mta_sts_job *j, struct mta_sts_answer *a)
     log_warn("event=mta_sts_fetch domain=%s id=%s result=failed reason=\"not "
              "started\" error=%s",
              j->domain, j->id, uv_strerror(rc));
-    mta_sts_svc_fetched(j->svc, j->domain, j->id, NULL, "fetch not started",
+    mta_sts_svc_fetched(j->svc, j->domain, j->id, NULL, MTA_STS_FETCH_ERROR, "fetch not started",
                         mta_sts_svc_now(j->svc), a);
     finish(j, a);
 }

@@ -34,6 +34,7 @@ struct entry {
     /* The last failed fetch (§3.3 retry spacing), as in mta_sts_cache_entry. */
     int64_t failed_at;
     char failed_id[MTA_STS_ID_MAX + 1];
+    enum mta_sts_fetch_error failed_how; /* with failed_at */
     /* A loop fetches this domain until then; 0: no fetch, or it ended
      * (mta_sts_svc_fetched); in the past: overran or abandoned. */
     int64_t fetch_until;
@@ -143,13 +144,29 @@ void mta_sts_answer_release(struct mta_sts_answer *a)
     a->policy = NULL;
 }
 
-static void answer(struct mta_sts_answer *a, enum mta_sts_result r, bool failed, const char *why,
-                   struct mta_sts_snapshot *s)
+static void answer(struct mta_sts_answer *a, enum mta_sts_result r, enum mta_sts_fetch_error err,
+                   const char *why, struct mta_sts_snapshot *s)
 {
     a->result = r;
-    a->fetch_failed = failed;
+    a->fetch_error = err;
     a->why = why;
     a->policy = s != NULL ? snapshot_ref(s) : NULL;
+}
+
+/* How e's last fetch failed; MTA_STS_FETCH_OK if none did. */
+static enum mta_sts_fetch_error failed_how(const struct entry *e)
+{
+    if (e == NULL || e->failed_at == 0)
+        return MTA_STS_FETCH_OK;
+    return e->failed_how != MTA_STS_FETCH_OK ? e->failed_how : MTA_STS_FETCH_ERROR;
+}
+
+/* The same where a fetch is known to have failed: one whose entry is gone
+ * counts as a fetch error. */
+static enum mta_sts_fetch_error failed_surely(const struct entry *e)
+{
+    enum mta_sts_fetch_error err = failed_how(e);
+    return err != MTA_STS_FETCH_OK ? err : MTA_STS_FETCH_ERROR;
 }
 
 static int64_t system_clock(void *arg)
@@ -326,9 +343,9 @@ bool mta_sts_svc_peek(struct mta_sts_svc *svc, const char *domain, int64_t now,
     if (e != NULL && e->checked != 0 && now >= e->checked &&
         now - e->checked < (int64_t)svc->recheck && (e->snap == NULL || now < e->snap->expires)) {
         if (e->snap == NULL)
-            answer(a, MTA_STS_RESULT_NONE, false, "no record (cached)", NULL);
+            answer(a, MTA_STS_RESULT_NONE, MTA_STS_FETCH_OK, "no record (cached)", NULL);
         else
-            answer(a, MTA_STS_RESULT_POLICY, false, "cached", e->snap);
+            answer(a, MTA_STS_RESULT_POLICY, MTA_STS_FETCH_OK, "cached", e->snap);
         touch(svc, e);
         hit = true;
     }
@@ -357,13 +374,13 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
     switch (act) {
     case MTA_STS_NO_POLICY:
         if (lookup == MTA_STS_LOOKUP_FAILED) {
-            answer(a, MTA_STS_RESULT_TEMPFAIL, false, "txt lookup failed", NULL);
+            answer(a, MTA_STS_RESULT_TEMPFAIL, MTA_STS_FETCH_OK, "txt lookup failed", NULL);
         } else if (lookup == MTA_STS_LOOKUP_FOUND) {
             /* A record, nothing valid cached, and this id failed less
              * than five minutes ago (§3.3). */
-            answer(a, MTA_STS_RESULT_TEMPFAIL, true, "fetch failed recently", NULL);
+            answer(a, MTA_STS_RESULT_TEMPFAIL, failed_surely(e), "fetch failed recently", NULL);
         } else {
-            answer(a, MTA_STS_RESULT_NONE, false, "no record", NULL);
+            answer(a, MTA_STS_RESULT_NONE, MTA_STS_FETCH_OK, "no record", NULL);
             if ((e = get(svc, domain)) != NULL) {
                 if (e->snap != NULL) { /* expired */
                     set_snap(svc, e, NULL);
@@ -374,7 +391,7 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
         }
         break;
     case MTA_STS_USE:
-        answer(a, MTA_STS_RESULT_POLICY, false, "cached", e->snap);
+        answer(a, MTA_STS_RESULT_POLICY, MTA_STS_FETCH_OK, "cached", e->snap);
         touch(svc, e);
         /* An unchanged id (or a refresh held back by the retry spacing,
          * or a record gone while the policy lives, §3.3) extends the
@@ -384,7 +401,7 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
             e->checked = now;
         break;
     case MTA_STS_USE_AND_REFRESH:
-        answer(a, MTA_STS_RESULT_POLICY, false, "cached, refreshing", e->snap);
+        answer(a, MTA_STS_RESULT_POLICY, MTA_STS_FETCH_OK, "cached, refreshing", e->snap);
         touch(svc, e);
         /* Others take the fast path while this fetch runs. */
         e->checked = now;
@@ -431,7 +448,7 @@ bool mta_sts_svc_adopt(struct mta_sts_svc *svc, const char *domain, const char *
         en->failed_id[0] = '\0';
         en->checked = now;
         mark_dirty(svc);
-        answer(a, MTA_STS_RESULT_POLICY, false, "shared", s);
+        answer(a, MTA_STS_RESULT_POLICY, MTA_STS_FETCH_OK, "shared", s);
         taken = true;
     }
     pthread_mutex_unlock(&svc->lock);
@@ -441,17 +458,22 @@ bool mta_sts_svc_adopt(struct mta_sts_svc *svc, const char *domain, const char *
 }
 
 void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char *id,
-                         const struct mta_sts_policy *p, const char *why, int64_t now,
-                         struct mta_sts_answer *a)
+                         const struct mta_sts_policy *p, enum mta_sts_fetch_error err,
+                         const char *why, int64_t now, struct mta_sts_answer *a)
 {
     static _Thread_local struct mta_sts_cache_entry tmp;
     struct mta_sts_snapshot *s = NULL;
 
     if (p != NULL) {
-        if (mta_sts_cache_store(&tmp, domain, strlen(domain), id, p, now) != MTA_STS_OK)
+        if (mta_sts_cache_store(&tmp, domain, strlen(domain), id, p, now) != MTA_STS_OK) {
             why = "invalid domain or id";
-        else if ((s = snapshot_new(&tmp)) == NULL)
+            err = MTA_STS_FETCH_INVALID;
+        } else if ((s = snapshot_new(&tmp)) == NULL) {
             why = "out of memory";
+            err = MTA_STS_FETCH_ERROR;
+        }
+    } else if (err == MTA_STS_FETCH_OK) {
+        err = MTA_STS_FETCH_ERROR;
     }
     pthread_mutex_lock(&svc->lock);
     struct entry *e = get(svc, domain);
@@ -463,17 +485,18 @@ void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char
         e->failed_id[0] = '\0';
         e->checked = now;
         mark_dirty(svc);
-        answer(a, MTA_STS_RESULT_POLICY, false, "fetched", s);
+        answer(a, MTA_STS_RESULT_POLICY, MTA_STS_FETCH_OK, "fetched", s);
     } else {
         if (e != NULL) {
             e->failed_at = now;
+            e->failed_how = err;
             snprintf(e->failed_id, sizeof(e->failed_id), "%s", id);
         }
         if (e != NULL && e->snap != NULL && now < e->snap->expires)
             /* §3.3: a failed refresh keeps the cached policy until max_age. */
-            answer(a, MTA_STS_RESULT_POLICY, true, why, e->snap);
+            answer(a, MTA_STS_RESULT_POLICY, err, why, e->snap);
         else
-            answer(a, MTA_STS_RESULT_TEMPFAIL, true, why, NULL);
+            answer(a, MTA_STS_RESULT_TEMPFAIL, err, why, NULL);
         if (s != NULL) /* e == NULL: out of memory */
             mta_sts_snapshot_unref(s);
     }
@@ -498,10 +521,10 @@ enum mta_sts_next mta_sts_svc_poll(struct mta_sts_svc *svc, const char *domain, 
             e->fetch_until = now + MTA_STS_SVC_FETCH_HOLD;
         next = MTA_STS_NEXT_FETCH;
     } else if (e->snap != NULL && now < e->snap->expires) {
-        answer(a, MTA_STS_RESULT_POLICY, e->failed_at != 0, "fetched", e->snap);
+        answer(a, MTA_STS_RESULT_POLICY, failed_how(e), "fetched", e->snap);
         touch(svc, e);
     } else {
-        answer(a, MTA_STS_RESULT_TEMPFAIL, true, "fetch failed", NULL);
+        answer(a, MTA_STS_RESULT_TEMPFAIL, failed_surely(e), "fetch failed", NULL);
     }
     pthread_mutex_unlock(&svc->lock);
     return next;

@@ -91,18 +91,29 @@ enum mta_sts_result {
     MTA_STS_RESULT_POLICY,   /* apply answer.policy */
     MTA_STS_RESULT_TEMPFAIL, /* no policy is known because discovery failed (TXT
                               * SERVFAIL, fetch failed): §3.3 says deliver as
-                              * without MTA-STS, TLS-RPT counts a
-                              * sts-policy-fetch-error */
+                              * without MTA-STS; TLS-RPT counts a failed fetch
+                              * as answer.fetch_error says */
 };
 
 /* "none" | "policy" | "tempfail" (static). */
 const char *mta_sts_result_str(enum mta_sts_result r);
 
+/* How a policy fetch failed, as TLS-RPT tells them apart (RFC 8460
+ * §4.3.2.1). */
+enum mta_sts_fetch_error {
+    MTA_STS_FETCH_OK = 0, /* no fetch failed */
+    MTA_STS_FETCH_ERROR,  /* not fetched: no address, connect, TLS, HTTP status,
+                           * size, timeout (sts-policy-fetch-error) */
+    MTA_STS_FETCH_INVALID, /* fetched, but not a valid policy (sts-policy-invalid) */
+    MTA_STS_FETCH_WEBPKI,  /* the policy host's certificate did not validate
+                            * (sts-webpki-invalid) */
+};
+
 struct mta_sts_answer {
     enum mta_sts_result result;
-    /* A fetch of this lookup failed (TLS-RPT: sts-policy-fetch-error), also
-     * with RESULT_POLICY when the cached policy still applies. */
-    bool fetch_failed;
+    /* How a fetch of this lookup failed, also with RESULT_POLICY when the
+     * cached policy still applies; MTA_STS_FETCH_OK when none did. */
+    enum mta_sts_fetch_error fetch_error;
     const char *why; /* static: "cached", "fetched", "no record", "fetch failed: ..." */
     /* RESULT_POLICY: a reference the answer's receiver owns (release it with
      * mta_sts_answer_release, or keep it). NULL otherwise. */
@@ -201,14 +212,14 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
 
 /*
  * The fetch of domain under TXT id ended at now: p is the parsed policy, or
- * NULL when the fetch or the parse failed (why, static, says what). Stores
- * or notes the failure (mta_sts_cache_store / _fetch_failed), schedules a
- * save, and sets *a: the new policy, the cached one with fetch_failed, or
- * TEMPFAIL.
+ * NULL when the fetch or the parse failed (err says how, why, static, says
+ * what). Stores or notes the failure (mta_sts_cache_store / _fetch_failed),
+ * schedules a save, and sets *a: the new policy, the cached one with
+ * fetch_error, or TEMPFAIL.
  */
 void mta_sts_svc_fetched(struct mta_sts_svc *svc, const char *domain, const char *id,
-                         const struct mta_sts_policy *p, const char *why, int64_t now,
-                         struct mta_sts_answer *a);
+                         const struct mta_sts_policy *p, enum mta_sts_fetch_error err,
+                         const char *why, int64_t now, struct mta_sts_answer *a);
 
 /*
  * The proactive refresh (§3.3: "MTAs SHOULD proactively refresh cached
@@ -224,7 +235,7 @@ size_t mta_sts_svc_due(struct mta_sts_svc *svc, int64_t now, char (*out)[MTA_STS
 
 /*
  * For a lookup that got MTA_STS_NEXT_WAIT: DONE and *a once the other
- * loop's fetch has ended (its policy, or TEMPFAIL with fetch_failed), WAIT
+ * loop's fetch has ended (its policy, or TEMPFAIL with fetch_error), WAIT
  * while it runs, FETCH when it has taken longer than MTA_STS_SVC_FETCH_HOLD
  * (or its entry was evicted): the caller fetches itself.
  */

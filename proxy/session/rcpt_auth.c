@@ -295,17 +295,24 @@ static void sts_rpt_reset(struct session_rcpt *r)
 }
 
 /* TLS-RPT: what answer a and r->sts (its judgement) come to. A failed
- * fetch with nothing cached is sts-policy-fetch-error (RFC 8460 §4.3.2.1);
- * a failed TXT lookup is not (no policy is known to exist: it counts as
+ * fetch with nothing cached is sts-policy-fetch-error, sts-policy-invalid
+ * or sts-webpki-invalid (RFC 8460 §4.3.2.1), as it failed; a failed TXT
+ * lookup is none of them (no policy is known to exist: it counts as
  * no-policy-found). A policy in enforce or testing mode is kept (a's
  * reference taken) for its text. */
 static void sts_rpt(struct session_rcpt *r, struct mta_sts_answer *a)
 {
+    static const enum tlsrpt_sts failure[] = {
+        [MTA_STS_FETCH_ERROR] = TLSRPT_MTASTS_FETCH_ERROR,
+        [MTA_STS_FETCH_INVALID] = TLSRPT_MTASTS_INVALID,
+        [MTA_STS_FETCH_WEBPKI] = TLSRPT_MTASTS_WEBPKI_INVALID,
+    };
+
     sts_rpt_reset(r);
     if (r->s->p->tls_rpt == NULL)
         return;
-    if (a->result == MTA_STS_RESULT_TEMPFAIL && a->fetch_failed) {
-        r->rpt_sts.sts = TLSRPT_MTASTS_FETCH_ERROR;
+    if (a->result == MTA_STS_RESULT_TEMPFAIL && a->fetch_error != MTA_STS_FETCH_OK) {
+        r->rpt_sts.sts = failure[a->fetch_error];
     } else if (r->sts.mode == DECIDE_STS_ENFORCE || r->sts.mode == DECIDE_STS_TESTING) {
         r->rpt_sts.sts = TLSRPT_MTASTS_APPLIED;
         r->rpt_sts.cert =

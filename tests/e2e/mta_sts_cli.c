@@ -81,7 +81,7 @@ static void print(struct worker *w, int req, bool sync, struct mta_sts_answer *a
         n += snprintf(line + n, sizeof(line) - (size_t)n, "loop=%d ", w->index);
     n += snprintf(line + n, sizeof(line) - (size_t)n,
                   "round=%d req=%d sync=%d result=%s fetch_failed=%d why=\"%s\"", w->round_no, req,
-                  sync, mta_sts_result_str(a->result), a->fetch_failed, a->why ? a->why : "");
+                  sync, mta_sts_result_str(a->result), a->fetch_error != MTA_STS_FETCH_OK, a->why ? a->why : "");
     if (a->policy != NULL) {
         const struct mta_sts_snapshot *s = a->policy;
         n += snprintf(line + n, sizeof(line) - (size_t)n, " id=%s mode=%s mx=", s->id,

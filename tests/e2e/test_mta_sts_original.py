@@ -19,6 +19,8 @@ mxs.example.net. The proxy's tls ca_file and mta_sts ca_file are the test CA.
               answers: at the decision's 10 s bound, no policy -> delivered
   n  nothing                                        -> no policy, delivered
   f  MX mxs   its policy host answers 404 (nothing cached) -> delivered
+  i  MX mxs   its policy host answers 200, not a policy    -> delivered
+  c  MX mxs   its policy host's certificate is not for it  -> delivered
 
 Also: a warm second session costs no HTTPS request; a destination without
 STARTTLS refuses only the enforcing domain; after a restart the cache file's
@@ -26,7 +28,8 @@ policy applies while the policy host answers 500, and a domain with nothing
 cached and a failing fetch is delivered as without MTA-STS (RFC 8461 §5);
 with tls_rpt = true each domain leaves one day-file line of policy type sts
 (success, certificate-host-mismatch, validation-failure when the MX is not in
-the policy, sts-policy-fetch-error) and the policy's lines as policy-string.
+the policy, sts-policy-fetch-error, sts-policy-invalid, sts-webpki-invalid)
+and the policy's lines as policy-string.
 """
 
 import http.server
@@ -56,7 +59,11 @@ DOMAINS = {
     "t": ("mxs", "testing", "mail.elsewhere.test"),
     "h": ("mxs", "enforce", "mail.elsewhere.test"),  # its policy host never answers
 }
-FETCH_FAILS = ("f",)  # announced, MX mxs, the policy host answers 404
+# Announced, MX mxs, no policy to be had: the policy host answers 404 (f),
+# answers 200 with what is not a policy (i), or holds no certificate for
+# mta-sts.c.example.net (c).
+FETCH_FAILS = ("f", "i", "c")
+NOT_A_POLICY = b"version: STSv9\r\nmode: enforce\r\nmx: mxs.example.net\r\nmax_age: 86400\r\n"
 
 
 def policy(mode, mx):
@@ -81,6 +88,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if label in DOMAINS and self.path == "/.well-known/mta-sts.txt" and status == 200:
             body = policy(DOMAINS[label][1], DOMAINS[label][2])
+        elif label in ("i", "c") and status == 200:
+            body = NOT_A_POLICY if label == "i" else policy("enforce", "mxs.example.net")
         else:
             status, body = (status if status != 200 else 404), b"no\r\n"
         self.send_response(status)
@@ -147,7 +156,7 @@ class MtaStsOriginalTest(ProxyTestCase):
 
     def policy_server(self):
         names = ",".join("DNS:mta-sts.%s.%s" % (l, dnszone.ORIGIN)
-                         for l in list(DOMAINS) + list(FETCH_FAILS))
+                         for l in list(DOMAINS) + list(FETCH_FAILS) if l != "c")
         ck = oh._issue(harness.new_tmpdir("pki"), "mta-sts", "mta-sts.s.example.net", names)
         ctx = oh.tls_server_context(ck)
         srv = self.ns.run_in(lambda: PolicyServer(ctx))
@@ -263,13 +272,17 @@ class MtaStsOriginalTest(ProxyTestCase):
         r = c.send_message("legacy@corp.test", ["u@s.example.net", "u@y.example.net",
                                                 "u@x.example.net", "u@t.example.net",
                                                 "u@f.example.net", "u@n.example.net",
-                                                "v@S.example.net"], BODY, pipelining=True)
-        self.assertEqual([x.code for x in r], [250, 250, 450, 450, 250, 250, 250, 250, 354, 250],
-                         r)
+                                                "v@S.example.net", "u@i.example.net",
+                                                "u@c.example.net"], BODY, pipelining=True)
+        self.assertEqual([x.code for x in r],
+                         [250, 250, 450, 450, 250, 250, 250, 250, 250, 250, 354, 250], r)
         self.assertEqual(c.cmd("QUIT").code, 221)
         self.assertTrue(d.wait_messages(1))
         self.session_ends(p, 1)
         self.assertIn(("mta-sts.f.example.net", "/.well-known/mta-sts.txt"), srv.requests)
+        self.assertIn(("mta-sts.i.example.net", "/.well-known/mta-sts.txt"), srv.requests)
+        # c's fetch ends at the certificate, before any request.
+        self.assertNotIn("mta-sts.c.example.net", [h for h, _ in srv.requests])
         day = time.strftime("%Y-%m-%d", time.gmtime(t0))
         if day != time.strftime("%Y-%m-%d", time.gmtime(time.time())):
             self.skipTest("midnight")
@@ -280,6 +293,8 @@ class MtaStsOriginalTest(ProxyTestCase):
             "x": "sts x.example.net validation-failure %s mxs.example.net 127.0.0.2",
             "t": "sts t.example.net validation-failure %s mxs.example.net 127.0.0.2",
             "f": "sts f.example.net sts-policy-fetch-error %s mxs.example.net 127.0.0.2",
+            "i": "sts i.example.net sts-policy-invalid %s mxs.example.net 127.0.0.2",
+            "c": "sts c.example.net sts-webpki-invalid %s mxs.example.net 127.0.0.2",
             "n": "no-policy-found n.example.net success %s - 127.0.0.2",
         }
         for label, line in want.items():

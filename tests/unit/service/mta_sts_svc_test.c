@@ -88,6 +88,7 @@ static struct mta_sts_answer deliver(struct mta_sts_svc *svc, const char *domain
         mta_sts_answer_release(&a); /* the cached policy applied meanwhile */
     if (next != MTA_STS_NEXT_DONE)
         mta_sts_svc_fetched(svc, domain, id, body != NULL ? policy(body) : NULL,
+                            body != NULL ? MTA_STS_FETCH_OK : MTA_STS_FETCH_ERROR,
                             body != NULL ? "fetched" : "connect", fake_now, &a);
     return a;
 }
@@ -109,7 +110,7 @@ static void test_first_contact_then_warm(void **state)
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", week, &fetched);
     assert_true(fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
-    assert_false(a.fetch_failed);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_OK);
     assert_string_equal(mx_of(&a), "mx.example.net");
     mta_sts_answer_release(&a);
 
@@ -156,7 +157,8 @@ static void test_id_change_and_refresh(void **state)
     assert_true(mta_sts_svc_peek(svc, "example.net", fake_now + 1, &a));
     assert_string_equal(mx_of(&a), "mx.example.net");
     mta_sts_answer_release(&a);
-    mta_sts_svc_fetched(svc, "example.net", "id2", policy(week2), "fetched", fake_now, &a);
+    mta_sts_svc_fetched(svc, "example.net", "id2", policy(week2), MTA_STS_FETCH_OK, "fetched",
+                        fake_now, &a);
     assert_string_equal(mx_of(&a), "mx2.example.net");
     assert_string_equal(old->mx[0], "mx.example.net");
     mta_sts_snapshot_unref(old);
@@ -183,7 +185,7 @@ static void test_failed_refresh_keeps_policy(void **state)
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id2", NULL, &fetched);
     assert_true(fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
-    assert_true(a.fetch_failed);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_ERROR);
     assert_string_equal(mx_of(&a), "mx.example.net");
     mta_sts_answer_release(&a);
 
@@ -227,19 +229,66 @@ static void test_first_fetch_fails(void **state)
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", NULL, &fetched);
     assert_true(fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
-    assert_true(a.fetch_failed);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_ERROR);
     assert_null(a.policy);
     assert_string_equal(a.why, "connect");
     fake_now += 10;
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", week, &fetched);
     assert_false(fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
-    assert_true(a.fetch_failed);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_ERROR);
     /* A new id may be tried at once. */
     a = deliver(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id2", week, &fetched);
     assert_true(fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_OK);
     mta_sts_answer_release(&a);
+    mta_sts_svc_unref(svc);
+}
+
+/* How a fetch failed is kept with the failure: the retry spacing's answers
+ * say it too (TLS-RPT's sts-policy-invalid, sts-webpki-invalid), and a
+ * failed refresh under a valid policy as well. */
+static void test_fetch_error_kinds(void **state)
+{
+    struct mta_sts_svc *svc = svc_new(NULL, 0, 0);
+    struct mta_sts_answer a;
+    bool fetched;
+
+    fake_now = T0;
+    assert_int_equal(mta_sts_svc_txt(svc, "bad.example", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
+                     MTA_STS_NEXT_FETCH);
+    mta_sts_svc_fetched(svc, "bad.example", "id1", NULL, MTA_STS_FETCH_INVALID, "no version",
+                        fake_now, &a);
+    assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_INVALID);
+    fake_now += 10;
+    a = deliver(svc, "bad.example", MTA_STS_LOOKUP_FOUND, "id1", week, &fetched);
+    assert_false(fetched);
+    assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_INVALID);
+    assert_string_equal(a.why, "fetch failed recently");
+
+    /* A policy with no failure behind it says OK; its refresh failing on
+     * the certificate keeps it, and says so. */
+    a = deliver(svc, "good.example", MTA_STS_LOOKUP_FOUND, "id1", week, &fetched);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_OK);
+    mta_sts_answer_release(&a);
+    fake_now += RECHECK;
+    assert_int_equal(mta_sts_svc_txt(svc, "good.example", MTA_STS_LOOKUP_FOUND, "id2", fake_now, &a),
+                     MTA_STS_NEXT_REFRESH);
+    mta_sts_answer_release(&a);
+    mta_sts_svc_fetched(svc, "good.example", "id2", NULL, MTA_STS_FETCH_WEBPKI, "certificate",
+                        fake_now, &a);
+    assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_WEBPKI);
+    mta_sts_answer_release(&a);
+
+    /* A failure with no kind given is a fetch error. */
+    assert_int_equal(mta_sts_svc_txt(svc, "odd.example", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
+                     MTA_STS_NEXT_FETCH);
+    mta_sts_svc_fetched(svc, "odd.example", "id1", NULL, MTA_STS_FETCH_OK, "connect", fake_now, &a);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_ERROR);
     mta_sts_svc_unref(svc);
 }
 
@@ -255,11 +304,12 @@ static void test_one_fetch_across_loops(void **state)
     assert_int_equal(mta_sts_svc_txt(svc, "example.net", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
                      MTA_STS_NEXT_WAIT);
     assert_int_equal(mta_sts_svc_poll(svc, "example.net", fake_now + 1, &a), MTA_STS_NEXT_WAIT);
-    mta_sts_svc_fetched(svc, "example.net", "id1", policy(week), "fetched", fake_now + 2, &a);
+    mta_sts_svc_fetched(svc, "example.net", "id1", policy(week), MTA_STS_FETCH_OK, "fetched",
+                        fake_now + 2, &a);
     mta_sts_answer_release(&a);
     assert_int_equal(mta_sts_svc_poll(svc, "example.net", fake_now + 2, &a), MTA_STS_NEXT_DONE);
     assert_int_equal(a.result, MTA_STS_RESULT_POLICY);
-    assert_false(a.fetch_failed);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_OK);
     mta_sts_answer_release(&a);
 
     /* A refresh under way elsewhere: the cached policy, no second fetch. */
@@ -277,10 +327,11 @@ static void test_one_fetch_across_loops(void **state)
                      MTA_STS_NEXT_FETCH);
     assert_int_equal(mta_sts_svc_txt(svc, "new.example", MTA_STS_LOOKUP_FOUND, "id1", fake_now, &a),
                      MTA_STS_NEXT_WAIT);
-    mta_sts_svc_fetched(svc, "new.example", "id1", NULL, "timeout", fake_now, &a);
+    mta_sts_svc_fetched(svc, "new.example", "id1", NULL, MTA_STS_FETCH_WEBPKI, "certificate",
+                        fake_now, &a);
     assert_int_equal(mta_sts_svc_poll(svc, "new.example", fake_now, &a), MTA_STS_NEXT_DONE);
     assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
-    assert_true(a.fetch_failed);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_WEBPKI); /* as it failed, for TLS-RPT */
 
     /* A fetch abandoned (its loop closed), or one that overran its hold:
      * the waiter fetches itself. */
@@ -310,7 +361,7 @@ static void test_no_record_cached_negatively(void **state)
     /* A failed lookup is not cached at all. */
     a = deliver(svc, "dark.example", MTA_STS_LOOKUP_FAILED, NULL, NULL, &fetched);
     assert_int_equal(a.result, MTA_STS_RESULT_TEMPFAIL);
-    assert_false(a.fetch_failed);
+    assert_int_equal(a.fetch_error, MTA_STS_FETCH_OK);
     assert_false(mta_sts_svc_peek(svc, "dark.example", fake_now, &a));
     mta_sts_svc_unref(svc);
 }
@@ -618,7 +669,9 @@ static void *stress_thread(void *arg)
                 mta_sts_answer_release(&a);
             break;
         case 2:
-            mta_sts_svc_fetched(st->svc, name, id, (r >> 20) % 4 ? &p : NULL, "connect", now, &a);
+            mta_sts_svc_fetched(st->svc, name, id, (r >> 20) % 4 ? &p : NULL,
+                                (r >> 20) % 4 ? MTA_STS_FETCH_OK : MTA_STS_FETCH_ERROR,
+                                "connect", now, &a);
             if (a.policy != NULL)
                 st->policies_seen += a.policy->n_mx == 1;
             mta_sts_answer_release(&a);
@@ -670,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_id_change_and_refresh),
         cmocka_unit_test(test_failed_refresh_keeps_policy),
         cmocka_unit_test(test_first_fetch_fails),
+        cmocka_unit_test(test_fetch_error_kinds),
         cmocka_unit_test(test_one_fetch_across_loops),
         cmocka_unit_test(test_no_record_cached_negatively),
         cmocka_unit_test(test_bounded_lru),
