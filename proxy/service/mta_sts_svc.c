@@ -153,20 +153,12 @@ static void answer(struct mta_sts_answer *a, enum mta_sts_result r, enum mta_sts
     a->policy = s != NULL ? snapshot_ref(s) : NULL;
 }
 
-/* How e's last fetch failed; MTA_STS_FETCH_OK if none did. */
-static enum mta_sts_fetch_error failed_how(const struct entry *e)
+/* How e's last fetch failed (never MTA_STS_FETCH_OK: mta_sts_svc_fetched
+ * stores no such failure), or otherwise when e is gone or none failed. */
+static enum mta_sts_fetch_error failed_how(const struct entry *e,
+                                           enum mta_sts_fetch_error otherwise)
 {
-    if (e == NULL || e->failed_at == 0)
-        return MTA_STS_FETCH_OK;
-    return e->failed_how != MTA_STS_FETCH_OK ? e->failed_how : MTA_STS_FETCH_ERROR;
-}
-
-/* The same where a fetch is known to have failed: one whose entry is gone
- * counts as a fetch error. */
-static enum mta_sts_fetch_error failed_surely(const struct entry *e)
-{
-    enum mta_sts_fetch_error err = failed_how(e);
-    return err != MTA_STS_FETCH_OK ? err : MTA_STS_FETCH_ERROR;
+    return e != NULL && e->failed_at != 0 ? e->failed_how : otherwise;
 }
 
 static int64_t system_clock(void *arg)
@@ -378,7 +370,8 @@ enum mta_sts_next mta_sts_svc_txt(struct mta_sts_svc *svc, const char *domain,
         } else if (lookup == MTA_STS_LOOKUP_FOUND) {
             /* A record, nothing valid cached, and this id failed less
              * than five minutes ago (§3.3). */
-            answer(a, MTA_STS_RESULT_TEMPFAIL, failed_surely(e), "fetch failed recently", NULL);
+            answer(a, MTA_STS_RESULT_TEMPFAIL, failed_how(e, MTA_STS_FETCH_ERROR),
+                   "fetch failed recently", NULL);
         } else {
             answer(a, MTA_STS_RESULT_NONE, MTA_STS_FETCH_OK, "no record", NULL);
             if ((e = get(svc, domain)) != NULL) {
@@ -521,10 +514,11 @@ enum mta_sts_next mta_sts_svc_poll(struct mta_sts_svc *svc, const char *domain, 
             e->fetch_until = now + MTA_STS_SVC_FETCH_HOLD;
         next = MTA_STS_NEXT_FETCH;
     } else if (e->snap != NULL && now < e->snap->expires) {
-        answer(a, MTA_STS_RESULT_POLICY, failed_how(e), "fetched", e->snap);
+        answer(a, MTA_STS_RESULT_POLICY, failed_how(e, MTA_STS_FETCH_OK), "fetched", e->snap);
         touch(svc, e);
     } else {
-        answer(a, MTA_STS_RESULT_TEMPFAIL, failed_surely(e), "fetch failed", NULL);
+        answer(a, MTA_STS_RESULT_TEMPFAIL, failed_how(e, MTA_STS_FETCH_ERROR), "fetch failed",
+               NULL);
     }
     pthread_mutex_unlock(&svc->lock);
     return next;

@@ -86,7 +86,8 @@ struct decide_sts session_sts_judge(const struct session *s, const char *domain,
     }
     log_debug("session=%s event=rcpt_sts domain=%s result=policy mode=%s id=%s fetch_failed=%s "
               "mx_hosts=%zu mx=%s mx_ok=%s trusted=%s name_ok=%s",
-              s->id, domain, mta_sts_mode_str(p->mode), p->id, a->fetch_error != MTA_STS_FETCH_OK ? "yes" : "no", n,
-              host, d.mx_ok ? "yes" : "no", trusted, d.name_ok ? "yes" : "no");
+              s->id, domain, mta_sts_mode_str(p->mode), p->id,
+              a->fetch_error != MTA_STS_FETCH_OK ? "yes" : "no", n, host, d.mx_ok ? "yes" : "no",
+              trusted, d.name_ok ? "yes" : "no");
     return d;
 }
